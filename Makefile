@@ -1,0 +1,51 @@
+# The two commands a newcomer needs: `make run` and `make test`. Everything else here serves them.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# Rebuild the environment only when the pinned requirements change (horovod compiles for ~5 minutes).
+STAMP := $(VENV)/.installed-$(shell sha1sum setup.cfg | cut -c1-12)
+EXTRAS ?= cpu,sim,test
+# horovod compiles against the TensorFlow already in the venv, for Gloo on CPU. GPU hosts: see README.
+HOROVOD_BUILD_ENV := MAKEFLAGS=-j$(shell nproc) HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 \
+	HOROVOD_WITHOUT_MPI=1 HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 HOROVOD_CPU_OPERATIONS=GLOO
+# The runtime environment the stack needs (stack.md); the code sets the same for executors.
+RUN_ENV := PYSPARK_PYTHON=$(abspath $(PY)) PYSPARK_DRIVER_PYTHON=$(abspath $(PY)) \
+	TF_USE_LEGACY_KERAS=1 SPARK_LOCAL_IP=127.0.0.1 PYTHONUNBUFFERED=1
+CONFIG ?= conf/local.yaml
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: run test venv lint clean-venv
+
+run: $(STAMP)
+	$(RUN_ENV) $(VENV)/bin/spark-submit --master 'local[2]' \
+		--driver-java-options "-Dlog4j2.configurationFile=$(abspath conf/log4j2.properties)" \
+		jobs/train.py --config $(CONFIG) $(ARGS)
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(RUN_ENV) $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+venv: $(STAMP)
+
+$(STAMP): setup.cfg
+	@echo "== building the environment in $(VENV) (first time: ~7 minutes, horovod compiles)"
+	rm -f $(VENV)/.installed-*
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip wheel "setuptools<70"
+	@# 1. TensorFlow first: horovod's build inspects it.
+	$(PIP) install --progress-bar off tensorflow-cpu==2.18.1 numpy==1.26.4 cloudpickle psutil pyyaml packaging
+	@# 2. horovod (compiled, no build isolation) with every other pin, then this package in editable mode.
+	$(HOROVOD_BUILD_ENV) $(PIP) install --progress-bar off --no-build-isolation -e ".[$(EXTRAS)]"
+	@# 3. Keras 2 for TF 2.18 without its `tensorflow` requirement (stack.md, "Keras").
+	$(PIP) install --progress-bar off --no-deps tf_keras==2.18.0
+	$(RUN_ENV) $(PY) -c "import horovod.tensorflow as hvd; assert hvd.gloo_built(), 'horovod was built without Gloo'"
+	touch $@
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,52 @@
+from pathlib import Path
+
+import pytest
+
+from ucluster_spark.config import Config, ConfigError, load
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_shipped_config_loads():
+    for path in sorted((ROOT / "conf").glob("*.yaml")):
+        cfg = load(path)
+        assert Config.from_dict(cfg.to_dict()) == cfg
+
+
+def test_overrides_are_typed_and_win_over_the_file():
+    cfg = load(ROOT / "conf/local.yaml", ["train.epochs=9", "data.classes=[w,t]", "loss.alpha0=2"])
+    assert cfg.train.epochs == 9
+    assert cfg.data.classes == ["w", "t"]
+    assert cfg.loss.alpha0 == 2.0 and isinstance(cfg.loss.alpha0, float)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.epoch=3", r"unknown key\(s\) \['epoch'\]"),
+        ("trainer.epochs=3", r"unknown section\(s\) \['trainer'\]"),
+        ("train.epochs=many", "train.epochs: expected int, got 'many'"),
+        ("data.classes=[w,x]", "unknown class 'x'"),
+        ("train.pretrain_epochs=50", r"train.pretrain_epochs must be in \[0, train.epochs"),
+        ("run.num_proc=9", "exceeds data.files_per_split"),
+        ("epochs", "expected section.key=value"),
+    ],
+)
+def test_bad_values_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load(ROOT / "conf/local.yaml", [override])
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load(tmp_path / "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load(bad)
+
+
+def test_dump_round_trips(tmp_path):
+    cfg = load(ROOT / "conf/local.yaml", ["train.seed=3"])
+    cfg.dump(tmp_path / "c.yaml")
+    assert load(tmp_path / "c.yaml") == cfg

@@ -1,0 +1,146 @@
+import json
+
+import numpy as np
+import pytest
+
+from ucluster_spark import schema, store
+from ucluster_spark.data.dataset import DatasetError, check_compatible, load_info, write_dataset
+from ucluster_spark.data.features import constituent_features
+from ucluster_spark.reader import evaluation_batches, open_shard
+
+pytestmark = pytest.mark.slow
+
+
+def _jet_ids(url, shard, shard_count):
+    ids = []
+    with open_shard(
+        url,
+        shard=shard,
+        shard_count=shard_count,
+        columns=[schema.JET_ID],
+        num_epochs=1,
+        shuffle=False,
+        seed=0,
+    ) as ds:
+        for batch in ds:
+            ids.extend(v.decode() if isinstance(v, bytes) else v for v in batch.jet_id.numpy())
+    return ids
+
+
+def test_layout_counts_and_metadata(synthetic_dataset):
+    root, info, frame = synthetic_dataset
+    assert sorted(p.name for p in root.iterdir()) == [schema.METADATA_FILE, "test", "train", "val"]
+    assert sum(info.n_jets(s) for s in schema.SPLITS) == len(frame)
+    stored = json.loads((root / schema.METADATA_FILE).read_text())
+    assert stored["feature_set"] == "ucluster8" and stored["max_constituents"] == 100
+    assert load_info(root) == info
+    assert not [p for p in root.parent.iterdir() if ".tmp-" in p.name]  # staging renamed away
+
+
+def test_two_shards_are_disjoint_and_complete(synthetic_dataset):
+    root, info, _ = synthetic_dataset
+    url = info.split_url(root, "train")
+    shard0, shard1 = _jet_ids(url, 0, 2), _jet_ids(url, 1, 2)
+    assert shard0 and shard1
+    assert not set(shard0) & set(shard1)
+    assert len(shard0) + len(shard1) == info.n_jets("train")
+    assert set(shard0) | set(shard1) == set(_jet_ids(url, 0, 1))
+
+
+def test_reader_returns_the_constituents_and_labels_written(synthetic_dataset):
+    root, info, frame = synthetic_dataset
+    by_id = frame.set_index(schema.JET_ID)
+    url = info.split_url(root, "test")
+    ids = _jet_ids(url, 0, 1)
+    with evaluation_batches(
+        url, shard=0, shard_count=1, max_constituents=100, n_features=8, batch_size=32, with_labels=True
+    ) as ds:
+        batches = list(ds)
+    x = np.concatenate([b[schema.CONSTITUENTS].numpy() for b in batches])
+    labels = np.concatenate([b[schema.LABEL].numpy() for b in batches])
+    assert x.shape == (len(ids), 100, 8)
+    for i, jet_id in enumerate(ids):
+        np.testing.assert_array_equal(x[i].ravel(), by_id.loc[jet_id, schema.CONSTITUENTS])
+        assert labels[i] == by_id.loc[jet_id, schema.LABEL]
+
+
+def test_split_is_a_deterministic_function_of_jet_id(spark, synthetic_dataset, tmp_path):
+    from tests.conftest import synthetic_jets
+    from ucluster_spark import config
+
+    root, info, _ = synthetic_dataset
+    again = write_dataset(
+        spark,
+        spark.createDataFrame(synthetic_jets(80), schema=schema.spark_schema()),
+        tmp_path / "again",
+        config.load(None).data,
+        {},
+    )
+    assert again.counts == info.counts
+    for split in schema.SPLITS:
+        assert sorted(_jet_ids(info.split_url(root, split), 0, 1)) == sorted(
+            _jet_ids(again.split_url(tmp_path / "again", split), 0, 1)
+        )
+
+
+def test_existing_dataset_is_refused_and_left_intact(spark, synthetic_dataset):
+    from tests.conftest import synthetic_jets
+    from ucluster_spark import config
+
+    root, info, _ = synthetic_dataset
+    df = spark.createDataFrame(synthetic_jets(5), schema=schema.spark_schema())
+    with pytest.raises(DatasetError, match="already holds a dataset"):
+        write_dataset(spark, df, root, config.load(None).data, {})
+    assert load_info(root) == info
+
+
+def test_failed_write_leaves_nothing_behind(spark, tmp_path):
+    from ucluster_spark import config
+
+    def explode(frames):
+        for frame in frames:
+            raise RuntimeError("injected failure inside a Spark task")
+            yield frame
+
+    from tests.conftest import synthetic_jets
+
+    df = spark.createDataFrame(synthetic_jets(5), schema=schema.spark_schema()).mapInPandas(
+        explode, schema=schema.spark_schema()
+    )
+    with pytest.raises(Exception, match="injected failure"):
+        write_dataset(spark, df, tmp_path / "broken", config.load(None).data, {})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_incompatible_dataset_is_refused(synthetic_dataset):
+    from ucluster_spark import config
+
+    root, info, _ = synthetic_dataset
+    with pytest.raises(DatasetError, match="asks for .ucluster8. with 30"):
+        check_compatible(info, config.load(None, ["data.max_constituents=30"]).data, str(root))
+    with pytest.raises(DatasetError, match="not a complete ucluster dataset"):
+        load_info(root / "train")
+
+
+def test_features_are_pt_ordered_relative_and_zero_padded():
+    jet = np.array([1000.0, 0.5, 0.2, 1200.0])
+    p4 = []
+    for pt, deta, dphi in ((10.0, 0.1, -0.1), (300.0, 0.0, 0.05), (50.0, -0.2, 0.0)):
+        eta, phi = 0.5 + deta, 0.2 + dphi
+        px, py, pz = pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)
+        p4.append((px, py, pz, np.sqrt(px**2 + py**2 + pz**2)))
+    out = constituent_features(np.array(p4), jet, 5, "ucluster8")
+    assert out.shape == (5, 8) and out.dtype == np.float32
+    np.testing.assert_allclose(np.exp(out[:3, 6]), [300.0, 50.0, 10.0], rtol=1e-5)  # log_pt, ordered
+    np.testing.assert_allclose(out[:3, 0], [0.0, -0.2, 0.1], atol=1e-5)  # etarel
+    np.testing.assert_allclose(out[:3, 1], [0.05, 0.0, -0.1], atol=1e-5)  # phirel
+    np.testing.assert_allclose(out[:3, 3], np.hypot(out[:3, 0], out[:3, 1]), rtol=1e-5)  # deltaR
+    assert np.all(out[3:] == 0)
+
+
+def test_local_path_accepts_file_urls_and_dbfs_forms(tmp_path):
+    assert store.local_path(tmp_path.as_uri()) == tmp_path
+    assert str(store.local_path("dbfs:/ml/jets")) == "/dbfs/ml/jets"
+    assert str(store.local_path("/dbfs/ml/jets")) == "/dbfs/ml/jets"
+    with pytest.raises(ValueError, match="only local paths"):
+        store.local_path("s3://bucket/jets")

@@ -1,0 +1,62 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ucluster_spark import config
+from ucluster_spark.layers import GAPLayer, MaskedPooling, ParticleDense, knn_indices, particle_mask
+from ucluster_spark.model import build_model
+
+
+def _jets(batch=4, slots=30, real=(12, 7, 20, 3), features=8, seed=0):
+    rng = np.random.default_rng(seed)
+    x = np.zeros((batch, slots, features), np.float32)
+    for b, n in enumerate(real):
+        x[b, :n] = rng.normal(size=(n, features))
+    return x
+
+
+def test_padded_particles_are_never_neighbours_of_real_ones():
+    x = _jets()
+    mask = particle_mask(tf.constant(x))
+    idx = knn_indices(tf.constant(x[..., :2]), mask, k=5).numpy()
+    for b, n in enumerate((12, 7, 20, 3)):
+        chosen = idx[b, :n, : min(5, n)]
+        assert chosen.max() < n
+        assert np.array_equal(idx[b, :n, 0], np.arange(n))  # each particle is its own nearest neighbour
+
+
+def test_gap_layer_shapes_and_zero_padding():
+    x = tf.constant(_jets())
+    mask = particle_mask(x)
+    att, local = GAPLayer(16, 5)([x, x[..., :2], mask], training=False)
+    assert att.shape == local.shape == (4, 30, 16)
+    assert np.all(att.numpy()[3, 3:] == 0) and np.all(local.numpy()[3, 3:] == 0)
+    assert np.all(np.isfinite(local.numpy()))
+
+
+@pytest.mark.parametrize(
+    "layer", [GAPLayer(8, 3, 0.8, name="g"), ParticleDense(5, 0.7, name="p"), MaskedPooling("max", name="m")]
+)
+def test_layers_round_trip_their_config(layer):
+    clone = type(layer).from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+
+
+def test_model_outputs_and_permutation_invariance_of_the_embedding():
+    cfg = config.load(
+        None,
+        [
+            "model.mlp1=[8,16]",
+            "model.gap2_features=16",
+            "model.mlp2=[16,16]",
+            "model.aux_hidden=[16,8]",
+            "data.max_constituents=30",
+        ],
+    )
+    model = build_model(cfg)
+    x = _jets()
+    out = model(x, training=False)
+    assert out["z"].shape == (4, 3) and out["aux_logits"].shape == (4, 20) and out["distances"].shape == (4, 3)
+    perm = x.copy()
+    perm[0, :12] = x[0, np.random.default_rng(3).permutation(12)]
+    np.testing.assert_allclose(model(perm, training=False)["z"].numpy()[0], out["z"].numpy()[0], rtol=1e-4, atol=1e-5)

@@ -1,0 +1,57 @@
+import numpy as np
+import pytest
+
+from ucluster_spark.metrics import clustering_accuracy, contingency, hungarian_mapping, summarize
+
+
+def test_perfect_clustering_under_relabelling_is_accuracy_one():
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    clusters = np.array([2, 2, 0, 0, 1, 1])
+    counts = contingency(clusters, labels, 3, 3)
+    assert clustering_accuracy(counts) == 1.0
+    assert hungarian_mapping(counts) == {0: 1, 1: 2, 2: 0}
+
+
+def test_accuracy_uses_one_to_one_matching_not_majority_vote():
+    # Cluster 0 holds most of classes 0 and 1; a majority vote would map both clusters to class 0 or 1.
+    counts = np.array([[5, 4, 0], [0, 1, 0], [0, 0, 3]])
+    # Best one-to-one: 0->0 (5), 1->1 (1), 2->2 (3) = 9 of 13.
+    assert clustering_accuracy(counts) == pytest.approx(9 / 13)
+
+
+def test_all_jets_in_one_cluster_scores_the_largest_class_fraction():
+    labels = np.array([0] * 5 + [1] * 3 + [2] * 2)
+    counts = contingency(np.zeros(10, int), labels, 3, 3)
+    assert clustering_accuracy(counts) == pytest.approx(0.5)
+    summary = summarize(counts, ["w", "z", "t"])
+    assert summary["nmi"] == pytest.approx(0.0)
+    assert summary["ari"] == pytest.approx(0.0)
+    assert summary["cluster_sizes"] == [10, 0, 0]
+
+
+def test_summary_matches_sklearn_on_the_expanded_labels():
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 3, 500)
+    clusters = np.where(rng.random(500) < 0.7, labels, rng.integers(0, 3, 500))
+    summary = summarize(contingency(clusters, labels, 3, 3), ["w", "z", "t"])
+    assert summary["nmi"] == pytest.approx(normalized_mutual_info_score(labels, clusters))
+    assert summary["ari"] == pytest.approx(adjusted_rand_score(labels, clusters))
+    assert summary["n_jets"] == 500
+    assert summary["clustering_accuracy"] == pytest.approx(np.mean(clusters == labels))
+
+
+def test_summed_shard_matrices_equal_the_whole_set_matrix():
+    rng = np.random.default_rng(2)
+    labels, clusters = rng.integers(0, 3, 300), rng.integers(0, 3, 300)
+    whole = contingency(clusters, labels, 3, 3)
+    parts = contingency(clusters[:120], labels[:120], 3, 3) + contingency(clusters[120:], labels[120:], 3, 3)
+    assert np.array_equal(whole, parts)
+
+
+def test_out_of_range_values_are_refused():
+    with pytest.raises(ValueError, match="label values must lie in"):
+        contingency(np.array([0]), np.array([3]), 3, 3)
+    with pytest.raises(ValueError, match="empty set"):
+        clustering_accuracy(np.zeros((3, 3), int))

@@ -1,0 +1,182 @@
+"""Driver side: write jets as the project's parquet dataset (split by hash of jet_id) and read its metadata.
+
+Layout of a dataset directory::
+
+    DIR/train/part-*.parquet   DIR/val/...   DIR/test/...   DIR/_ucluster_dataset.json
+
+The whole directory is staged under a temporary name and renamed into place when complete, and the metadata
+file names the feature set and constituent count so training and inference cannot silently disagree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ucluster_spark import schema, store
+from ucluster_spark.config import DataConfig
+
+FORMAT_VERSION = 1
+ROW_GROUP_BYTES = 8 * 1024 * 1024
+"""Parquet row groups of ~8 MiB: ~2,500 jets of 100 x 8 float32, small enough to shard, large enough to stream."""
+_HASH_BUCKETS = 1_000_000
+
+
+class DatasetError(ValueError):
+    """A dataset directory that cannot be used; the message names the path and the reason."""
+
+
+@dataclass
+class DatasetInfo:
+    """The content of ``_ucluster_dataset.json``."""
+
+    format_version: int
+    feature_set: str
+    feature_names: list[str]
+    max_constituents: int
+    classes: list[str]
+    counts: dict[str, dict[str, int]]
+    """split -> class name -> jets."""
+    source: dict[str, Any]
+
+    def n_jets(self, split: str) -> int:
+        return int(sum(self.counts.get(split, {}).values()))
+
+    def split_url(self, root: str | Path, split: str) -> str:
+        return store.file_url(Path(store.local_path(root)) / split)
+
+
+def load_info(root: str | Path) -> DatasetInfo:
+    path = store.local_path(root) / schema.METADATA_FILE
+    if not path.exists():
+        raise DatasetError(f"{store.local_path(root)} is not a complete ucluster dataset: {path.name} is missing")
+    try:
+        raw = json.loads(path.read_text())
+        return DatasetInfo(**raw)
+    except (json.JSONDecodeError, TypeError) as err:
+        raise DatasetError(f"{path}: unreadable dataset metadata ({err})") from err
+
+
+def check_compatible(info: DatasetInfo, data: DataConfig, where: str) -> None:
+    """Refuse a dataset whose inputs differ from what the model is configured for."""
+    if info.feature_set != data.feature_set or info.max_constituents != data.max_constituents:
+        raise DatasetError(
+            f"{where}: dataset has feature set {info.feature_set!r} with {info.max_constituents} constituents, "
+            f"but the config asks for {data.feature_set!r} with {data.max_constituents}"
+        )
+    if info.classes != list(data.classes):
+        raise DatasetError(f"{where}: dataset classes {info.classes} differ from data.classes {data.classes}")
+
+
+def generation_key(data: DataConfig) -> str:
+    """A directory name that changes whenever anything that shapes the generated dataset changes."""
+    fields = {
+        k: v for k, v in asdict(data).items() if k not in ("path", "generated_root", "mass_bins", "mass_bin_edges_max")
+    }
+    digest = hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
+    return f"pythia-{'-'.join(data.classes)}-{data.jets_per_class}-s{data.generation_seed}-{digest}"
+
+
+def split_column(fractions: dict[str, float]):
+    """Deterministic split from a hash of jet_id (Spark's xxhash64 is stable across versions and hosts)."""
+    from pyspark.sql import functions as F
+
+    u = F.pmod(F.xxhash64(F.col(schema.JET_ID)), F.lit(_HASH_BUCKETS)) / F.lit(float(_HASH_BUCKETS))
+    train_edge = fractions["train"]
+    val_edge = train_edge + fractions["val"]
+    return F.when(u < train_edge, F.lit("train")).when(u < val_edge, F.lit("val")).otherwise(F.lit("test"))
+
+
+def write_dataset(
+    spark, jets_df, output: str | Path, data: DataConfig, source: dict[str, Any], overwrite: bool = False
+) -> DatasetInfo:
+    """Materialise ``jets_df`` (the schema of ``schema.spark_schema()``) once, then write the split layout."""
+    from pyspark.sql import functions as F
+
+    final = store.local_path(output)
+    if final.exists() and not overwrite:
+        raise DatasetError(f"{final} already holds a dataset; pass --overwrite to replace it")
+    with store.atomic_directory(final, overwrite=overwrite) as staging:
+        raw_dir = staging / "raw-unsplit"
+        # One pass over the (possibly expensive) source, e.g. Pythia running inside the tasks.
+        jets_df.withColumn(schema.SPLIT, split_column(data.split_fractions)).write.parquet(store.file_url(raw_dir))
+        raw = spark.read.parquet(store.file_url(raw_dir))
+        counts: dict[str, dict[str, int]] = {s: {c: 0 for c in data.classes} for s in schema.SPLITS}
+        for row in raw.groupBy(schema.SPLIT, schema.LABEL_NAME).count().collect():
+            counts[row[schema.SPLIT]][row[schema.LABEL_NAME]] = int(row["count"])
+        for split in schema.SPLITS:
+            (
+                raw.filter(F.col(schema.SPLIT) == split)
+                .drop(schema.SPLIT)
+                .repartition(data.files_per_split)
+                .write.option("parquet.block.size", ROW_GROUP_BYTES)
+                .parquet(store.file_url(staging / split))
+            )
+        shutil.rmtree(raw_dir)
+        info = DatasetInfo(
+            format_version=FORMAT_VERSION,
+            feature_set=data.feature_set,
+            feature_names=list(schema.feature_names(data.feature_set)),
+            max_constituents=data.max_constituents,
+            classes=list(data.classes),
+            counts=counts,
+            source=source,
+        )
+        store.atomic_write_json(staging / schema.METADATA_FILE, asdict(info))
+    print(f"[dataset] wrote {final}: " + format_counts(info), file=sys.stderr, flush=True)
+    return info
+
+
+def format_counts(info: DatasetInfo) -> str:
+    return "; ".join(
+        f"{split} {info.n_jets(split)} (" + ", ".join(f"{c} {n}" for c, n in info.counts[split].items()) + ")"
+        for split in schema.SPLITS
+    )
+
+
+def generate(spark, data: DataConfig, output: str | Path, overwrite: bool = False) -> DatasetInfo:
+    """Run Pythia inside Spark tasks (one task per (class, seed)) and write the dataset."""
+    from ucluster_spark.data.simulate import generate_partition, plan_tasks
+
+    tasks = plan_tasks(data.classes, data.jets_per_class, data.tasks_per_class, data.generation_seed)
+    rows = [asdict(t) for t in tasks]
+    task_df = spark.createDataFrame(spark.sparkContext.parallelize(rows, numSlices=len(rows)))
+    max_constituents, feature_set = data.max_constituents, data.feature_set
+
+    def body(frames):  # shipped to executors: plain values only
+        yield from generate_partition(frames, max_constituents, feature_set)
+
+    print(
+        f"[generate] {len(tasks)} Pythia tasks: {data.jets_per_class} jets per class of {data.classes}",
+        file=sys.stderr,
+        flush=True,
+    )
+    jets = task_df.mapInPandas(body, schema=schema.spark_schema())
+    source = {
+        "generator": "pythia8",
+        "classes": data.classes,
+        "jets_per_class": data.jets_per_class,
+        "generation_seed": data.generation_seed,
+        "tasks": len(tasks),
+    }
+    return write_dataset(spark, jets, output, data, source, overwrite=overwrite)
+
+
+def locate_or_generate(spark, data: DataConfig) -> tuple[Path, DatasetInfo]:
+    """The configured dataset, or the cached generated sample for this config (made when missing)."""
+    if data.path:
+        root = store.local_path(data.path)
+        info = load_info(root)
+        check_compatible(info, data, str(root))
+        return root, info
+    root = store.local_path(data.generated_root) / generation_key(data)
+    if (root / schema.METADATA_FILE).exists():
+        info = load_info(root)
+        print(f"[dataset] reusing generated sample {root}: " + format_counts(info), file=sys.stderr, flush=True)
+        return root, info
+    return root, generate(spark, data, root, overwrite=root.exists())

@@ -1,0 +1,263 @@
+"""Executor side: Pythia 8 + FastJet jets of one class, generated inside a Spark task.
+
+Particle-level, hls4ml-like jets (see shared/reference/pythia_jets.md): 13 TeV pp, anti-kT R = 0.8 on all
+visible final-state particles, the two leading jets kept when 800 < pT < 1200 GeV and |eta| < 2. W, Z and top
+jets must lie within dR < 0.8 of the decaying particle with all its decay quarks inside; q/g jets are labelled
+by the hard outgoing parton within dR < 0.8 (c/b jets dropped).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ucluster_spark import schema
+from ucluster_spark.data.features import constituent_features
+
+COMMON_SETTINGS = (
+    "Beams:eCM = 13000.",
+    "PhaseSpace:pTHatMin = 900.",
+    "Print:quiet = on",
+    "Next:numberCount = 0",
+    "Next:numberShowEvent = 0",
+    "Next:numberShowInfo = 0",
+    "Next:numberShowProcess = 0",
+    "Random:setSeed = on",
+)
+PROCESS_SETTINGS: dict[str, tuple[str, ...]] = {
+    "g": ("HardQCD:gg2gg = on", "HardQCD:qqbar2gg = on", "HardQCD:qg2qg = on"),
+    "q": ("HardQCD:all = on",),
+    "w": (
+        "WeakBosonAndParton:qqbar2Wg = on",
+        "WeakBosonAndParton:qg2Wq = on",
+        "24:onMode = off",
+        "24:onIfAny = 1 2 3 4 5",
+    ),
+    "z": (
+        "WeakBosonAndParton:qqbar2gmZg = on",
+        "WeakBosonAndParton:qg2gmZq = on",
+        "WeakZ0:gmZmode = 2",
+        "23:onMode = off",
+        "23:onIfAny = 1 2 3 4 5",
+    ),
+    "t": ("Top:gg2ttbar = on", "Top:qqbar2ttbar = on", "24:onMode = off", "24:onIfAny = 1 2 3 4 5"),
+}
+DECAYING_ID = {"w": 24, "z": 23, "t": 6}
+JET_R = 0.8
+JET_PT_RANGE = (800.0, 1200.0)
+JET_ABS_ETA_MAX = 2.0
+EVENTS_PER_BATCH = 50
+MAX_SEED = 900_000_000
+
+
+@dataclass(frozen=True)
+class GenerationTask:
+    """One Spark task: ``n_jets`` jets of ``class_name`` from a Pythia stream seeded with ``seed``."""
+
+    class_name: str
+    label: int
+    seed: int
+    n_jets: int
+    task_index: int
+
+
+def plan_tasks(classes: list[str], jets_per_class: int, tasks_per_class: int, base_seed: int) -> list[GenerationTask]:
+    """Split each class over tasks; every task gets its own seed, so the streams are disjoint and reproducible."""
+    tasks = []
+    for label, name in enumerate(classes):
+        if name not in PROCESS_SETTINGS:
+            raise ValueError(f"cannot generate class {name!r}; known: {sorted(PROCESS_SETTINGS)}")
+        sizes = np.full(tasks_per_class, jets_per_class // tasks_per_class)
+        sizes[: jets_per_class % tasks_per_class] += 1
+        for n in sizes:
+            index = len(tasks)
+            seed = base_seed * 100_000 + index + 1
+            if not 0 < seed < MAX_SEED:
+                raise ValueError(f"Pythia seed {seed} from generation_seed={base_seed} is outside (0, {MAX_SEED})")
+            if n > 0:
+                tasks.append(GenerationTask(name, label, int(seed), int(n), index))
+    return tasks
+
+
+def _pythia(class_name: str, seed: int):
+    import pythia8mc
+
+    pythia = pythia8mc.Pythia("", False)
+    for line in (*COMMON_SETTINGS, f"Random:seed = {seed}", *PROCESS_SETTINGS[class_name]):
+        if not pythia.readString(line):
+            raise RuntimeError(f"Pythia rejected the setting {line!r}")
+    if not pythia.init():
+        raise RuntimeError(f"Pythia failed to initialise for class {class_name!r}, seed {seed}")
+    return pythia
+
+
+def _delta_r(eta1, phi1, eta2, phi2):
+    dphi = np.mod(np.asarray(phi1) - np.asarray(phi2) + np.pi, 2 * np.pi) - np.pi
+    return np.hypot(np.asarray(eta1) - np.asarray(eta2), dphi)
+
+
+def _eta_phi(px, py, pz):
+    pt = np.hypot(px, py)
+    return np.arcsinh(pz / np.maximum(pt, 1e-12)), np.arctan2(py, px)
+
+
+def _last_copy(ids: np.ndarray, d1: np.ndarray, d2: np.ndarray, i: int) -> int:
+    """Follow a particle through its recoil copies (single daughter with the same id) to the one that decays."""
+    while d1[i] > 0 and (d2[i] == d1[i] or d2[i] == 0) and ids[d1[i]] == ids[i]:
+        i = d1[i]
+    return i
+
+
+def _decay_quarks(ids, d1, d2, i: int) -> list[int]:
+    """Indices of the quarks a W/Z/top decays to (through the top's W)."""
+    i = _last_copy(ids, d1, d2, i)
+    first, last = d1[i], max(d1[i], d2[i])
+    quarks: list[int] = []
+    if first <= 0:
+        return quarks
+    for j in range(first, last + 1):
+        if 1 <= abs(ids[j]) <= 5:
+            quarks.append(j)
+        elif abs(ids[j]) == 24:
+            quarks.extend(_decay_quarks(ids, d1, d2, j))
+    return quarks
+
+
+def truth_directions(event, class_name: str) -> list[tuple[float, float, list[tuple[float, float]]]]:
+    """(eta, phi, decay-quark (eta, phi) list) of every object a jet of this class must match."""
+    prt = event.prt
+    ids = np.asarray(prt.id)
+    d1 = np.asarray(prt.daughter1)
+    d2 = np.asarray(prt.daughter2)
+    px, py, pz = (np.asarray(prt.p[c]) for c in ("px", "py", "pz"))
+    eta, phi = _eta_phi(px, py, pz)
+    found = []
+    if class_name in DECAYING_ID:
+        target = DECAYING_ID[class_name]
+        candidates = np.flatnonzero(np.abs(ids) == target)
+        for i in {_last_copy(ids, d1, d2, int(c)) for c in candidates}:
+            quarks = _decay_quarks(ids, d1, d2, i)
+            if quarks:
+                found.append((eta[i], phi[i], [(eta[q], phi[q]) for q in quarks]))
+    else:  # g or q: the two outgoing partons of the hard process (event record entries 5 and 6)
+        for i in (5, 6):
+            a = abs(ids[i])
+            if (class_name == "g" and a == 21) or (class_name == "q" and 1 <= a <= 3):
+                found.append((eta[i], phi[i], []))
+    return found
+
+
+def _matches(jet_eta, jet_phi, truth) -> bool:
+    for eta, phi, quarks in truth:
+        if _delta_r(jet_eta, jet_phi, eta, phi) < JET_R and all(
+            _delta_r(jet_eta, jet_phi, qe, qp) < JET_R for qe, qp in quarks
+        ):
+            return True
+    return False
+
+
+def _soft_drop_masses(constituents) -> np.ndarray:
+    """Soft-drop (beta = 0, z_cut = 0.1) mass of each jet, reclustering its constituents with C/A."""
+    import fastjet
+
+    if len(constituents) == 0:
+        return np.zeros(0)
+    definition = fastjet.JetDefinition(fastjet.cambridge_algorithm, 1.0)
+    sequence = fastjet.ClusterSequence(constituents, definition)
+    groomed = sequence.exclusive_jets_softdrop_grooming(njets=1, beta=0.0, symmetry_cut=0.1, R0=JET_R)
+    return np.asarray(groomed.msoftdrop, dtype=np.float64)
+
+
+def generate_jets(task: GenerationTask, max_constituents: int, feature_set: str, progress_every: float = 15.0):
+    """Yield pandas frames of jets in the dataset schema until ``task.n_jets`` jets are made."""
+    import awkward as ak
+    import fastjet
+    import vector
+
+    vector.register_awkward()
+    pythia = _pythia(task.class_name, task.seed)
+    definition = fastjet.JetDefinition(fastjet.antikt_algorithm, JET_R)
+    made, start, last_report = 0, time.time(), time.time()
+    prefix = f"[generate {task.class_name} seed={task.seed}]"
+    print(f"{prefix} starting: {task.n_jets} jets", file=sys.stderr, flush=True)
+    while made < task.n_jets:
+        events = pythia.nextBatch(EVENTS_PER_BATCH)
+        prt = events.prt
+        absid = abs(prt.id)
+        visible = prt[(prt.status > 0) & (absid != 12) & (absid != 14) & (absid != 16)]
+        particles = ak.zip(
+            {"px": visible.p.px, "py": visible.p.py, "pz": visible.p.pz, "E": visible.p.e},
+            with_name="Momentum4D",
+        )
+        sequence = fastjet.ClusterSequence(particles, definition)
+        jets = sequence.inclusive_jets(min_pt=JET_PT_RANGE[0] * 0.9)
+        constituents = sequence.constituents(min_pt=JET_PT_RANGE[0] * 0.9)
+        kept_constituents, rows = [], []
+        for e in range(len(events)):
+            event_jets = jets[e]
+            if len(event_jets) == 0:
+                continue
+            order = np.argsort(-np.asarray(event_jets.pt))[:2]  # the two leading jets
+            truth = truth_directions(events[e], task.class_name)
+            for j in order:
+                jet = event_jets[j]
+                pt, eta, phi = float(jet.pt), float(jet.eta), float(jet.phi)
+                if not (JET_PT_RANGE[0] < pt < JET_PT_RANGE[1] and abs(eta) < JET_ABS_ETA_MAX):
+                    continue
+                if not _matches(eta, phi, truth):
+                    continue
+                kept_constituents.append(constituents[e][j])
+                rows.append((pt, eta, phi, float(jet.mass), float(jet.E)))
+        if not rows:
+            continue
+        rows = rows[: task.n_jets - made]
+        kept = ak.Array(kept_constituents[: len(rows)])
+        sd_masses = _soft_drop_masses(kept)
+        frame = _jets_frame(task, made, rows, kept, sd_masses, max_constituents, feature_set)
+        made += len(frame)
+        yield frame
+        if time.time() - last_report > progress_every or made >= task.n_jets:
+            rate = made / max(time.time() - start, 1e-9)
+            print(f"{prefix} {made}/{task.n_jets} jets ({rate:.1f} jets/s)", file=sys.stderr, flush=True)
+            last_report = time.time()
+
+
+def _jets_frame(task, first_index, rows, constituents, sd_masses, max_constituents, feature_set) -> pd.DataFrame:
+    import awkward as ak
+
+    pt, eta, phi, mass, energy = (np.array(c, dtype=np.float64) for c in zip(*rows, strict=True))
+    arrays = []
+    counts = []
+    for i in range(len(rows)):
+        c = constituents[i]
+        p4 = np.stack([ak.to_numpy(c.px), ak.to_numpy(c.py), ak.to_numpy(c.pz), ak.to_numpy(c.E)], axis=1)
+        counts.append(len(p4))
+        jet = np.array([pt[i], eta[i], phi[i], energy[i]])
+        arrays.append(constituent_features(p4, jet, max_constituents, feature_set).ravel())
+    return pd.DataFrame(
+        {
+            schema.JET_ID: [f"{task.class_name}-s{task.seed}-{first_index + i}" for i in range(len(rows))],
+            schema.LABEL: np.full(len(rows), task.label, dtype=np.int32),
+            schema.LABEL_NAME: task.class_name,
+            schema.PT: pt.astype(np.float32),
+            schema.ETA: eta.astype(np.float32),
+            schema.PHI: phi.astype(np.float32),
+            schema.MASS: mass.astype(np.float32),
+            schema.SD_MASS: sd_masses.astype(np.float32),
+            schema.N_CONSTITUENTS: np.array(counts, dtype=np.int32),
+            schema.CONSTITUENTS: arrays,
+        }
+    )
+
+
+def generate_partition(frames: Iterator[pd.DataFrame], max_constituents: int, feature_set: str):
+    """``mapInPandas`` body: each input row is a GenerationTask; yields the jets of every task."""
+    for frame in frames:
+        for record in frame.to_dict("records"):
+            task = GenerationTask(**record)
+            yield from generate_jets(task, max_constituents, feature_set)

@@ -1,0 +1,155 @@
+"""Graph layers of ABCnet (Mikuni & Canelli, arXiv:2001.05311): kNN graphs over particles and attention pooling.
+
+Shapes: B jets, N particle slots, k neighbours, F features. ``mask`` is (B, N) float, 1 for real particles and 0
+for zero padding; padded particles are never chosen as neighbours while a jet has enough real ones, never weigh in
+attention or pooling, and come out as zeros.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from ucluster_spark import _env  # noqa: F401
+
+PADDING_DISTANCE = 1.0e3
+"""Added to the distance of every padded particle so a kNN search ranks all of them last."""
+_NEG_INF = -1.0e9
+
+
+def particle_mask(x: tf.Tensor) -> tf.Tensor:
+    """(B, N, F) -> (B, N): 1.0 where a particle slot holds any non-zero feature (padding is exactly zero)."""
+    return tf.cast(tf.reduce_any(tf.not_equal(x, 0.0), axis=-1), x.dtype)
+
+
+def knn_indices(coords: tf.Tensor, mask: tf.Tensor, k: int) -> tf.Tensor:
+    """(B, N, C), (B, N) -> (B, N, k) indices of each particle's k nearest particles (itself first)."""
+    squared = tf.reduce_sum(tf.square(coords), axis=-1)  # (B, N)
+    inner = tf.matmul(coords, coords, transpose_b=True)  # (B, N, N)
+    distance = squared[:, :, None] - 2.0 * inner + squared[:, None, :]
+    distance += PADDING_DISTANCE * (1.0 - mask)[:, None, :]  # padded columns go last
+    _, indices = tf.math.top_k(-distance, k=k)
+    return indices
+
+
+@tf.keras.utils.register_keras_serializable(package="ucluster_spark")
+class GAPLayer(tf.keras.layers.Layer):
+    """Graph attention pooling over each particle's k nearest neighbours.
+
+    For particle i with neighbours j: edge features e_ij = W_e (x_i - x_j) (a 1x1 convolution with batch norm),
+    attention a_ij = softmax_j LeakyReLU(w_s . W_s x_i + w_n . e_ij), output ReLU(sum_j a_ij e_ij + b), and local
+    features max_j e_ij.
+
+    Args:
+        features: output features per particle (F').
+        k: neighbours per particle (the particle itself included).
+        batch_norm_momentum: momentum of the edge-feature batch norm.
+
+    Call arguments:
+        inputs: ``(x, coords, mask)`` with x (B, N, F), kNN coordinates (B, N, C), mask (B, N).
+
+    Returns:
+        ``(attention_features, local_features)``, each (B, N, F').
+    """
+
+    def __init__(self, features: int, k: int, batch_norm_momentum: float = 0.9, **kwargs):
+        super().__init__(**kwargs)
+        if features < 1 or k < 1:
+            raise ValueError(f"GAPLayer needs features >= 1 and k >= 1. Received: features={features}, k={k}")
+        self.features = int(features)
+        self.k = int(k)
+        self.batch_norm_momentum = float(batch_norm_momentum)
+        self.self_transform = tf.keras.layers.Dense(self.features, use_bias=False, name="self_transform")
+        self.self_logit = tf.keras.layers.Dense(1, name="self_logit")
+        self.edge_transform = tf.keras.layers.Dense(self.features, use_bias=False, name="edge_transform")
+        # fused=False: the fused kernel ignores the mask, and the padding would bias the statistics.
+        self.edge_norm = tf.keras.layers.BatchNormalization(
+            momentum=self.batch_norm_momentum, fused=False, name="edge_norm"
+        )
+        self.neighbour_logit = tf.keras.layers.Dense(1, name="neighbour_logit")
+
+    def build(self, input_shape):
+        self.output_bias = self.add_weight(
+            name="output_bias", shape=(self.features,), initializer="zeros", trainable=True
+        )
+        super().build(input_shape)
+
+    def call(self, inputs, training=None):
+        x, coords, mask = inputs
+        indices = knn_indices(coords, mask, self.k)  # (B, N, k)
+        neighbours = tf.gather(x, indices, batch_dims=1)  # (B, N, k, F)
+        neighbour_mask = tf.gather(mask, indices, batch_dims=1)  # (B, N, k)
+        edges = self.edge_transform(x[:, :, None, :] - neighbours)  # (B, N, k, F')
+        edge_mask = mask[:, :, None] * neighbour_mask  # statistics over real (particle, neighbour) pairs only
+        edges = self.edge_norm(edges, training=training, mask=edge_mask)
+        logits = self.self_logit(self.self_transform(x))[:, :, None, :] + self.neighbour_logit(edges)
+        logits = tf.nn.leaky_relu(tf.squeeze(logits, -1), alpha=0.2)  # (B, N, k)
+        logits += _NEG_INF * (1.0 - neighbour_mask)
+        attention = tf.nn.softmax(logits, axis=-1)
+        pooled = tf.nn.relu(tf.einsum("bnk,bnkf->bnf", attention, edges) + self.output_bias)
+        local = tf.reduce_max(edges + _NEG_INF * (1.0 - neighbour_mask)[..., None], axis=2)
+        keep = mask[..., None]
+        return pooled * keep, local * keep
+
+    def compute_output_shape(self, input_shape):
+        x_shape = tf.TensorShape(input_shape[0])
+        out = x_shape[:-1].concatenate([self.features])
+        return out, out
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"features": self.features, "k": self.k, "batch_norm_momentum": self.batch_norm_momentum})
+        return config
+
+
+@tf.keras.utils.register_keras_serializable(package="ucluster_spark")
+class ParticleDense(tf.keras.layers.Layer):
+    """A 1x1 convolution over particles (shared Dense), batch norm, ReLU; padded slots stay zero.
+
+    Batch-norm statistics are taken over real particles only, so the padding fraction of a batch cannot shift them.
+    """
+
+    def __init__(self, units: int, batch_norm_momentum: float = 0.9, **kwargs):
+        super().__init__(**kwargs)
+        if units < 1:
+            raise ValueError(f"ParticleDense needs units >= 1. Received: units={units}")
+        self.units = int(units)
+        self.batch_norm_momentum = float(batch_norm_momentum)
+        self.dense = tf.keras.layers.Dense(self.units, use_bias=False, name="dense")
+        self.norm = tf.keras.layers.BatchNormalization(momentum=self.batch_norm_momentum, fused=False, name="norm")
+
+    def call(self, inputs, training=None):
+        x, mask = inputs
+        h = self.dense(x)
+        h = self.norm(h, training=training, mask=mask)
+        return tf.nn.relu(h) * mask[..., None]
+
+    def compute_output_shape(self, input_shape):
+        return tf.TensorShape(input_shape[0])[:-1].concatenate([self.units])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"units": self.units, "batch_norm_momentum": self.batch_norm_momentum})
+        return config
+
+
+@tf.keras.utils.register_keras_serializable(package="ucluster_spark")
+class MaskedPooling(tf.keras.layers.Layer):
+    """(B, N, F), (B, N) -> (B, F): mean or max over real particles only."""
+
+    def __init__(self, mode: str = "mean", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in ("mean", "max"):
+            raise ValueError(f"MaskedPooling mode must be 'mean' or 'max'. Received: mode={mode!r}")
+        self.mode = mode
+
+    def call(self, inputs):
+        x, mask = inputs
+        m = mask[..., None]
+        if self.mode == "mean":
+            return tf.reduce_sum(x * m, axis=1) / tf.maximum(tf.reduce_sum(m, axis=1), 1.0)
+        return tf.reduce_max(x + _NEG_INF * (1.0 - m), axis=1)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"mode": self.mode})
+        return config

@@ -1,0 +1,75 @@
+"""UCluster's jet model: ABCnet backbone -> per-jet embedding z -> auxiliary mass-bin head on z, plus centroids.
+
+Mikuni & Canelli, "Unsupervised clustering for collider physics", Phys. Rev. D 103, 092007 (arXiv:2010.07106).
+The auxiliary head reads z itself (not features beside it): that is what stops the clustering loss from
+collapsing z onto one centroid. The batch norm before z's ReLU keeps every dimension spread across a batch.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from ucluster_spark import _env  # noqa: F401
+from ucluster_spark.config import Config
+from ucluster_spark.layers import GAPLayer, MaskedPooling, ParticleDense, particle_mask
+from ucluster_spark.losses import squared_distances
+from ucluster_spark.schema import feature_names, knn_coordinate_indices
+
+
+def build_backbone(cfg: Config) -> tf.keras.Model:
+    """Functional ABCnet: (B, N, F) constituents -> {"z": (B, D), "aux_logits": (B, mass_bins)}."""
+    m, d = cfg.model, cfg.data
+    n_features = len(feature_names(d.feature_set))
+    coord_idx = knn_coordinate_indices(d.feature_set)
+    bn = m.batch_norm_momentum
+
+    x = tf.keras.Input(shape=(d.max_constituents, n_features), name="constituents")
+    mask = tf.keras.layers.Lambda(particle_mask, name="mask")(x)
+    coords = tf.keras.layers.Lambda(lambda t: tf.gather(t, coord_idx, axis=-1), name="eta_phi")(x)
+
+    att1, local1 = GAPLayer(m.gap1_features, m.k_neighbours, bn, name="gap1")([x, coords, mask])
+    per_particle = [x, att1]
+    h = tf.keras.layers.Concatenate(name="gap1_out")([x, att1])
+    for i, units in enumerate(m.mlp1):
+        h = ParticleDense(units, bn, name=f"mlp1_{i}")([h, mask])
+        per_particle.append(h)
+    att2, local2 = GAPLayer(m.gap2_features, m.k_neighbours, bn, name="gap2")([h, h, mask])
+    h = tf.keras.layers.Concatenate(name="skip")([*per_particle, att2, local1, local2])
+    for i, units in enumerate(m.mlp2):
+        h = ParticleDense(units, bn, name=f"mlp2_{i}")([h, mask])
+    h = ParticleDense(m.n_clusters, bn, name="embedding_conv")([h, mask])
+    z = MaskedPooling(m.embedding_pooling, name="z")([h, mask])
+
+    a = z
+    for i, units in enumerate(m.aux_hidden):
+        a = tf.keras.layers.Dense(units, activation="relu", name=f"aux_{i}")(a)
+        a = tf.keras.layers.Dropout(m.aux_dropout, name=f"aux_dropout_{i}")(a)
+    aux_logits = tf.keras.layers.Dense(d.mass_bins, name="aux_logits")(a)
+    return tf.keras.Model(inputs=x, outputs={"z": z, "aux_logits": aux_logits}, name="abcnet")
+
+
+@tf.keras.utils.register_keras_serializable(package="ucluster_spark")
+class UCluster(tf.keras.Model):
+    """The backbone plus trainable centroids mu (n_clusters x embedding dim), saved and restored together."""
+
+    def __init__(self, cfg_dict: dict, **kwargs):
+        super().__init__(**kwargs)
+        self.cfg_dict = cfg_dict
+        cfg = Config.from_dict(cfg_dict)
+        self.backbone = build_backbone(cfg)
+        k = cfg.model.n_clusters
+        self.centroids = self.add_weight(name="centroids", shape=(k, k), initializer="random_normal", trainable=True)
+
+    def call(self, x, training=None):
+        out = self.backbone(x, training=training)
+        return {**out, "distances": squared_distances(out["z"], self.centroids)}
+
+    def get_config(self):
+        return {"cfg_dict": self.cfg_dict}
+
+
+def build_model(cfg: Config) -> UCluster:
+    model = UCluster(cfg.to_dict(), name="ucluster")
+    n_features = len(feature_names(cfg.data.feature_set))
+    model(tf.zeros((1, cfg.data.max_constituents, n_features)), training=False)  # create every variable
+    return model

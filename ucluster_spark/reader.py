@@ -1,0 +1,107 @@
+"""Executor side: stream one rank's shard of a parquet split into ``tf.data`` with petastorm.
+
+Each rank reads only its own row groups (``cur_shard``/``shard_count``), a bounded number at a time, so memory
+does not grow with the dataset. No pyspark import here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import tensorflow as tf
+from petastorm import make_batch_reader
+from petastorm.tf_utils import make_petastorm_dataset
+
+from ucluster_spark import (
+    _env,  # noqa: F401
+    schema,
+)
+
+
+@contextlib.contextmanager
+def open_shard(
+    url: str,
+    *,
+    shard: int,
+    shard_count: int,
+    columns: list[str],
+    num_epochs: int | None,
+    shuffle: bool,
+    seed: int,
+    workers: int = 2,
+) -> Iterator[tf.data.Dataset]:
+    """A ``tf.data.Dataset`` of column batches (one per row group) of this rank's shard; the reader stops on exit."""
+    reader = make_batch_reader(
+        url,
+        schema_fields=columns,
+        cur_shard=shard,
+        shard_count=shard_count,
+        num_epochs=num_epochs,
+        shuffle_row_groups=shuffle,
+        seed=seed,
+        reader_pool_type="thread",
+        workers_count=workers,
+    )
+    try:
+        yield make_petastorm_dataset(reader)
+    finally:
+        reader.stop()
+        reader.join()
+
+
+def per_jet(batches: tf.data.Dataset, max_constituents: int, n_features: int) -> tf.data.Dataset:
+    """Row-group batches -> one dict per jet with constituents shaped (N, F)."""
+
+    def reshape(batch):
+        fields = batch._asdict()
+        fields[schema.CONSTITUENTS] = tf.reshape(
+            tf.cast(fields[schema.CONSTITUENTS], tf.float32), [-1, max_constituents, n_features]
+        )
+        return fields
+
+    return batches.map(reshape).unbatch()
+
+
+@contextlib.contextmanager
+def training_batches(
+    url: str,
+    *,
+    shard: int,
+    shard_count: int,
+    max_constituents: int,
+    n_features: int,
+    batch_size: int,
+    shuffle_buffer: int,
+    seed: int,
+) -> Iterator[tf.data.Dataset]:
+    """Endless shuffled batches of {constituents, mass} for this rank; the caller takes N steps per epoch."""
+    columns = [schema.CONSTITUENTS, schema.MASS]
+    with open_shard(
+        url, shard=shard, shard_count=shard_count, columns=columns, num_epochs=None, shuffle=True, seed=seed
+    ) as batches:
+        yield (
+            per_jet(batches, max_constituents, n_features)
+            .shuffle(shuffle_buffer, seed=seed)
+            .batch(batch_size, drop_remainder=True)
+            .prefetch(2)
+        )
+
+
+@contextlib.contextmanager
+def evaluation_batches(
+    url: str,
+    *,
+    shard: int,
+    shard_count: int,
+    max_constituents: int,
+    n_features: int,
+    batch_size: int,
+    with_labels: bool,
+) -> Iterator[tf.data.Dataset]:
+    """One ordered pass over this rank's shard, in batches of {constituents, mass[, label]}."""
+    columns = [schema.CONSTITUENTS, schema.MASS] + ([schema.LABEL] if with_labels else [])
+    with open_shard(
+        url, shard=shard, shard_count=shard_count, columns=columns, num_epochs=1, shuffle=False, seed=0
+    ) as batches:
+        yield per_jet(batches, max_constituents, n_features).batch(batch_size).prefetch(2)

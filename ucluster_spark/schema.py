@@ -1,0 +1,80 @@
+"""The jet parquet schema: column names, feature sets and class names shared by every stage.
+
+One row per jet. The model input ``constituents`` is a flat float32 array of ``max_constituents x n_features``
+values, particle-major (particle 0's features first), pT-ordered, padded particles exactly zero.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+KNOWN_CLASSES: Final[tuple[str, ...]] = ("g", "q", "w", "z", "t")
+"""hls4ml class order (``j_g j_q j_w j_z j_t``); labels are indices into the configured class list."""
+
+FEATURE_SETS: Final[dict[str, tuple[str, ...]]] = {
+    # The 8 per-particle inputs of UCluster's jet model, in its order (hls4ml constituent columns).
+    "ucluster8": (
+        "etarel",
+        "phirel",
+        "log_ptrel",
+        "deltaR",
+        "log_e",
+        "log_erel",
+        "log_pt",
+        "costhetarel",
+    ),
+}
+KNN_COORDINATES: Final[tuple[str, str]] = ("etarel", "phirel")
+"""The first GAPLayer finds neighbours in the (eta, phi) plane relative to the jet axis."""
+
+# Column names.
+JET_ID: Final = "jet_id"
+LABEL: Final = "label"
+LABEL_NAME: Final = "label_name"
+PT: Final = "pt"
+ETA: Final = "eta"
+PHI: Final = "phi"
+MASS: Final = "mass"
+SD_MASS: Final = "sd_mass"
+N_CONSTITUENTS: Final = "n_constituents"
+CONSTITUENTS: Final = "constituents"
+SPLIT: Final = "split"
+
+SPLITS: Final[tuple[str, ...]] = ("train", "val", "test")
+METADATA_FILE: Final = "_ucluster_dataset.json"
+"""Written last into a dataset directory: its presence marks the dataset complete."""
+
+
+def feature_names(feature_set: str) -> tuple[str, ...]:
+    try:
+        return FEATURE_SETS[feature_set]
+    except KeyError:
+        raise ValueError(f"unknown feature set {feature_set!r}; known: {sorted(FEATURE_SETS)}") from None
+
+
+def knn_coordinate_indices(feature_set: str) -> list[int]:
+    names = feature_names(feature_set)
+    missing = [c for c in KNN_COORDINATES if c not in names]
+    if missing:
+        raise ValueError(f"feature set {feature_set!r} lacks the kNN coordinates {missing}")
+    return [names.index(c) for c in KNN_COORDINATES]
+
+
+def spark_schema():
+    """The Spark schema of a prepared dataset (pyspark imported lazily: executors of TF code need not)."""
+    from pyspark.sql import types as T
+
+    return T.StructType(
+        [
+            T.StructField(JET_ID, T.StringType(), False),
+            T.StructField(LABEL, T.IntegerType(), True),
+            T.StructField(LABEL_NAME, T.StringType(), True),
+            T.StructField(PT, T.FloatType(), False),
+            T.StructField(ETA, T.FloatType(), False),
+            T.StructField(PHI, T.FloatType(), False),
+            T.StructField(MASS, T.FloatType(), False),
+            T.StructField(SD_MASS, T.FloatType(), True),
+            T.StructField(N_CONSTITUENTS, T.IntegerType(), False),
+            T.StructField(CONSTITUENTS, T.ArrayType(T.FloatType(), False), False),
+        ]
+    )

@@ -1,0 +1,38 @@
+"""Driver side: the SparkSession with the settings the stack needs (executors get the same Python and env)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from pyspark.sql import SparkSession
+
+from ucluster_spark import _env
+
+
+def get_session(app_name: str = "ucluster-spark", extra_conf: dict[str, str] | None = None) -> SparkSession:
+    """The active session, or a new one (``local[2]`` unless spark-submit or the environment sets a master)."""
+    builder = SparkSession.builder.appName(app_name)
+    if "spark.master" not in os.environ.get("PYSPARK_SUBMIT_ARGS", "") and not _submitted():
+        builder = builder.master(os.environ.get("UCLUSTER_SPARK_MASTER", "local[2]"))
+    conf = {
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.ui.showConsoleProgress": "true",
+        "spark.executorEnv.PYSPARK_PYTHON": os.environ.get("PYSPARK_PYTHON", sys.executable),
+        # horovod.spark.run needs one task per rank running at once; keep Spark from retrying a failed rank.
+        "spark.task.maxFailures": "1",
+    }
+    for key, value in _env.RUNTIME_ENV.items():
+        conf[f"spark.executorEnv.{key}"] = value
+    conf.update(extra_conf or {})
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
+
+
+def _submitted() -> bool:
+    """True under spark-submit, which has already chosen the master."""
+    return "SPARK_SUBMIT" in os.environ or os.environ.get("SPARK_ENV_LOADED") == "1"

@@ -1,0 +1,126 @@
+"""Paths and atomic writes: an output exists whole under its final name, or not at all.
+
+Everything is written under a temporary sibling name and renamed into place (a rename within one filesystem is
+atomic on POSIX), so a crash or a kill never leaves a half-written file or directory where a reader looks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+DBFS_PREFIXES = ("dbfs:/", "file:/dbfs/", "/dbfs/")
+
+
+def local_path(path: str | Path) -> Path:
+    """A filesystem path for ``path``: ``file://`` URLs and Databricks' ``dbfs:/`` forms (FUSE mount)."""
+    text = str(path)
+    if text.startswith("file://"):
+        text = text[len("file://") :]
+    for prefix in DBFS_PREFIXES:
+        if text.startswith(prefix):
+            return Path("/dbfs") / text[len(prefix) :]
+    if "://" in text:
+        raise ValueError(
+            f"{text!r}: only local paths, file:// URLs and dbfs:/ paths can be written by this step; "
+            "mount remote storage or use a dbfs:/ path"
+        )
+    return Path(text).absolute()
+
+
+def file_url(path: str | Path) -> str:
+    """The ``file://`` URL petastorm and Spark expect for a local path."""
+    return local_path(path).as_uri()
+
+
+def temporary_sibling(final: Path) -> Path:
+    return final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+
+
+@contextlib.contextmanager
+def atomic_directory(final: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary directory that becomes ``final`` only if the block finishes without an exception."""
+    final = local_path(final)
+    if final.exists() and not overwrite:
+        raise FileExistsError(f"{final} already exists; refusing to replace it")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = temporary_sibling(final)
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if final.exists():
+        trash = temporary_sibling(final)
+        final.rename(trash)
+        staging.rename(final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        staging.rename(final)
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    path = local_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = temporary_sibling(path)
+    try:
+        with open(staging, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(staging, path)
+    finally:
+        staging.unlink(missing_ok=True)
+    return path
+
+
+def atomic_write_json(path: str | Path, payload: Any) -> Path:
+    return atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(local_path(path).read_text())
+
+
+def default_run_dir(root: str | Path = "runs") -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return local_path(root) / stamp
+
+
+class RunLayout:
+    """The files of one training run directory."""
+
+    def __init__(self, root: str | Path):
+        self.root = local_path(root)
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def weights(self) -> Path:
+        return self.model_dir / "weights.h5"
+
+    @property
+    def model_config(self) -> Path:
+        return self.model_dir / "config.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def history(self) -> Path:
+        return self.root / "history.json"

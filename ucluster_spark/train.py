@@ -1,0 +1,275 @@
+"""Executor side: the UCluster training loop run by every Horovod rank inside ``horovod.spark.run``.
+
+Distributed lines are marked ``# Horovod:``. Only plain values arrive here (the config dict and a
+``TrainingPlan``); heavy imports happen inside the function so the driver never imports TensorFlow for this.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """What the driver resolved before launching: where the splits are and how many jets they hold."""
+
+    train_url: str
+    val_url: str
+    test_url: str
+    n_train: int
+    n_val: int
+    n_test: int
+    classes: list[str]
+    run_dir: str
+
+
+def log(rank: int, message: str) -> None:
+    if rank == 0:
+        print(f"[train] {message}", file=sys.stderr, flush=True)
+
+
+def train_fn(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str, Any]:
+    """Train, initialise centroids, evaluate; rank 0 writes the run directory. Returns this rank's summary."""
+    import horovod.tensorflow as hvd
+    import numpy as np
+    import tensorflow as tf
+
+    from ucluster_spark import _env  # noqa: F401  (before TensorFlow)
+    from ucluster_spark.config import Config
+    from ucluster_spark.losses import (
+        HalvingSchedule,
+        alpha_for_epoch,
+        clustering_loss_per_jet,
+        focal_loss,
+        mass_bin,
+        reduce_clustering_loss,
+    )
+    from ucluster_spark.model import build_model
+    from ucluster_spark.reader import training_batches
+    from ucluster_spark.schema import CONSTITUENTS, MASS, feature_names
+
+    cfg = Config.from_dict(cfg_dict)
+    plan = TrainingPlan(**plan_dict)
+    t, d, lc = cfg.train, cfg.data, cfg.loss
+
+    # Horovod: one process per rank; threads fixed so ranks do not oversubscribe the cores.
+    hvd.init()
+    rank, size = hvd.rank(), hvd.size()
+    tf.config.threading.set_intra_op_parallelism_threads(t.intra_op_threads)
+    tf.config.threading.set_inter_op_parallelism_threads(t.inter_op_threads)
+    tf.random.set_seed(t.seed)
+    n_features = len(feature_names(d.feature_set))
+
+    model = build_model(cfg)
+    global_batch = t.batch_size * size
+    steps_per_epoch = max(1, plan.n_train // global_batch)
+    # Horovod: the learning-rate scaling rule is explicit in the config.
+    lr0 = t.learning_rate * (size if t.scale_lr_by_workers else 1)
+    schedule = HalvingSchedule(lr0, global_batch, t.lr_halve_every_samples, t.lr_floor)
+    optimizer = tf.keras.optimizers.Adam(schedule)
+    optimizer.build(model.trainable_variables)
+    # Horovod: every rank starts from rank 0's weights and optimizer state.
+    hvd.broadcast_variables(model.variables + list(optimizer.variables), root_rank=0)
+    log(
+        rank,
+        f"{size} rank(s), batch {t.batch_size}/rank = {global_batch} global, lr {lr0:g} "
+        f"(scale_lr_by_workers={t.scale_lr_by_workers}), {steps_per_epoch} steps/epoch, "
+        f"{plan.n_train} training jets, {model.count_params()} parameters",
+    )
+
+    alpha = tf.Variable(0.0, trainable=False, dtype=tf.float32, name="alpha")
+    beta = tf.Variable(0.0, trainable=False, dtype=tf.float32, name="beta")
+
+    @tf.function
+    def train_step(batch):
+        with tf.GradientTape() as tape:
+            out = model(batch[CONSTITUENTS], training=True)
+            target = mass_bin(batch[MASS], d.mass_bins, d.mass_bin_edges_max)
+            focal = focal_loss(target, out["aux_logits"], lc.focal_gamma)
+            per_jet = clustering_loss_per_jet(out["z"], model.centroids, alpha)
+            clustering = reduce_clustering_loss(per_jet, lc.clustering_reduction)
+            loss = focal + beta * clustering
+        # Horovod: gradients averaged over ranks.
+        tape = hvd.DistributedGradientTape(tape)
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        return tf.stack([loss, focal, tf.reduce_mean(per_jet)])
+
+    history: list[dict[str, Any]] = []
+    with training_batches(
+        plan.train_url,
+        shard=rank,
+        shard_count=size,
+        max_constituents=d.max_constituents,
+        n_features=n_features,
+        batch_size=t.batch_size,
+        shuffle_buffer=t.shuffle_buffer,
+        seed=t.seed + rank,
+    ) as train_ds:
+        batches = iter(train_ds)
+        for epoch in range(t.epochs):
+            if epoch == t.pretrain_epochs:
+                init_centroids(model, plan.train_url, cfg, rank, size)
+            alpha.assign(alpha_for_epoch(epoch, t.pretrain_epochs, lc.alpha0))
+            beta.assign(lc.clustering_weight if epoch >= t.pretrain_epochs else 0.0)
+            start = time.time()
+            sums = np.zeros(3)
+            for _ in range(steps_per_epoch):  # same count on every rank: no hang on uneven shards
+                sums += train_step(next(batches)).numpy()
+            seconds = time.time() - start
+            sync_non_trainable(model)
+            # Horovod: epoch means over all ranks.
+            loss, focal, clustering = hvd.allreduce(
+                tf.constant(sums / steps_per_epoch), op=hvd.Average, name="epoch_means"
+            ).numpy()
+            record = {
+                "epoch": epoch,
+                "loss": float(loss),
+                "focal_loss": float(focal),
+                "clustering_loss_per_jet": float(clustering),
+                "alpha": float(alpha.numpy()),
+                "beta": float(beta.numpy()),
+                "learning_rate": float(schedule(optimizer.iterations).numpy()),
+                "global_step": int(optimizer.iterations.numpy()),
+                "seconds": seconds,
+                "jets_per_second": steps_per_epoch * global_batch / seconds,
+            }
+            if plan.n_val:
+                val = evaluate_split(model, plan.val_url, cfg, plan.classes, rank, size)
+                record.update({f"val_{k}": val[k] for k in ("clustering_accuracy", "nmi", "cluster_sizes")})
+                record["val_embedding_std"] = val["embedding_std"]
+            history.append(record)
+            log(
+                rank,
+                f"epoch {epoch + 1}/{t.epochs} "
+                + " ".join(f"{k}={_fmt(v)}" for k, v in record.items() if k not in ("epoch",)),
+            )
+    if t.pretrain_epochs >= t.epochs:
+        init_centroids(model, plan.train_url, cfg, rank, size)
+
+    test = evaluate_split(model, plan.test_url, cfg, plan.classes, rank, size)
+    metrics = {"split": "test", **test, "epochs": t.epochs, "num_proc": size, "global_batch": global_batch}
+    if rank == 0:
+        write_run(model, cfg, plan, metrics, history)
+        log(rank, f"test clustering accuracy {metrics['clustering_accuracy']:.4f} on {metrics['n_jets']} jets")
+    return {
+        "rank": rank,
+        "metrics": metrics,
+        "weights_checksum": float(sum(float(np.sum(np.abs(v.numpy()))) for v in model.trainable_variables)),
+        "centroids": model.centroids.numpy().tolist(),
+    }
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return json.dumps(value)
+
+
+def sync_non_trainable(model) -> None:
+    """Average batch-norm moving statistics over ranks: each rank updated them with its own batches only,
+    and inference (k-means input, evaluation, the saved model) must be the same function on every rank."""
+    import horovod.tensorflow as hvd
+
+    for i, variable in enumerate(model.non_trainable_variables):
+        # Horovod: one averaged copy everywhere.
+        variable.assign(hvd.allreduce(variable, op=hvd.Average, name=f"non_trainable_{i}"))
+
+
+def embeddings_of(model, url: str, cfg, rank: int, size: int, with_labels: bool):
+    """(z, labels or None) of this rank's shard, one ordered pass in inference mode."""
+    import numpy as np
+
+    from ucluster_spark.reader import evaluation_batches
+    from ucluster_spark.schema import CONSTITUENTS, LABEL, feature_names
+
+    d = cfg.data
+    zs, labels = [], []
+    with evaluation_batches(
+        url,
+        shard=rank,
+        shard_count=size,
+        max_constituents=d.max_constituents,
+        n_features=len(feature_names(d.feature_set)),
+        batch_size=cfg.train.batch_size,
+        with_labels=with_labels,
+    ) as ds:
+        for batch in ds:
+            zs.append(model.backbone(batch[CONSTITUENTS], training=False)["z"].numpy())
+            if with_labels:
+                labels.append(batch[LABEL].numpy())
+    z = np.concatenate(zs) if zs else np.zeros((0, cfg.model.n_clusters), np.float32)
+    if not with_labels:
+        return z, None
+    return z, np.concatenate(labels) if labels else np.zeros(0, np.int64)
+
+
+def init_centroids(model, url: str, cfg, rank: int, size: int) -> None:
+    """k-means on the embeddings of the whole training split across all ranks, identical on every rank."""
+    import horovod.tensorflow as hvd
+    import numpy as np
+    import tensorflow as tf
+    from sklearn.cluster import KMeans
+
+    z, _ = embeddings_of(model, url, cfg, rank, size, with_labels=False)
+    # Horovod: every rank contributes its shard; k-means runs once, on rank 0.
+    gathered = hvd.allgather(tf.constant(z, dtype=tf.float32), name="train_embeddings").numpy()
+    k = cfg.model.n_clusters
+    centers = np.zeros((k, z.shape[1]), np.float32)
+    if rank == 0:
+        rng = np.random.default_rng(cfg.train.seed)
+        sample = gathered
+        if len(sample) > cfg.train.kmeans_max_jets:
+            sample = sample[rng.choice(len(sample), cfg.train.kmeans_max_jets, replace=False)]
+        km = KMeans(n_clusters=k, n_init=10, random_state=cfg.train.seed).fit(sample)
+        centers = km.cluster_centers_.astype(np.float32)
+        print(
+            f"[train] k-means centroids from {len(sample)} training embeddings: {centers.round(4).tolist()}",
+            file=sys.stderr,
+            flush=True,
+        )
+    # Horovod: rank 0's centroids everywhere.
+    model.centroids.assign(hvd.broadcast(tf.constant(centers), root_rank=0, name="centroids_init"))
+
+
+def evaluate_split(model, url: str, cfg, classes: list[str], rank: int, size: int) -> dict[str, Any]:
+    """Clustering metrics over the whole split: per-rank contingency matrices summed with one allreduce."""
+    import horovod.tensorflow as hvd
+    import numpy as np
+    import tensorflow as tf
+
+    from ucluster_spark.losses import squared_distances
+    from ucluster_spark.metrics import contingency, summarize
+
+    z, labels = embeddings_of(model, url, cfg, rank, size, with_labels=True)
+    k = cfg.model.n_clusters
+    clusters = np.argmin(squared_distances(tf.constant(z), model.centroids).numpy(), axis=1)
+    counts = contingency(clusters, labels, k, len(classes))
+    moments = np.concatenate([[len(z)], z.sum(axis=0), np.square(z).sum(axis=0)]).astype(np.float64)
+    # Horovod: sum counts and moments over ranks (exact: no per-batch averaging).
+    counts = hvd.allreduce(tf.constant(counts), op=hvd.Sum, name="eval_counts").numpy()
+    moments = hvd.allreduce(tf.constant(moments), op=hvd.Sum, name="eval_moments").numpy()
+    n = max(moments[0], 1.0)
+    mean = moments[1 : 1 + k] / n
+    std = np.sqrt(np.maximum(moments[1 + k :] / n - mean**2, 0.0))
+    result = summarize(counts, classes)
+    result["embedding_mean"] = mean.round(6).tolist()
+    result["embedding_std"] = std.round(6).tolist()
+    return result
+
+
+def write_run(model, cfg, plan: TrainingPlan, metrics: dict, history: list[dict]) -> None:
+    """Rank 0 only: model weights + config, metrics and history, each written atomically."""
+    from ucluster_spark import store
+
+    layout = store.RunLayout(plan.run_dir)
+    with store.atomic_directory(layout.model_dir, overwrite=True) as staging:
+        model.save_weights(str(staging / layout.weights.name))
+        store.atomic_write_json(staging / layout.model_config.name, cfg.to_dict())
+    store.atomic_write_json(layout.history, history)
+    data = {k: v for k, v in asdict(plan).items() if k != "run_dir"}  # run_dir is a staging name here
+    store.atomic_write_json(layout.metrics, {**metrics, "data": data})
