@@ -4,12 +4,16 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-# Rebuild the environment only when the pinned requirements change (horovod compiles for ~5 minutes).
-STAMP := $(VENV)/.installed-$(shell sha1sum setup.cfg | cut -c1-12)
+# CPU by default. GPU hosts (README): make venv TF_PACKAGE='tensorflow[and-cuda]==2.18.1' EXTRAS=gpu,sim,test HOROVOD_GPU=NCCL
+TF_PACKAGE ?= tensorflow-cpu==2.18.1
 EXTRAS ?= cpu,sim,test
-# horovod compiles against the TensorFlow already in the venv, for Gloo on CPU. GPU hosts: see README.
+HOROVOD_GPU ?=
+# Rebuild the environment only when the pinned requirements (or the choices above) change: horovod compiles.
+STAMP := $(VENV)/.installed-$(shell (cat setup.cfg; echo '$(TF_PACKAGE) $(EXTRAS) $(HOROVOD_GPU)') | sha1sum | cut -c1-12)
+# horovod compiles against the TensorFlow already in the venv: Gloo for CPU tensors, NCCL for GPU ones if asked.
 HOROVOD_BUILD_ENV := MAKEFLAGS=-j$(shell nproc) HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 \
-	HOROVOD_WITHOUT_MPI=1 HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 HOROVOD_CPU_OPERATIONS=GLOO
+	HOROVOD_WITHOUT_MPI=1 HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 HOROVOD_CPU_OPERATIONS=GLOO \
+	$(if $(HOROVOD_GPU),HOROVOD_GPU_OPERATIONS=$(HOROVOD_GPU))
 # The runtime environment the stack needs (stack.md); the code sets the same for executors.
 RUN_ENV := PYSPARK_PYTHON=$(abspath $(PY)) PYSPARK_DRIVER_PYTHON=$(abspath $(PY)) \
 	TF_USE_LEGACY_KERAS=1 SPARK_LOCAL_IP=127.0.0.1 PYTHONUNBUFFERED=1
@@ -39,7 +43,7 @@ $(STAMP): setup.cfg
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip wheel "setuptools<70"
 	@# 1. TensorFlow first: horovod's build inspects it.
-	$(PIP) install --progress-bar off tensorflow-cpu==2.18.1 numpy==1.26.4 cloudpickle psutil pyyaml packaging
+	$(PIP) install --progress-bar off "$(TF_PACKAGE)" numpy==1.26.4 cloudpickle psutil pyyaml packaging
 	@# 2. horovod (compiled, no build isolation) with every other pin, then this package in editable mode.
 	$(HOROVOD_BUILD_ENV) $(PIP) install --progress-bar off --no-build-isolation -e ".[$(EXTRAS)]"
 	@# 3. Keras 2 for TF 2.18 without its `tensorflow` requirement (stack.md, "Keras").

@@ -59,6 +59,11 @@ def train_fn(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str, A
     # Horovod: one process per rank; threads fixed so ranks do not oversubscribe the cores.
     hvd.init()
     rank, size = hvd.rank(), hvd.size()
+    # Horovod: one GPU per local rank when there are GPUs (NCCL path); nothing to do on CPU.
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        tf.config.experimental.set_memory_growth(gpus[hvd.local_rank() % len(gpus)], True)
+        tf.config.set_visible_devices(gpus[hvd.local_rank() % len(gpus)], "GPU")
     tf.config.threading.set_intra_op_parallelism_threads(t.intra_op_threads)
     tf.config.threading.set_inter_op_parallelism_threads(t.inter_op_threads)
     tf.random.set_seed(t.seed)
@@ -140,7 +145,8 @@ def train_fn(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str, A
             }
             if plan.n_val:
                 val = evaluate_split(model, plan.val_url, cfg, plan.classes, rank, size)
-                record.update({f"val_{k}": val[k] for k in ("clustering_accuracy", "nmi", "cluster_sizes")})
+                if epoch >= t.pretrain_epochs:  # before that the centroids are still their random initial values
+                    record.update({f"val_{k}": val[k] for k in ("clustering_accuracy", "nmi", "cluster_sizes")})
                 record["val_embedding_std"] = val["embedding_std"]
             history.append(record)
             log(
