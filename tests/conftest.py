@@ -42,11 +42,13 @@ def synthetic_jets(n_per_class: int, classes=("w", "z", "t"), max_constituents=1
                     schema.PHI: 0.0,
                     schema.MASS: float((label + 1) * 60 + rng.normal(0, 5)),
                     schema.SD_MASS: float((label + 1) * 55),
+                    schema.TAU21: 0.3 + 0.1 * label,
+                    schema.TAU32: 0.8 - 0.1 * label,
                     schema.N_CONSTITUENTS: n,
                     schema.CONSTITUENTS: x.ravel(),
                 }
             )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows)[list(schema.COLUMNS)]
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,7 @@ def test_overrides_are_typed_and_win_over_the_file():
         ("train.epochs=many", "train.epochs: expected int, got 'many'"),
         ("data.classes=[w,x]", "unknown class 'x'"),
         ("train.pretrain_epochs=50", r"train.pretrain_epochs must be in \[0, train.epochs"),
-        ("run.num_proc=9", "exceeds data.files_per_split"),
+        ("run.num_proc=0", "run.num_proc must be > 0"),
         ("epochs", "expected section.key=value"),
     ],
 )

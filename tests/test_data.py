@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ucluster_spark import schema, store
-from ucluster_spark.data.dataset import DatasetError, check_compatible, load_info, write_dataset
+from ucluster_spark.data.dataset import DatasetError, check_compatible, check_shardable, load_info, write_dataset
 from ucluster_spark.data.features import constituent_features
 from ucluster_spark.reader import evaluation_batches, open_shard
 
@@ -37,14 +37,20 @@ def test_layout_counts_and_metadata(synthetic_dataset):
     assert not [p for p in root.parent.iterdir() if ".tmp-" in p.name]  # staging renamed away
 
 
-def test_two_shards_are_disjoint_and_complete(synthetic_dataset):
+@pytest.mark.parametrize("shard_count", [1, 2, 3])
+def test_shards_are_disjoint_and_complete(synthetic_dataset, shard_count):
     root, info, _ = synthetic_dataset
     url = info.split_url(root, "train")
-    shard0, shard1 = _jet_ids(url, 0, 2), _jet_ids(url, 1, 2)
-    assert shard0 and shard1
-    assert not set(shard0) & set(shard1)
-    assert len(shard0) + len(shard1) == info.n_jets("train")
-    assert set(shard0) | set(shard1) == set(_jet_ids(url, 0, 1))
+    shards = [_jet_ids(url, shard, shard_count) for shard in range(shard_count)]
+    assert all(shards)
+    assert sum(len(s) for s in shards) == len(set().union(*shards)) == info.n_jets("train")
+
+
+def test_too_few_row_groups_for_the_ranks_is_refused_up_front(synthetic_dataset):
+    root, _, _ = synthetic_dataset
+    check_shardable(root, 4)
+    with pytest.raises(DatasetError, match=r"4 parquet row group\(s\) cannot feed 5 ranks"):
+        check_shardable(root, 5)
 
 
 def test_reader_returns_the_constituents_and_labels_written(synthetic_dataset):

@@ -120,7 +120,8 @@ def test_a_finished_run_directory_is_refused_before_any_work(finished_run):
 
 
 def test_a_second_run_reuses_the_generated_sample(finished_run, tmp_path):
-    from ucluster_spark.data.dataset import generation_key, locate_or_generate
+    from ucluster_spark.data.dataset import generation_key
+    from ucluster_spark.data.sources import locate_or_generate
     from ucluster_spark.spark import get_session
 
     work, _, _ = finished_run

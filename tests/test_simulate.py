@@ -1,7 +1,14 @@
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from ucluster_spark import schema
+from ucluster_spark import cli, schema
+from ucluster_spark.data.dataset import load_info
 from ucluster_spark.data.simulate import generate_jets, plan_tasks
 
 pytestmark = pytest.mark.slow
@@ -37,3 +44,49 @@ def test_same_seed_same_jets():
     first = __import__("pandas").concat(generate_jets(task, 100, "ucluster8"))
     second = __import__("pandas").concat(generate_jets(task, 100, "ucluster8"))
     np.testing.assert_array_equal(np.stack(first[schema.CONSTITUENTS]), np.stack(second[schema.CONSTITUENTS]))
+
+
+def _generate_cmd(output, jets_per_class, *extra):
+    root = Path(__file__).resolve().parents[1]
+    return [
+        sys.executable,
+        str(root / "jobs/generate.py"),
+        "--classes",
+        "w,t",
+        "--jets-per-class",
+        str(jets_per_class),
+        "--seed",
+        "3",
+        "--tasks-per-class",
+        "1",
+        "--files-per-split",
+        "2",
+        "--output",
+        str(output),
+        *extra,
+    ]
+
+
+def test_generate_job_writes_and_reports_counts(tmp_path):
+    result = subprocess.run(_generate_cmd(tmp_path / "ds", 8), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    info = load_info(tmp_path / "ds")
+    assert info.classes == ["w", "t"] and sum(info.n_jets(s) for s in schema.SPLITS) == 16
+    assert "jets: train" in result.stdout
+    again = subprocess.run(_generate_cmd(tmp_path / "ds", 8), capture_output=True, text=True, timeout=600)
+    assert again.returncode == cli.EXIT_BAD_INPUT and "pass --overwrite" in again.stderr
+
+
+def test_a_killed_generate_job_leaves_no_dataset(tmp_path):
+    output = tmp_path / "ds"
+    proc = subprocess.Popen(
+        _generate_cmd(output, 5000), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    try:
+        for line in proc.stdout:  # wait until Pythia runs inside the Spark tasks
+            if "[generate w" in line and "jets/s" in line:
+                break
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert not output.exists()

@@ -26,6 +26,65 @@ def train_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def _dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", required=True, help="dataset directory to write (must not exist)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --output")
+    parser.add_argument("--config", help="YAML config whose data section gives the defaults (optional)")
+    parser.add_argument("--classes", help="comma-separated classes among g,q,w,z,t (data.classes)")
+    parser.add_argument("--max-constituents", type=int, help="particle slots per jet (data.max_constituents)")
+    parser.add_argument("--files-per-split", type=int, help="parquet files per split (data.files_per_split)")
+    parser.add_argument("overrides", nargs="*", metavar="data.key=value", help="config overrides")
+
+
+def generate_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--jets-per-class", type=int, help="jets per class (data.jets_per_class)")
+    parser.add_argument("--seed", type=int, help="generation seed; task i uses Pythia seed 100000*S+i+1")
+    parser.add_argument("--tasks-per-class", type=int, help="Spark tasks per class (data.tasks_per_class)")
+    _dataset_arguments(parser)
+    return parser
+
+
+def prepare_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--input", required=True, help="glob (or comma-separated globs) of hls4ml HDF5 files")
+    parser.add_argument("--mass-window", help="LO,HI: keep jets with LO < j_mass < HI GeV (the paper: 10,200)")
+    parser.add_argument(
+        "--drop-bad-jets",
+        action="store_true",
+        help="drop (and count) jets with NaN/inf values or no constituents instead of failing",
+    )
+    _dataset_arguments(parser)
+    return parser
+
+
+def data_config_from_args(args: argparse.Namespace) -> Config:
+    """The data section from --config (optional), the dataset flags and data.key=value overrides."""
+    overrides = list(args.overrides)
+    flags = {
+        "classes": f"[{args.classes}]" if args.classes else None,
+        "max_constituents": args.max_constituents,
+        "files_per_split": args.files_per_split,
+        "jets_per_class": getattr(args, "jets_per_class", None),
+        "generation_seed": getattr(args, "seed", None),
+        "tasks_per_class": getattr(args, "tasks_per_class", None),
+    }
+    overrides += [f"data.{key}={value}" for key, value in flags.items() if value is not None]
+    return load(args.config, overrides)
+
+
+def parse_mass_window(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--mass-window {text!r}: expected LO,HI in GeV, e.g. 10,200") from None
+    if not low < high:
+        raise ConfigError(f"--mass-window {text!r}: LO must be below HI")
+    return low, high
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
     overrides = list(args.overrides)
     if args.data is not None:

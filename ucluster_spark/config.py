@@ -173,11 +173,6 @@ class Config:
             raise ConfigError(f"train.pretrain_epochs must be in [0, train.epochs={t.epochs}], got {t.pretrain_epochs}")
         _positive("train.batch_size", t.batch_size)
         _positive("run.num_proc", r.num_proc)
-        if r.num_proc > d.files_per_split:
-            raise ConfigError(
-                f"run.num_proc={r.num_proc} exceeds data.files_per_split={d.files_per_split}: "
-                "some ranks would get no row group"
-            )
 
 
 def _positive(name: str, value: float) -> None:

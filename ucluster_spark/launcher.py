@@ -13,7 +13,8 @@ from typing import Any
 
 from ucluster_spark import store
 from ucluster_spark.config import Config
-from ucluster_spark.data.dataset import DatasetInfo, locate_or_generate
+from ucluster_spark.data.dataset import DatasetError, DatasetInfo, check_shardable
+from ucluster_spark.data.sources import locate_or_generate
 from ucluster_spark.train import TrainingPlan, train_fn
 
 
@@ -79,7 +80,8 @@ def train(spark, cfg: Config) -> TrainingResult:
         raise FileExistsError(f"{final} already holds a finished run; choose another --output")
     root, info = locate_or_generate(spark, cfg.data)
     if info.n_jets("train") == 0 or info.n_jets("test") == 0:
-        raise LaunchError(f"{root}: the train and test splits must both hold jets, got {info.counts}")
+        raise DatasetError(f"{root}: the train and test splits must both hold jets, got {info.counts}")
+    check_shardable(root, cfg.run.num_proc, ("train", "test") + (("val",) if info.n_jets("val") else ()))
     with store.atomic_directory(final, overwrite=final.exists()) as staging:
         plan = make_plan(root, info, staging)
         cfg.dump(staging / "config.yaml")

@@ -36,9 +36,27 @@ ETA: Final = "eta"
 PHI: Final = "phi"
 MASS: Final = "mass"
 SD_MASS: Final = "sd_mass"
+TAU21: Final = "tau21"
+TAU32: Final = "tau32"
 N_CONSTITUENTS: Final = "n_constituents"
 CONSTITUENTS: Final = "constituents"
 SPLIT: Final = "split"
+
+COLUMNS: Final[tuple[str, ...]] = (
+    JET_ID,
+    LABEL,
+    LABEL_NAME,
+    PT,
+    ETA,
+    PHI,
+    MASS,
+    SD_MASS,
+    TAU21,
+    TAU32,
+    N_CONSTITUENTS,
+    CONSTITUENTS,
+)
+"""Column order of a prepared dataset (``spark_schema`` lists the same names with their types)."""
 
 SPLITS: Final[tuple[str, ...]] = ("train", "val", "test")
 METADATA_FILE: Final = "_ucluster_dataset.json"
@@ -71,9 +89,11 @@ def spark_schema():
             T.StructField(LABEL_NAME, T.StringType(), True),
             T.StructField(PT, T.FloatType(), False),
             T.StructField(ETA, T.FloatType(), False),
-            T.StructField(PHI, T.FloatType(), False),
+            T.StructField(PHI, T.FloatType(), True),
             T.StructField(MASS, T.FloatType(), False),
             T.StructField(SD_MASS, T.FloatType(), True),
+            T.StructField(TAU21, T.FloatType(), True),
+            T.StructField(TAU32, T.FloatType(), True),
             T.StructField(N_CONSTITUENTS, T.IntegerType(), False),
             T.StructField(CONSTITUENTS, T.ArrayType(T.FloatType(), False), False),
         ]

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -92,10 +94,31 @@ def split_column(fractions: dict[str, float]):
     return F.when(u < train_edge, F.lit("train")).when(u < val_edge, F.lit("val")).otherwise(F.lit("test"))
 
 
+UNLABELLED = "unlabelled"
+"""Key of the jets without a true class in ``DatasetInfo.counts``."""
+
+
+def input_error_from(err: BaseException) -> DatasetError | None:
+    """The input error an executor raised (ingest.InputFileError), pulled out of Spark's task-failure text."""
+    from ucluster_spark.data.ingest import ERROR_MARKER
+
+    found = re.search(rf"{ERROR_MARKER}: (.*)", str(err))
+    return DatasetError(found.group(1).strip()) if found else None
+
+
 def write_dataset(
-    spark, jets_df, output: str | Path, data: DataConfig, source: dict[str, Any], overwrite: bool = False
+    spark,
+    jets_df,
+    output: str | Path,
+    data: DataConfig,
+    source: dict[str, Any] | Callable[[], dict[str, Any]],
+    overwrite: bool = False,
 ) -> DatasetInfo:
-    """Materialise ``jets_df`` (the schema of ``schema.spark_schema()``) once, then write the split layout."""
+    """Materialise ``jets_df`` (columns of ``schema.spark_schema()``) once, then write the split layout.
+
+    ``source`` (provenance for the metadata) may be a callable, called after the source was read, e.g. to report
+    counts that accumulators gathered during the read.
+    """
     from pyspark.sql import functions as F
 
     final = store.local_path(output)
@@ -103,12 +126,18 @@ def write_dataset(
         raise DatasetError(f"{final} already holds a dataset; pass --overwrite to replace it")
     with store.atomic_directory(final, overwrite=overwrite) as staging:
         raw_dir = staging / "raw-unsplit"
-        # One pass over the (possibly expensive) source, e.g. Pythia running inside the tasks.
-        jets_df.withColumn(schema.SPLIT, split_column(data.split_fractions)).write.parquet(store.file_url(raw_dir))
+        try:
+            # One pass over the (possibly expensive) source, e.g. Pythia running inside the tasks.
+            jets_df.withColumn(schema.SPLIT, split_column(data.split_fractions)).write.parquet(store.file_url(raw_dir))
+        except Exception as err:
+            translated = input_error_from(err)
+            if translated is None:
+                raise
+            raise translated from None
         raw = spark.read.parquet(store.file_url(raw_dir))
         counts: dict[str, dict[str, int]] = {s: {c: 0 for c in data.classes} for s in schema.SPLITS}
         for row in raw.groupBy(schema.SPLIT, schema.LABEL_NAME).count().collect():
-            counts[row[schema.SPLIT]][row[schema.LABEL_NAME]] = int(row["count"])
+            counts[row[schema.SPLIT]][row[schema.LABEL_NAME] or UNLABELLED] = int(row["count"])
         for split in schema.SPLITS:
             (
                 raw.filter(F.col(schema.SPLIT) == split)
@@ -125,58 +154,36 @@ def write_dataset(
             max_constituents=data.max_constituents,
             classes=list(data.classes),
             counts=counts,
-            source=source,
+            source=source() if callable(source) else source,
         )
         store.atomic_write_json(staging / schema.METADATA_FILE, asdict(info))
     print(f"[dataset] wrote {final}: " + format_counts(info), file=sys.stderr, flush=True)
     return info
 
 
+def row_groups(root: str | Path, split: str) -> int:
+    """Parquet row groups of one split (footers only): the unit petastorm shards over ranks."""
+    import pyarrow.parquet as pq
+
+    files = sorted((store.local_path(root) / split).glob("*.parquet"))
+    return sum(pq.ParquetFile(f).metadata.num_row_groups for f in files)
+
+
+def check_shardable(root: str | Path, shard_count: int, splits: tuple[str, ...] = schema.SPLITS) -> None:
+    """Every rank needs at least one row group of every split it reads, or it would wait for data forever."""
+    for split in splits:
+        groups = row_groups(root, split)
+        if groups < shard_count:
+            raise DatasetError(
+                f"{store.local_path(root) / split}: {groups} parquet row group(s) cannot feed {shard_count} ranks "
+                f"(each rank reads whole row groups); rewrite the dataset with data.files_per_split >= "
+                f"{shard_count} or use fewer ranks"
+            )
+
+
 def format_counts(info: DatasetInfo) -> str:
+    """One line: jets per split and per class."""
     return "; ".join(
         f"{split} {info.n_jets(split)} (" + ", ".join(f"{c} {n}" for c, n in info.counts[split].items()) + ")"
         for split in schema.SPLITS
     )
-
-
-def generate(spark, data: DataConfig, output: str | Path, overwrite: bool = False) -> DatasetInfo:
-    """Run Pythia inside Spark tasks (one task per (class, seed)) and write the dataset."""
-    from ucluster_spark.data.simulate import generate_partition, plan_tasks
-
-    tasks = plan_tasks(data.classes, data.jets_per_class, data.tasks_per_class, data.generation_seed)
-    rows = [asdict(t) for t in tasks]
-    task_df = spark.createDataFrame(spark.sparkContext.parallelize(rows, numSlices=len(rows)))
-    max_constituents, feature_set = data.max_constituents, data.feature_set
-
-    def body(frames):  # shipped to executors: plain values only
-        yield from generate_partition(frames, max_constituents, feature_set)
-
-    print(
-        f"[generate] {len(tasks)} Pythia tasks: {data.jets_per_class} jets per class of {data.classes}",
-        file=sys.stderr,
-        flush=True,
-    )
-    jets = task_df.mapInPandas(body, schema=schema.spark_schema())
-    source = {
-        "generator": "pythia8",
-        "classes": data.classes,
-        "jets_per_class": data.jets_per_class,
-        "generation_seed": data.generation_seed,
-        "tasks": len(tasks),
-    }
-    return write_dataset(spark, jets, output, data, source, overwrite=overwrite)
-
-
-def locate_or_generate(spark, data: DataConfig) -> tuple[Path, DatasetInfo]:
-    """The configured dataset, or the cached generated sample for this config (made when missing)."""
-    if data.path:
-        root = store.local_path(data.path)
-        info = load_info(root)
-        check_compatible(info, data, str(root))
-        return root, info
-    root = store.local_path(data.generated_root) / generation_key(data)
-    if (root / schema.METADATA_FILE).exists():
-        info = load_info(root)
-        print(f"[dataset] reusing generated sample {root}: " + format_counts(info), file=sys.stderr, flush=True)
-        return root, info
-    return root, generate(spark, data, root, overwrite=root.exists())

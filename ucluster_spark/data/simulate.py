@@ -161,16 +161,20 @@ def _matches(jet_eta, jet_phi, truth) -> bool:
     return False
 
 
-def _soft_drop_masses(constituents) -> np.ndarray:
-    """Soft-drop (beta = 0, z_cut = 0.1) mass of each jet, reclustering its constituents with C/A."""
+def substructure(constituents) -> dict[str, np.ndarray]:
+    """Soft-drop mass (beta = 0, z_cut = 0.1) and N-subjettiness ratios of each jet (jets as awkward lists)."""
     import fastjet
 
     if len(constituents) == 0:
-        return np.zeros(0)
-    definition = fastjet.JetDefinition(fastjet.cambridge_algorithm, 1.0)
-    sequence = fastjet.ClusterSequence(constituents, definition)
+        return {schema.SD_MASS: np.zeros(0), schema.TAU21: np.zeros(0), schema.TAU32: np.zeros(0)}
+    # Each jet is its own "event", reclustered with C/A (the soft-drop convention).
+    sequence = fastjet.ClusterSequence(constituents, fastjet.JetDefinition(fastjet.cambridge_algorithm, 1.0))
     groomed = sequence.exclusive_jets_softdrop_grooming(njets=1, beta=0.0, symmetry_cut=0.1, R0=JET_R)
-    return np.asarray(groomed.msoftdrop, dtype=np.float64)
+    tau = np.asarray(sequence.njettiness(njets=[1, 2, 3], beta=1.0, R0=JET_R), dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tau21 = np.where(tau[:, 0] > 0, tau[:, 1] / tau[:, 0], 0.0)
+        tau32 = np.where(tau[:, 1] > 0, tau[:, 2] / tau[:, 1], 0.0)
+    return {schema.SD_MASS: np.asarray(groomed.msoftdrop, dtype=np.float64), schema.TAU21: tau21, schema.TAU32: tau32}
 
 
 def generate_jets(task: GenerationTask, max_constituents: int, feature_set: str, progress_every: float = 15.0):
@@ -217,8 +221,7 @@ def generate_jets(task: GenerationTask, max_constituents: int, feature_set: str,
             continue
         rows = rows[: task.n_jets - made]
         kept = ak.Array(kept_constituents[: len(rows)])
-        sd_masses = _soft_drop_masses(kept)
-        frame = _jets_frame(task, made, rows, kept, sd_masses, max_constituents, feature_set)
+        frame = _jets_frame(task, made, rows, kept, substructure(kept), max_constituents, feature_set)
         made += len(frame)
         yield frame
         if time.time() - last_report > progress_every or made >= task.n_jets:
@@ -227,7 +230,7 @@ def generate_jets(task: GenerationTask, max_constituents: int, feature_set: str,
             last_report = time.time()
 
 
-def _jets_frame(task, first_index, rows, constituents, sd_masses, max_constituents, feature_set) -> pd.DataFrame:
+def _jets_frame(task, first_index, rows, constituents, shapes, max_constituents, feature_set) -> pd.DataFrame:
     import awkward as ak
 
     pt, eta, phi, mass, energy = (np.array(c, dtype=np.float64) for c in zip(*rows, strict=True))
@@ -239,7 +242,7 @@ def _jets_frame(task, first_index, rows, constituents, sd_masses, max_constituen
         counts.append(len(p4))
         jet = np.array([pt[i], eta[i], phi[i], energy[i]])
         arrays.append(constituent_features(p4, jet, max_constituents, feature_set).ravel())
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             schema.JET_ID: [f"{task.class_name}-s{task.seed}-{first_index + i}" for i in range(len(rows))],
             schema.LABEL: np.full(len(rows), task.label, dtype=np.int32),
@@ -248,11 +251,14 @@ def _jets_frame(task, first_index, rows, constituents, sd_masses, max_constituen
             schema.ETA: eta.astype(np.float32),
             schema.PHI: phi.astype(np.float32),
             schema.MASS: mass.astype(np.float32),
-            schema.SD_MASS: sd_masses.astype(np.float32),
+            schema.SD_MASS: shapes[schema.SD_MASS].astype(np.float32),
+            schema.TAU21: shapes[schema.TAU21].astype(np.float32),
+            schema.TAU32: shapes[schema.TAU32].astype(np.float32),
             schema.N_CONSTITUENTS: np.array(counts, dtype=np.int32),
             schema.CONSTITUENTS: arrays,
         }
     )
+    return frame[list(schema.COLUMNS)]
 
 
 def generate_partition(frames: Iterator[pd.DataFrame], max_constituents: int, feature_set: str):
