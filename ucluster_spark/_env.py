@@ -1,8 +1,9 @@
 """Process environment the stack needs, set before TensorFlow is first imported.
 
 TF 2.18's ``tf.keras`` is Keras 3, which horovod 0.28.1 cannot drive; ``TF_USE_LEGACY_KERAS=1`` switches it to
-tf_keras (Keras 2). The variable only works if set before the first ``import tensorflow`` of a process, so every
-module that imports TensorFlow imports this one first, in the driver and inside executors.
+tf_keras (Keras 2). The variable only works if set before the first ``import tensorflow`` of a process, so the
+package's ``__init__`` imports this module: any ``import ucluster_spark.<module>`` sets it first, in the driver
+and inside executors (which unpickle functions of this package, importing it).
 """
 
 from __future__ import annotations

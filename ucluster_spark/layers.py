@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from ucluster_spark import _env  # noqa: F401
-
 PADDING_DISTANCE = 1.0e3
 """Added to the distance of every padded particle so a kNN search ranks all of them last."""
 _NEG_INF = -1.0e9

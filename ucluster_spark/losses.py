@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from ucluster_spark import _env  # noqa: F401
-
 
 def mass_bin(mass: tf.Tensor, n_bins: int, edges_max: float) -> tf.Tensor:
     """Auxiliary target: index of the jet mass in ``linspace(0, edges_max, n_bins)`` edges, last bin = overflow."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from ucluster_spark import _env  # noqa: F401
 from ucluster_spark.config import Config
 from ucluster_spark.layers import GAPLayer, MaskedPooling, ParticleDense, particle_mask
 from ucluster_spark.losses import squared_distances

@@ -128,18 +128,17 @@ def _decay_quarks(ids, d1, d2, i: int) -> list[int]:
     return quarks
 
 
-def truth_directions(event, class_name: str) -> list[tuple[float, float, list[tuple[float, float]]]]:
-    """(eta, phi, decay-quark (eta, phi) list) of every object a jet of this class must match."""
-    prt = event.prt
-    ids = np.asarray(prt.id)
-    d1 = np.asarray(prt.daughter1)
-    d2 = np.asarray(prt.daughter2)
-    px, py, pz = (np.asarray(prt.p[c]) for c in ("px", "py", "pz"))
-    eta, phi = _eta_phi(px, py, pz)
+def truth_directions(record: dict[str, np.ndarray], class_name: str) -> list[tuple[float, float, list]]:
+    """(eta, phi, decay-quark (eta, phi) list) of every object a jet of this class must match.
+
+    ``record`` holds one event's record as numpy arrays (id, daughter1, daughter2, px, py, pz), indexed like
+    Pythia's event record (entry 0 is the system).
+    """
+    ids, d1, d2 = record["id"], record["daughter1"], record["daughter2"]
+    eta, phi = _eta_phi(record["px"], record["py"], record["pz"])
     found = []
     if class_name in DECAYING_ID:
-        target = DECAYING_ID[class_name]
-        candidates = np.flatnonzero(np.abs(ids) == target)
+        candidates = np.flatnonzero(np.abs(ids) == DECAYING_ID[class_name])
         for i in {_last_copy(ids, d1, d2, int(c)) for c in candidates}:
             quarks = _decay_quarks(ids, d1, d2, i)
             if quarks:
@@ -177,8 +176,50 @@ def substructure(constituents) -> dict[str, np.ndarray]:
     return {schema.SD_MASS: np.asarray(groomed.msoftdrop, dtype=np.float64), schema.TAU21: tau21, schema.TAU32: tau32}
 
 
+def _flat(array) -> np.ndarray:
+    import awkward as ak
+
+    return ak.to_numpy(ak.flatten(array, axis=None)).astype(np.float64)
+
+
+def _offsets(array) -> np.ndarray:
+    import awkward as ak
+
+    return np.concatenate([[0], np.cumsum(ak.to_numpy(ak.num(array, axis=1)))])
+
+
+def _select_jets(events, class_name: str, jet_p4: np.ndarray, jet_offsets: np.ndarray) -> list[int]:
+    """Flat indices of the jets kept: each event's two leading jets, in the pT/eta window and truth-matched."""
+    prt = events.prt
+    record = {name: _flat_int(prt[name]) for name in ("id", "daughter1", "daughter2")}
+    record.update({c: _flat(prt.p[c]) for c in ("px", "py", "pz")})
+    record_offsets = _offsets(prt.id)
+    pt = np.hypot(jet_p4[:, 0], jet_p4[:, 1])
+    eta, phi = _eta_phi(jet_p4[:, 0], jet_p4[:, 1], jet_p4[:, 2])
+    chosen = []
+    for e in range(len(jet_offsets) - 1):
+        first, last = jet_offsets[e], jet_offsets[e + 1]
+        leading = first + np.argsort(-pt[first:last])[:2]
+        leading = [j for j in leading if JET_PT_RANGE[0] < pt[j] < JET_PT_RANGE[1] and abs(eta[j]) < JET_ABS_ETA_MAX]
+        if not leading:
+            continue
+        lo, hi = record_offsets[e], record_offsets[e + 1]
+        truth = truth_directions({k: v[lo:hi] for k, v in record.items()}, class_name)
+        chosen.extend(int(j) for j in leading if _matches(eta[j], phi[j], truth))
+    return chosen
+
+
+def _flat_int(array) -> np.ndarray:
+    import awkward as ak
+
+    return ak.to_numpy(ak.flatten(array, axis=None)).astype(np.int64)
+
+
 def generate_jets(task: GenerationTask, max_constituents: int, feature_set: str, progress_every: float = 15.0):
-    """Yield pandas frames of jets in the dataset schema until ``task.n_jets`` jets are made."""
+    """Yield pandas frames of jets in the dataset schema until ``task.n_jets`` jets are made.
+
+    Work is done per batch of events on flat numpy arrays; Python loops run over events, never over particles.
+    """
     import awkward as ak
     import fastjet
     import vector
@@ -200,28 +241,14 @@ def generate_jets(task: GenerationTask, max_constituents: int, feature_set: str,
         )
         sequence = fastjet.ClusterSequence(particles, definition)
         jets = sequence.inclusive_jets(min_pt=JET_PT_RANGE[0] * 0.9)
-        constituents = sequence.constituents(min_pt=JET_PT_RANGE[0] * 0.9)
-        kept_constituents, rows = [], []
-        for e in range(len(events)):
-            event_jets = jets[e]
-            if len(event_jets) == 0:
-                continue
-            order = np.argsort(-np.asarray(event_jets.pt))[:2]  # the two leading jets
-            truth = truth_directions(events[e], task.class_name)
-            for j in order:
-                jet = event_jets[j]
-                pt, eta, phi = float(jet.pt), float(jet.eta), float(jet.phi)
-                if not (JET_PT_RANGE[0] < pt < JET_PT_RANGE[1] and abs(eta) < JET_ABS_ETA_MAX):
-                    continue
-                if not _matches(eta, phi, truth):
-                    continue
-                kept_constituents.append(constituents[e][j])
-                rows.append((pt, eta, phi, float(jet.mass), float(jet.E)))
-        if not rows:
+        jet_p4 = np.stack([_flat(jets[c]) for c in ("px", "py", "pz", "E")], axis=1)
+        chosen = _select_jets(events, task.class_name, jet_p4, _offsets(jets.px))
+        if not chosen:
             continue
-        rows = rows[: task.n_jets - made]
-        kept = ak.Array(kept_constituents[: len(rows)])
-        frame = _jets_frame(task, made, rows, kept, substructure(kept), max_constituents, feature_set)
+        chosen = np.array(chosen[: task.n_jets - made])
+        # Constituents come in the same jet order as inclusive_jets (same sequence, same pT cut).
+        kept = ak.flatten(sequence.constituents(min_pt=JET_PT_RANGE[0] * 0.9), axis=1)[chosen]
+        frame = _jets_frame(task, made, jet_p4[chosen], kept, max_constituents, feature_set)
         made += len(frame)
         yield frame
         if time.time() - last_report > progress_every or made >= task.n_jets:
@@ -230,22 +257,27 @@ def generate_jets(task: GenerationTask, max_constituents: int, feature_set: str,
             last_report = time.time()
 
 
-def _jets_frame(task, first_index, rows, constituents, shapes, max_constituents, feature_set) -> pd.DataFrame:
-    import awkward as ak
-
-    pt, eta, phi, mass, energy = (np.array(c, dtype=np.float64) for c in zip(*rows, strict=True))
-    arrays = []
-    counts = []
-    for i in range(len(rows)):
-        c = constituents[i]
-        p4 = np.stack([ak.to_numpy(c.px), ak.to_numpy(c.py), ak.to_numpy(c.pz), ak.to_numpy(c.E)], axis=1)
-        counts.append(len(p4))
-        jet = np.array([pt[i], eta[i], phi[i], energy[i]])
-        arrays.append(constituent_features(p4, jet, max_constituents, feature_set).ravel())
+def _jets_frame(task, first_index, jet_p4, constituents, max_constituents, feature_set) -> pd.DataFrame:
+    px, py, pz, energy = jet_p4.T
+    pt = np.hypot(px, py)
+    eta, phi = _eta_phi(px, py, pz)
+    mass = np.sqrt(np.maximum(energy**2 - px**2 - py**2 - pz**2, 0.0))
+    particle_p4 = np.stack([_flat(constituents[c]) for c in ("px", "py", "pz", "E")], axis=1)
+    offsets = _offsets(constituents.px)
+    counts = np.diff(offsets)
+    arrays = [
+        constituent_features(
+            particle_p4[offsets[i] : offsets[i + 1]], (pt[i], eta[i], phi[i], energy[i]), max_constituents,
+            feature_set,
+        ).ravel()
+        for i in range(len(pt))
+    ]
+    shapes = substructure(constituents)
+    n = len(pt)
     frame = pd.DataFrame(
         {
-            schema.JET_ID: [f"{task.class_name}-s{task.seed}-{first_index + i}" for i in range(len(rows))],
-            schema.LABEL: np.full(len(rows), task.label, dtype=np.int32),
+            schema.JET_ID: [f"{task.class_name}-s{task.seed}-{first_index + i}" for i in range(n)],
+            schema.LABEL: np.full(n, task.label, dtype=np.int32),
             schema.LABEL_NAME: task.class_name,
             schema.PT: pt.astype(np.float32),
             schema.ETA: eta.astype(np.float32),
@@ -254,7 +286,7 @@ def _jets_frame(task, first_index, rows, constituents, shapes, max_constituents,
             schema.SD_MASS: shapes[schema.SD_MASS].astype(np.float32),
             schema.TAU21: shapes[schema.TAU21].astype(np.float32),
             schema.TAU32: shapes[schema.TAU32].astype(np.float32),
-            schema.N_CONSTITUENTS: np.array(counts, dtype=np.int32),
+            schema.N_CONSTITUENTS: counts.astype(np.int32),
             schema.CONSTITUENTS: arrays,
         }
     )

@@ -1,0 +1,185 @@
+"""Data-layer throughput: generation, preparation, storage, and the reader against the training step.
+
+    .venv/bin/python benchmarks/data_throughput.py [--jets-per-class 300] [--hls4ml-jets 40000] [--work DIR]
+
+Prints one JSON document. The reader must deliver >= 5x what one training step consumes per rank, so that
+data loading never starves a rank; the ratio is printed as ``reader_over_training``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ucluster_spark import _env  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # tests.hls4ml_files makes the hls4ml-layout input
+
+
+def generation_per_core(classes: list[str], jets: int) -> dict[str, float]:
+    """Jets/s of one Pythia + FastJet stream per class, in this process (one core)."""
+    import pandas as pd
+
+    from ucluster_spark.data.simulate import generate_jets, plan_tasks
+
+    rates = {}
+    for task in plan_tasks(classes, jets, 1, base_seed=11):
+        start = time.perf_counter()
+        n = len(pd.concat(generate_jets(task, 100, "ucluster8", progress_every=1e9)))
+        rates[task.class_name] = n / (time.perf_counter() - start)
+    return rates
+
+
+def spark_generation(spark, work: Path, classes: list[str], jets: int) -> dict[str, float]:
+    from ucluster_spark import config
+    from ucluster_spark.data.sources import generate
+
+    cfg = config.load(
+        None,
+        [
+            f"data.classes=[{','.join(classes)}]",
+            f"data.jets_per_class={jets}",
+            "data.tasks_per_class=2",
+            "data.generation_seed=12",
+        ],
+    )
+    start = time.perf_counter()
+    info = generate(spark, cfg.data, work / "generated")
+    seconds = time.perf_counter() - start
+    total = sum(info.n_jets(s) for s in ("train", "val", "test"))
+    cores = spark.sparkContext.defaultParallelism
+    return {
+        "jets": total,
+        "seconds": seconds,
+        "jets_per_s": total / seconds,
+        "cores": cores,
+        "jets_per_s_per_core": total / seconds / cores,
+    }
+
+
+def preparation(spark, work: Path, n_jets: int) -> tuple[dict[str, float], Path]:
+    from tests.hls4ml_files import jet_values, write_file
+    from ucluster_spark import config
+    from ucluster_spark.data.sources import prepare_hls4ml
+
+    (work / "h5").mkdir()
+    per_file = 10_000
+    for i in range(max(1, n_jets // per_file)):
+        write_file(work / "h5" / f"jets_{i}.h5", jet_values(per_file, seed=i))
+    cfg = config.load(None, ["data.classes=[g,q,w,z,t]", "data.files_per_split=4"])
+    start = time.perf_counter()
+    info = prepare_hls4ml(spark, str(work / "h5" / "*.h5"), work / "prepared", cfg.data)
+    seconds = time.perf_counter() - start
+    total = sum(info.n_jets(s) for s in ("train", "val", "test"))
+    parquet_bytes = sum(f.stat().st_size for f in (work / "prepared").rglob("*.parquet"))
+    return {
+        "jets": total,
+        "seconds": seconds,
+        "jets_per_s": total / seconds,
+        "parquet_bytes_per_jet": parquet_bytes / total,
+    }, work / "prepared"
+
+
+def reader_rate(root: Path, batch_size: int, batches: int) -> float:
+    """Jets/s of rank 0 of 2 through the training pipeline (petastorm -> tf.data, shuffled, batched)."""
+    from ucluster_spark.reader import training_batches
+
+    with training_batches(
+        (root / "train").as_uri(),
+        shard=0,
+        shard_count=2,
+        max_constituents=100,
+        n_features=8,
+        batch_size=batch_size,
+        shuffle_buffer=2048,
+        seed=0,
+    ) as ds:
+        it = iter(ds)
+        next(it)  # warm-up: reader threads started, first row group decoded
+        start = time.perf_counter()
+        for _ in range(batches):
+            next(it)
+        return batches * batch_size / (time.perf_counter() - start)
+
+
+def training_step_rate(batch_size: int, steps: int) -> float:
+    """Jets/s of one training step of the default model on one TensorFlow thread (what one rank consumes)."""
+    import tensorflow as tf
+
+    from ucluster_spark import config
+    from ucluster_spark.losses import clustering_loss_per_jet, focal_loss, mass_bin
+    from ucluster_spark.model import build_model
+
+    cfg = config.load(None)
+    model = build_model(cfg)
+    optimizer = tf.keras.optimizers.Adam(1e-3)
+    rng = np.random.default_rng(0)
+    x = np.zeros((batch_size, 100, 8), np.float32)
+    for i, n in enumerate(rng.integers(20, 100, batch_size)):
+        x[i, :n] = rng.normal(size=(n, 8))
+    mass = rng.uniform(0, 250, batch_size).astype(np.float32)
+
+    @tf.function
+    def step(x, mass):
+        with tf.GradientTape() as tape:
+            out = model(x, training=True)
+            loss = focal_loss(mass_bin(mass, 20, 200.0), out["aux_logits"], 4.0)
+            loss += tf.reduce_sum(clustering_loss_per_jet(out["z"], model.centroids, 5.0))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+
+    step(x, mass)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step(x, mass)
+    return steps * batch_size / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--jets-per-class", type=int, default=300)
+    parser.add_argument("--hls4ml-jets", type=int, default=40_000)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--work", type=Path, help="scratch directory (default: a temporary one)")
+    args = parser.parse_args()
+
+    import tensorflow as tf
+
+    from ucluster_spark.spark import get_session
+
+    # One TensorFlow thread, as each rank runs (train.intra_op_threads); must precede any TensorFlow work.
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    work = args.work or Path(tempfile.mkdtemp(prefix="ucluster-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    classes = ["w", "z", "t"]
+    results: dict[str, object] = {"work": str(work)}
+    print("[bench] Pythia per core ...", file=sys.stderr, flush=True)
+    results["generation_per_core_jets_per_s"] = generation_per_core(classes, max(50, args.jets_per_class // 3))
+    spark = get_session("ucluster-bench-data")
+    try:
+        print("[bench] Pythia inside Spark ...", file=sys.stderr, flush=True)
+        results["generation_spark"] = spark_generation(spark, work, classes, args.jets_per_class)
+        print("[bench] hls4ml preparation ...", file=sys.stderr, flush=True)
+        results["preparation"], prepared = preparation(spark, work, args.hls4ml_jets)
+    finally:
+        spark.stop()
+    print("[bench] reader and training step ...", file=sys.stderr, flush=True)
+    reader = reader_rate(prepared, args.batch_size, batches=60)
+    training = training_step_rate(args.batch_size, steps=8)
+    results["reader_jets_per_s_per_rank"] = reader
+    results["training_step_jets_per_s_one_thread"] = training
+    results["reader_over_training"] = reader / training
+    results["target_reader_over_training"] = 5.0
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
