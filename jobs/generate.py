@@ -11,22 +11,12 @@ from ucluster_spark import cli
 def main(argv: list[str]) -> int:
     args = cli.generate_parser(__doc__).parse_args(argv)
 
-    def body() -> int:
-        from ucluster_spark.data.dataset import format_counts
+    def build(spark, cfg):
         from ucluster_spark.data.sources import generate
-        from ucluster_spark.spark import get_session
 
-        cfg = cli.data_config_from_args(args)
-        spark = get_session("ucluster-generate", cfg.run.spark_conf)
-        try:
-            info = generate(spark, cfg.data, args.output, overwrite=args.overwrite)
-        finally:
-            spark.stop()
-        print(f"dataset: {args.output}")
-        print(f"jets: {format_counts(info)}")
-        return cli.EXIT_OK
+        return generate(spark, cfg.data, args.output, overwrite=args.overwrite)
 
-    return cli.run_main(body)
+    return cli.run_dataset_job("ucluster-generate", args, build)
 
 
 if __name__ == "__main__":

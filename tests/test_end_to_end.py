@@ -23,6 +23,7 @@ TINY = [
     "model.mlp1=[16,32]",
     "model.gap2_features=32",
     "model.mlp2=[32,32]",
+    "train.lr_halve_every_samples=64",
 ]
 
 
@@ -68,7 +69,13 @@ def test_train_job_writes_a_complete_run_directory(finished_run):
     assert metrics["num_proc"] == 2
     history = json.loads((run_dir / "history.json").read_text())
     assert [h["epoch"] for h in history] == [0, 1]
-    assert history[0]["beta"] == 0.0 and history[1]["alpha"] == 5.0
+    # The schedule defects of the earlier port cannot recur: alpha ramps and the learning rate decays as the
+    # optimizer's own step counter advances (32 jets per global step, halved every 64 jets here).
+    assert [h["alpha"] for h in history] == [0.0, 5.0] and [h["beta"] for h in history] == [0.0, 10.0]
+    for h in history:
+        assert h["learning_rate"] == pytest.approx(1e-3 * 0.5 ** (h["global_step"] * 32 // 64))
+    assert history[1]["global_step"] > history[0]["global_step"] > 0
+    assert history[1]["learning_rate"] < history[0]["learning_rate"]
     assert not [p for p in run_dir.parent.iterdir() if ".tmp-" in p.name]
 
 

@@ -60,3 +60,15 @@ def test_model_outputs_and_permutation_invariance_of_the_embedding():
     perm = x.copy()
     perm[0, :12] = x[0, np.random.default_rng(3).permutation(12)]
     np.testing.assert_allclose(model(perm, training=False)["z"].numpy()[0], out["z"].numpy()[0], rtol=1e-4, atol=1e-5)
+
+
+def test_extra_zero_padded_slots_do_not_change_the_embedding():
+    sizes = ["model.mlp1=[8,16]", "model.gap2_features=16", "model.mlp2=[16,16]", "model.aux_hidden=[16,8]"]
+    small = build_model(config.load(None, [*sizes, "data.max_constituents=30"]))
+    large = build_model(config.load(None, [*sizes, "data.max_constituents=50"]))
+    large.set_weights(small.get_weights())  # no weight depends on the number of slots
+    x = _jets()
+    padded = np.concatenate([x, np.zeros((4, 20, 8), np.float32)], axis=1)
+    np.testing.assert_allclose(
+        large(padded, training=False)["z"].numpy(), small(x, training=False)["z"].numpy(), rtol=1e-5, atol=1e-6
+    )

@@ -6,6 +6,7 @@ import argparse
 import sys
 import traceback
 from collections.abc import Callable
+from typing import Any
 
 from ucluster_spark.config import Config, ConfigError, load
 
@@ -83,6 +84,28 @@ def parse_mass_window(text: str | None) -> tuple[float, float] | None:
     if not low < high:
         raise ConfigError(f"--mass-window {text!r}: LO must be below HI")
     return low, high
+
+
+def run_dataset_job(app_name: str, args: argparse.Namespace, build: Callable[[Any, Config], Any]) -> int:
+    """Config from the dataset flags, a SparkSession, ``build(spark, cfg) -> DatasetInfo``, a summary on stdout."""
+
+    def body() -> int:
+        from ucluster_spark.data.dataset import format_counts
+        from ucluster_spark.spark import get_session
+
+        cfg = data_config_from_args(args)
+        spark = get_session(app_name, cfg.run.spark_conf)
+        try:
+            info = build(spark, cfg)
+        finally:
+            spark.stop()
+        print(f"dataset: {args.output}")
+        print(f"jets: {format_counts(info)}")
+        if "dropped" in info.source:
+            print(f"dropped: {info.source['dropped']}")
+        return EXIT_OK
+
+    return run_main(body)
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

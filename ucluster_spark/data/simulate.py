@@ -267,7 +267,9 @@ def _jets_frame(task, first_index, jet_p4, constituents, max_constituents, featu
     counts = np.diff(offsets)
     arrays = [
         constituent_features(
-            particle_p4[offsets[i] : offsets[i + 1]], (pt[i], eta[i], phi[i], energy[i]), max_constituents,
+            particle_p4[offsets[i] : offsets[i + 1]],
+            (pt[i], eta[i], phi[i], energy[i]),
+            max_constituents,
             feature_set,
         ).ravel()
         for i in range(len(pt))
