@@ -102,7 +102,7 @@ def train_fn(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str, A
         tape = hvd.DistributedGradientTape(tape)
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-        return tf.stack([loss, focal, tf.reduce_mean(per_jet)])
+        return tf.stack([loss, focal, tf.reduce_mean(per_jet)]), out["z"]
 
     history: list[dict[str, Any]] = []
     with training_batches(
@@ -116,17 +116,26 @@ def train_fn(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str, A
         seed=t.seed + rank,
     ) as train_ds:
         batches = iter(train_ds)
+        if t.pretrain_epochs == 0:  # no pre-training pass to reuse: embed the training shard once
+            set_centroids_by_kmeans(model, embeddings_of(model, plan.train_url, cfg, rank, size, False)[0], cfg, rank)
         for epoch in range(t.epochs):
-            if epoch == t.pretrain_epochs:
-                init_centroids(model, plan.train_url, cfg, rank, size)
+            # The last pre-training epoch sees every training jet once, in training mode: the embeddings it makes
+            # live in the space the clustering loss will see (batch-norm batch statistics), as in the original.
+            collect = epoch == t.pretrain_epochs - 1
+            pooled = []
             alpha.assign(alpha_for_epoch(epoch, t.pretrain_epochs, lc.alpha0))
             beta.assign(lc.clustering_weight if epoch >= t.pretrain_epochs else 0.0)
             start = time.time()
             sums = np.zeros(3)
             for _ in range(steps_per_epoch):  # same count on every rank: no hang on uneven shards
-                sums += train_step(next(batches)).numpy()
+                means, z = train_step(next(batches))
+                sums += means.numpy()
+                if collect:
+                    pooled.append(z.numpy())
             seconds = time.time() - start
             sync_non_trainable(model)
+            if collect:
+                set_centroids_by_kmeans(model, np.concatenate(pooled), cfg, rank)
             # Horovod: epoch means over all ranks.
             loss, focal, clustering = hvd.allreduce(
                 tf.constant(sums / steps_per_epoch), op=hvd.Average, name="epoch_means"
@@ -145,7 +154,7 @@ def train_fn(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str, A
             }
             if plan.n_val:
                 val = evaluate_split(model, plan.val_url, cfg, plan.classes, rank, size)
-                if epoch >= t.pretrain_epochs:  # before that the centroids are still their random initial values
+                if epoch >= t.pretrain_epochs - 1:  # before that the centroids are still random
                     record.update({f"val_{k}": val[k] for k in ("clustering_accuracy", "nmi", "cluster_sizes")})
                 record["val_embedding_std"] = val["embedding_std"]
             history.append(record)
@@ -154,9 +163,6 @@ def train_fn(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str, A
                 f"epoch {epoch + 1}/{t.epochs} "
                 + " ".join(f"{k}={_fmt(v)}" for k, v in record.items() if k not in ("epoch",)),
             )
-    if t.pretrain_epochs >= t.epochs:
-        init_centroids(model, plan.train_url, cfg, rank, size)
-
     test = evaluate_split(model, plan.test_url, cfg, plan.classes, rank, size)
     metrics = {"split": "test", **test, "epochs": t.epochs, "num_proc": size, "global_batch": global_batch}
     if rank == 0:
@@ -214,18 +220,17 @@ def embeddings_of(model, url: str, cfg, rank: int, size: int, with_labels: bool)
     return z, np.concatenate(labels) if labels else np.zeros(0, np.int64)
 
 
-def init_centroids(model, url: str, cfg, rank: int, size: int) -> None:
+def set_centroids_by_kmeans(model, local_z, cfg, rank: int) -> None:
     """k-means on the embeddings of the whole training split across all ranks, identical on every rank."""
     import horovod.tensorflow as hvd
     import numpy as np
     import tensorflow as tf
     from sklearn.cluster import KMeans
 
-    z, _ = embeddings_of(model, url, cfg, rank, size, with_labels=False)
     # Horovod: every rank contributes its shard; k-means runs once, on rank 0.
-    gathered = hvd.allgather(tf.constant(z, dtype=tf.float32), name="train_embeddings").numpy()
+    gathered = hvd.allgather(tf.constant(local_z, dtype=tf.float32), name="train_embeddings").numpy()
     k = cfg.model.n_clusters
-    centers = np.zeros((k, z.shape[1]), np.float32)
+    centers = np.zeros((k, gathered.shape[1]), np.float32)
     if rank == 0:
         rng = np.random.default_rng(cfg.train.seed)
         sample = gathered
@@ -233,10 +238,11 @@ def init_centroids(model, url: str, cfg, rank: int, size: int) -> None:
             sample = sample[rng.choice(len(sample), cfg.train.kmeans_max_jets, replace=False)]
         km = KMeans(n_clusters=k, n_init=10, random_state=cfg.train.seed).fit(sample)
         centers = km.cluster_centers_.astype(np.float32)
-        print(
-            f"[train] k-means centroids from {len(sample)} training embeddings: {centers.round(4).tolist()}",
-            file=sys.stderr,
-            flush=True,
+        sizes = np.bincount(km.labels_, minlength=k).tolist()
+        log(
+            rank,
+            f"k-means centroids from {len(sample)} training embeddings: {centers.round(4).tolist()} "
+            f"(cluster sizes {sizes})",
         )
     # Horovod: rank 0's centroids everywhere.
     model.centroids.assign(hvd.broadcast(tf.constant(centers), root_rank=0, name="centroids_init"))
