@@ -18,21 +18,54 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def build_report(run_dir, data_dir, cfg, wall_seconds: float | None) -> dict:
+    """The benchmark's numbers from a finished run directory, plus the observable baselines on the same split."""
+    from ucluster_spark import store
+    from ucluster_spark.baselines import observable_baselines
+
+    layout = store.RunLayout(run_dir)
+    history = json.loads(layout.history.read_text())
+    m = json.loads(layout.metrics.read_text())
+    clustered = [h for h in history if "val_clustering_accuracy" in h]
+    best = max(clustered, key=lambda h: h["val_clustering_accuracy"]) if clustered else None
+    return {
+        "run_dir": str(run_dir),
+        "test_clustering_accuracy": m["clustering_accuracy"],
+        "test_nmi": m["nmi"],
+        "test_ari": m["ari"],
+        "test_jets": m["n_jets"],
+        "test_confusion_matrix": m["confusion_matrix"],
+        "cluster_to_class": m["cluster_to_class"],
+        "best_val_epoch": best and {k: best[k] for k in ("epoch", "val_clustering_accuracy", "val_nmi")},
+        "val_accuracy_curve": [round(h["val_clustering_accuracy"], 4) for h in clustered],
+        "train_jets": m["data"]["n_train"],
+        "epochs": cfg.train.epochs,
+        "pretrain_epochs": cfg.train.pretrain_epochs,
+        "global_batch": m["global_batch"],
+        "train_seconds": sum(h["seconds"] for h in history),
+        "wall_seconds": wall_seconds,
+        "baselines": observable_baselines(data_dir, cfg.data.classes, seed=cfg.train.seed),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="prepared or generated dataset directory")
     parser.add_argument("--config", default=str(ROOT / "conf/accuracy.yaml"))
     parser.add_argument("--output", help="run directory (default runs/<timestamp>)")
+    parser.add_argument("--report-only", metavar="RUN_DIR", help="skip training: report on a finished run")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
 
     from ucluster_spark import config, store
-    from ucluster_spark.baselines import observable_baselines
     from ucluster_spark.launcher import train
     from ucluster_spark.spark import get_session
 
     overrides = [*args.overrides, f"data.path={args.data}"] + ([f"run.output={args.output}"] if args.output else [])
     cfg = config.load(args.config, overrides)
+    if args.report_only:
+        print(json.dumps(build_report(args.report_only, args.data, cfg, None), indent=2))
+        return
     start = time.time()
     spark = get_session("ucluster-accuracy")
     try:
@@ -40,26 +73,7 @@ def main() -> None:
     finally:
         spark.stop()
     wall = time.time() - start
-    history = json.loads(store.RunLayout(result.run_dir).history.read_text())
-    clustered = [h for h in history if "val_clustering_accuracy" in h]
-    best = max(clustered, key=lambda h: h["val_clustering_accuracy"]) if clustered else None
-    m = result.metrics
-    report = {
-        "run_dir": str(result.run_dir),
-        "test_clustering_accuracy": m["clustering_accuracy"],
-        "test_nmi": m["nmi"],
-        "test_ari": m["ari"],
-        "test_jets": m["n_jets"],
-        "test_cluster_sizes": m["cluster_sizes"],
-        "best_val_epoch": best and {k: best[k] for k in ("epoch", "val_clustering_accuracy", "val_nmi")},
-        "val_accuracy_curve": [round(h["val_clustering_accuracy"], 4) for h in clustered],
-        "train_jets": m["data"]["n_train"],
-        "epochs": cfg.train.epochs,
-        "pretrain_epochs": cfg.train.pretrain_epochs,
-        "global_batch": m["global_batch"],
-        "wall_seconds": wall,
-        "baselines": observable_baselines(args.data, cfg.data.classes, seed=cfg.train.seed),
-    }
+    report = build_report(result.run_dir, args.data, cfg, wall)
     store.atomic_write_json(Path(result.run_dir) / "benchmark.json", report)
     print(json.dumps(report, indent=2))
 

@@ -63,6 +63,7 @@ def test_train_job_writes_a_complete_run_directory(finished_run):
     output = result.stdout + result.stderr  # spark-submit merges the driver's (and ranks') stderr into stdout
     assert "[train] epoch 2/2" in output  # per-epoch progress from rank 0
     assert "[generate w" in output  # Pythia progress from the Spark tasks
+    assert "[train] epoch 2/2" in (run_dir / "train.log").read_text()
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert 0.0 < metrics["clustering_accuracy"] <= 1.0
     assert metrics["n_jets"] == metrics["data"]["n_test"] == sum(metrics["cluster_sizes"])

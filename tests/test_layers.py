@@ -72,3 +72,39 @@ def test_extra_zero_padded_slots_do_not_change_the_embedding():
     np.testing.assert_allclose(
         large(padded, training=False)["z"].numpy(), small(x, training=False)["z"].numpy(), rtol=1e-5, atol=1e-6
     )
+
+
+def test_a_short_training_on_tiny_data_lowers_the_loss():
+    from tests.conftest import synthetic_jets
+    from ucluster_spark.losses import clustering_loss_per_jet, focal_loss, mass_bin
+
+    tf.random.set_seed(0)
+    cfg = config.load(
+        None,
+        [
+            "model.mlp1=[16,16]",
+            "model.gap2_features=16",
+            "model.mlp2=[16,16]",
+            "model.aux_hidden=[32,16]",
+            "data.max_constituents=30",
+        ],
+    )
+    model = build_model(cfg)
+    jets = synthetic_jets(20, max_constituents=30)
+    x = np.stack(jets["constituents"]).reshape(-1, 30, 8)
+    target = mass_bin(jets["mass"].to_numpy(np.float32), 20, 200.0)
+    optimizer = tf.keras.optimizers.Adam(3e-3)
+
+    def loss_value(training):
+        out = model(x, training=training)
+        return focal_loss(target, out["aux_logits"], 4.0) + tf.reduce_mean(
+            clustering_loss_per_jet(out["z"], model.centroids, 1.0)
+        )
+
+    before = float(loss_value(False))
+    for _ in range(40):
+        with tf.GradientTape() as tape:
+            loss = loss_value(True)
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+    assert float(loss_value(False)) < 0.7 * before

@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
 
-from ucluster_spark.metrics import clustering_accuracy, contingency, hungarian_mapping, summarize
+from ucluster_spark.metrics import (
+    clustering_accuracy,
+    collapse_warnings,
+    contingency,
+    hungarian_mapping,
+    summarize,
+)
 
 
 def test_perfect_clustering_under_relabelling_is_accuracy_one():
@@ -55,3 +61,11 @@ def test_out_of_range_values_are_refused():
         contingency(np.array([0]), np.array([3]), 3, 3)
     with pytest.raises(ValueError, match="empty set"):
         clustering_accuracy(np.zeros((3, 3), int))
+
+
+def test_collapse_warnings_name_empty_clusters_and_dead_dimensions():
+    assert collapse_warnings([10, 5, 7], [0.3, 0.2, 0.1]) == []
+    assert collapse_warnings([12, 0, 10], [0.3, 0.0, 0.1]) == [
+        "cluster 1 is empty",
+        "embedding dimension 1 is dead (std 0)",
+    ]

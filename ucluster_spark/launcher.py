@@ -5,8 +5,11 @@ No TensorFlow import here: the ranks import it inside ``train.train_fn`` on the 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import threading
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +18,7 @@ from ucluster_spark import store
 from ucluster_spark.config import Config
 from ucluster_spark.data.dataset import DatasetError, DatasetInfo, check_shardable
 from ucluster_spark.data.sources import locate_or_generate
-from ucluster_spark.train import TrainingPlan, train_fn
+from ucluster_spark.train import ProgressLog, TrainingPlan, train_fn
 
 
 class LaunchError(RuntimeError):
@@ -37,6 +40,35 @@ def check_slots(spark, num_proc: int) -> None:
             f"run.num_proc={num_proc} ranks need {num_proc} concurrent Spark task slots, but this application has "
             f"{slots} (master {spark.sparkContext.master}); lower --num-proc or give Spark more cores/executors"
         )
+
+
+@contextlib.contextmanager
+def echo_file(path: Path, out=sys.stderr, interval: float = 0.5) -> Iterator[None]:
+    """Copy lines appended to ``path`` (rank 0's progress) to ``out`` while the block runs, then the rest."""
+    stop = threading.Event()
+
+    def follow() -> None:
+        position = 0
+        while True:
+            finished = stop.wait(interval)
+            if path.exists():
+                with open(path) as handle:
+                    handle.seek(position)
+                    chunk = handle.read()
+                    position = handle.tell()
+                if chunk:
+                    out.write(chunk)
+                    out.flush()
+            if finished:
+                return
+
+    thread = threading.Thread(target=follow, name="progress-echo", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def make_plan(root: Path, info: DatasetInfo, run_dir: Path) -> TrainingPlan:
@@ -90,5 +122,6 @@ def train(spark, cfg: Config) -> TrainingResult:
             file=sys.stderr,
             flush=True,
         )
-        results = sorted(run_horovod(spark, cfg, plan), key=lambda r: r["rank"])
+        with echo_file(staging / ProgressLog.FILE_NAME):
+            results = sorted(run_horovod(spark, cfg, plan), key=lambda r: r["rank"])
     return TrainingResult(final, results[0]["metrics"], results)

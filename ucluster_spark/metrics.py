@@ -63,3 +63,10 @@ def summarize(counts: np.ndarray, class_names: list[str] | None = None) -> dict[
         "confusion_matrix": counts.tolist(),
         "confusion_matrix_axes": {"rows": "cluster", "columns": names},
     }
+
+
+def collapse_warnings(cluster_sizes: list[int], embedding_std: list[float], min_std: float = 1e-3) -> list[str]:
+    """Signs that the clustering has degenerated: empty clusters and dead (constant) embedding dimensions."""
+    found = [f"cluster {k} is empty" for k, n in enumerate(cluster_sizes) if n == 0]
+    found += [f"embedding dimension {d} is dead (std {s:.2g})" for d, s in enumerate(embedding_std) if s < min_std]
+    return found

@@ -7,9 +7,9 @@ Distributed lines are marked ``# Horovod:``. Only plain values arrive here (the 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 
@@ -27,9 +27,24 @@ class TrainingPlan:
     run_dir: str
 
 
-def log(rank: int, message: str) -> None:
-    if rank == 0:
-        print(f"[train] {message}", file=sys.stderr, flush=True)
+class ProgressLog:
+    """Rank 0's progress lines, appended to ``RUN_DIR/train.log``; the driver echoes the file as it grows.
+
+    horovod.spark.run forwards rank output in 64 KiB chunks, far too late to show progress, so the run directory
+    (which rank 0 writes to anyway) carries it instead.
+    """
+
+    FILE_NAME = "train.log"
+
+    def __init__(self, rank: int, run_dir: str):
+        self.rank = rank
+        self.path = Path(run_dir) / self.FILE_NAME
+
+    def __call__(self, message: str) -> None:
+        if self.rank != 0:
+            return
+        with open(self.path, "a") as handle:
+            handle.write(f"[train] {message}\n")
 
 
 def train_fn(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str, Any]:
@@ -48,6 +63,7 @@ def train_fn(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str, A
         mass_bin,
         reduce_clustering_loss,
     )
+    from ucluster_spark.metrics import collapse_warnings
     from ucluster_spark.model import build_model
     from ucluster_spark.reader import training_batches
     from ucluster_spark.schema import CONSTITUENTS, MASS, feature_names
@@ -59,6 +75,7 @@ def train_fn(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str, A
     # Horovod: one process per rank; threads fixed so ranks do not oversubscribe the cores.
     hvd.init()
     rank, size = hvd.rank(), hvd.size()
+    log = ProgressLog(rank, plan.run_dir)
     # Horovod: one GPU per local rank when there are GPUs (NCCL path); nothing to do on CPU.
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
@@ -80,7 +97,6 @@ def train_fn(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str, A
     # Horovod: every rank starts from rank 0's weights and optimizer state.
     hvd.broadcast_variables(model.variables + list(optimizer.variables), root_rank=0)
     log(
-        rank,
         f"{size} rank(s), batch {t.batch_size}/rank = {global_batch} global, lr {lr0:g} "
         f"(scale_lr_by_workers={t.scale_lr_by_workers}), {steps_per_epoch} steps/epoch, "
         f"{plan.n_train} training jets, {model.count_params()} parameters",
@@ -117,7 +133,8 @@ def train_fn(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str, A
     ) as train_ds:
         batches = iter(train_ds)
         if t.pretrain_epochs == 0:  # no pre-training pass to reuse: embed the training shard once
-            set_centroids_by_kmeans(model, embeddings_of(model, plan.train_url, cfg, rank, size, False)[0], cfg, rank)
+            z_train, _ = embeddings_of(model, plan.train_url, cfg, rank, size, False)
+            set_centroids_by_kmeans(model, z_train, cfg, rank, log)
         for epoch in range(t.epochs):
             # The last pre-training epoch sees every training jet once, in training mode: the embeddings it makes
             # live in the space the clustering loss will see (batch-norm batch statistics), as in the original.
@@ -135,7 +152,7 @@ def train_fn(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str, A
             seconds = time.time() - start
             sync_non_trainable(model)
             if collect:
-                set_centroids_by_kmeans(model, np.concatenate(pooled), cfg, rank)
+                set_centroids_by_kmeans(model, np.concatenate(pooled), cfg, rank, log)
             # Horovod: epoch means over all ranks.
             loss, focal, clustering = hvd.allreduce(
                 tf.constant(sums / steps_per_epoch), op=hvd.Average, name="epoch_means"
@@ -157,9 +174,12 @@ def train_fn(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str, A
                 if epoch >= t.pretrain_epochs - 1:  # before that the centroids are still random
                     record.update({f"val_{k}": val[k] for k in ("clustering_accuracy", "nmi", "cluster_sizes")})
                 record["val_embedding_std"] = val["embedding_std"]
+                sizes = val["cluster_sizes"] if epoch >= t.pretrain_epochs - 1 else []
+                record["val_warnings"] = collapse_warnings(sizes, val["embedding_std"])
+                for warning in record["val_warnings"]:
+                    log(f"WARNING epoch {epoch + 1}: {warning}")
             history.append(record)
             log(
-                rank,
                 f"epoch {epoch + 1}/{t.epochs} "
                 + " ".join(f"{k}={_fmt(v)}" for k, v in record.items() if k not in ("epoch",)),
             )
@@ -167,7 +187,7 @@ def train_fn(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str, A
     metrics = {"split": "test", **test, "epochs": t.epochs, "num_proc": size, "global_batch": global_batch}
     if rank == 0:
         write_run(model, cfg, plan, metrics, history)
-        log(rank, f"test clustering accuracy {metrics['clustering_accuracy']:.4f} on {metrics['n_jets']} jets")
+        log(f"test clustering accuracy {metrics['clustering_accuracy']:.4f} on {metrics['n_jets']} jets")
     return {
         "rank": rank,
         "metrics": metrics,
@@ -220,7 +240,7 @@ def embeddings_of(model, url: str, cfg, rank: int, size: int, with_labels: bool)
     return z, np.concatenate(labels) if labels else np.zeros(0, np.int64)
 
 
-def set_centroids_by_kmeans(model, local_z, cfg, rank: int) -> None:
+def set_centroids_by_kmeans(model, local_z, cfg, rank: int, log: ProgressLog) -> None:
     """k-means on the embeddings of the whole training split across all ranks, identical on every rank."""
     import horovod.tensorflow as hvd
     import numpy as np
@@ -240,7 +260,6 @@ def set_centroids_by_kmeans(model, local_z, cfg, rank: int) -> None:
         centers = km.cluster_centers_.astype(np.float32)
         sizes = np.bincount(km.labels_, minlength=k).tolist()
         log(
-            rank,
             f"k-means centroids from {len(sample)} training embeddings: {centers.round(4).tolist()} "
             f"(cluster sizes {sizes})",
         )
