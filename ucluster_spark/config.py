@@ -41,6 +41,9 @@ class DataConfig:
     mass_bin_edges_max: float = 200.0
     mass_bins: int = 20
     """Auxiliary target: jet mass in ``mass_bins`` classes, edges ``linspace(0, max, mass_bins)`` + overflow."""
+    aux_mass_column: str = "mass"
+    """Column binned for the auxiliary target: ``mass`` (the original) or ``sd_mass`` (groomed: at particle level
+    the plain mass carries the underlying event). The column must be filled for every jet."""
 
 
 @dataclass
@@ -159,6 +162,8 @@ class Config:
         _positive("data.max_constituents", d.max_constituents)
         _positive("data.files_per_split", d.files_per_split)
         _positive("data.mass_bins", d.mass_bins)
+        if d.aux_mass_column not in ("mass", "sd_mass"):
+            raise ConfigError(f"data.aux_mass_column must be 'mass' or 'sd_mass', got {d.aux_mass_column!r}")
         if m.k_neighbours < 1 or m.k_neighbours > d.max_constituents:
             raise ConfigError(
                 f"model.k_neighbours must be in [1, data.max_constituents={d.max_constituents}], got {m.k_neighbours}"

@@ -43,8 +43,10 @@ def check_slots(spark, num_proc: int) -> None:
 
 
 @contextlib.contextmanager
-def echo_file(path: Path, out=sys.stderr, interval: float = 0.5) -> Iterator[None]:
-    """Copy lines appended to ``path`` (rank 0's progress) to ``out`` while the block runs, then the rest."""
+def echo_file(path: Path, out=None, interval: float = 0.5) -> Iterator[None]:
+    """Copy lines appended to ``path`` (rank 0's progress) to ``out`` (default: the current stderr) while the
+    block runs, then the rest."""
+    out = out or sys.stderr
     stop = threading.Event()
 
     def follow() -> None:

@@ -74,9 +74,10 @@ def training_batches(
     batch_size: int,
     shuffle_buffer: int,
     seed: int,
+    target_column: str = schema.MASS,
 ) -> Iterator[tf.data.Dataset]:
-    """Endless shuffled batches of {constituents, mass} for this rank; the caller takes N steps per epoch."""
-    columns = [schema.CONSTITUENTS, schema.MASS]
+    """Endless shuffled batches of {constituents, target_column} for this rank; the caller takes N steps an epoch."""
+    columns = [schema.CONSTITUENTS, target_column]
     with open_shard(
         url, shard=shard, shard_count=shard_count, columns=columns, num_epochs=None, shuffle=True, seed=seed
     ) as batches:
@@ -99,8 +100,8 @@ def evaluation_batches(
     batch_size: int,
     with_labels: bool,
 ) -> Iterator[tf.data.Dataset]:
-    """One ordered pass over this rank's shard, in batches of {constituents, mass[, label]}."""
-    columns = [schema.CONSTITUENTS, schema.MASS] + ([schema.LABEL] if with_labels else [])
+    """One ordered pass over this rank's shard, in batches of {constituents[, label]}."""
+    columns = [schema.CONSTITUENTS] + ([schema.LABEL] if with_labels else [])
     with open_shard(
         url, shard=shard, shard_count=shard_count, columns=columns, num_epochs=1, shuffle=False, seed=0
     ) as batches:

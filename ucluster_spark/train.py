@@ -66,7 +66,7 @@ def train_fn(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str, A
     from ucluster_spark.metrics import collapse_warnings
     from ucluster_spark.model import build_model
     from ucluster_spark.reader import training_batches
-    from ucluster_spark.schema import CONSTITUENTS, MASS, feature_names
+    from ucluster_spark.schema import CONSTITUENTS, feature_names
 
     cfg = Config.from_dict(cfg_dict)
     plan = TrainingPlan(**plan_dict)
@@ -109,7 +109,7 @@ def train_fn(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str, A
     def train_step(batch):
         with tf.GradientTape() as tape:
             out = model(batch[CONSTITUENTS], training=True)
-            target = mass_bin(batch[MASS], d.mass_bins, d.mass_bin_edges_max)
+            target = mass_bin(batch[d.aux_mass_column], d.mass_bins, d.mass_bin_edges_max)
             focal = focal_loss(target, out["aux_logits"], lc.focal_gamma)
             per_jet = clustering_loss_per_jet(out["z"], model.centroids, alpha)
             clustering = reduce_clustering_loss(per_jet, lc.clustering_reduction)
@@ -130,6 +130,7 @@ def train_fn(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str, A
         batch_size=t.batch_size,
         shuffle_buffer=t.shuffle_buffer,
         seed=t.seed + rank,
+        target_column=d.aux_mass_column,
     ) as train_ds:
         batches = iter(train_ds)
         if t.pretrain_epochs == 0:  # no pre-training pass to reuse: embed the training shard once

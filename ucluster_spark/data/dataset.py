@@ -78,7 +78,9 @@ def check_compatible(info: DatasetInfo, data: DataConfig, where: str) -> None:
 def generation_key(data: DataConfig) -> str:
     """A directory name that changes whenever anything that shapes the generated dataset changes."""
     fields = {
-        k: v for k, v in asdict(data).items() if k not in ("path", "generated_root", "mass_bins", "mass_bin_edges_max")
+        k: v
+        for k, v in asdict(data).items()
+        if k not in ("path", "generated_root", "mass_bins", "mass_bin_edges_max", "aux_mass_column")
     }
     digest = hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
     return f"pythia-{'-'.join(data.classes)}-{data.jets_per_class}-s{data.generation_seed}-{digest}"
