@@ -150,3 +150,15 @@ def test_local_path_accepts_file_urls_and_dbfs_forms(tmp_path):
     assert str(store.local_path("/dbfs/ml/jets")) == "/dbfs/ml/jets"
     with pytest.raises(ValueError, match="only local paths"):
         store.local_path("s3://bucket/jets")
+
+
+def test_observable_baselines_score_on_the_evaluation_split(synthetic_dataset):
+    from ucluster_spark.baselines import observable_baselines
+
+    root, info, _ = synthetic_dataset
+    result = observable_baselines(root, ["w", "z", "t"])
+    # The synthetic classes differ clearly in mass and multiplicity: every method finds them.
+    assert result["kmeans"]["n_jets"] == info.n_jets("test")
+    assert result["kmeans"]["clustering_accuracy"] > 0.95
+    assert result["gaussian_mixture"]["clustering_accuracy"] > 0.95
+    assert result["supervised_gradient_boosting_accuracy"] > 0.95
