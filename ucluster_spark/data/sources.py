@@ -13,6 +13,8 @@ from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
+from pyspark.accumulators import AccumulatorParam
+
 from ucluster_spark import schema, store
 from ucluster_spark.config import DataConfig
 from ucluster_spark.data.dataset import (
@@ -27,6 +29,17 @@ from ucluster_spark.data.dataset import (
 
 ROWS_PER_INGEST_TASK = 2500
 """hls4ml files hold 10,000 jets: four tasks per file keep both cores busy and bound each task's memory."""
+
+
+class CounterParam(AccumulatorParam):
+    """Accumulates ``Counter``s: executors report why they dropped jets, the driver adds them up."""
+
+    def zero(self, value):
+        return Counter()
+
+    def addInPlace(self, a, b):
+        a.update(b)
+        return a
 
 
 def _log(message: str) -> None:
@@ -81,8 +94,6 @@ def prepare_hls4ml(
     overwrite: bool = False,
 ) -> DatasetInfo:
     """Ingest hls4ml-layout HDF5 files inside executors and write the dataset."""
-    from pyspark.accumulators import AccumulatorParam
-
     from ucluster_spark.data.ingest import FileLayout, InputFileError, inspect_file, read_slice, slices
 
     paths = find_inputs(pattern)
@@ -93,14 +104,6 @@ def prepare_hls4ml(
     tasks = [(layout, start, stop) for layout in layouts for start, stop in slices(layout, ROWS_PER_INGEST_TASK)]
     n_input = sum(layout.n_jets for layout in layouts)
     _log(f"[prepare] {len(paths)} file(s), {n_input} jets, {len(tasks)} tasks")
-
-    class CounterParam(AccumulatorParam):
-        def zero(self, value):
-            return Counter()
-
-        def addInPlace(self, a, b):
-            a.update(b)
-            return a
 
     dropped = spark.sparkContext.accumulator(Counter(), CounterParam())
     classes, feature_set, max_constituents = list(data.classes), data.feature_set, data.max_constituents
