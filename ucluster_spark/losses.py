@@ -54,10 +54,6 @@ def alpha_for_epoch(epoch: int, pretrain_epochs: int, alpha0: float) -> float:
     return float(alpha0 * (epoch - pretrain_epochs + 1))
 
 
-def clustering_active(epoch: int, pretrain_epochs: int) -> bool:
-    return epoch >= pretrain_epochs
-
-
 @tf.keras.utils.register_keras_serializable(package="ucluster_spark")
 class HalvingSchedule(tf.keras.optimizers.schedules.LearningRateSchedule):
     """Learning rate halved every ``halve_every_samples`` global samples, never below ``floor``.
