@@ -30,6 +30,8 @@ def test_overrides_are_typed_and_win_over_the_file():
         ("train.pretrain_epochs=50", r"train.pretrain_epochs must be in \[0, train.epochs"),
         ("run.num_proc=0", "run.num_proc must be > 0"),
         ("epochs", "expected section.key=value"),
+        ("data.aux_mass_columns=[mass,pt]", r"data.aux_mass_columns: \['pt'\] not in"),
+        ("data.aux_mass_columns=[mass,mass]", "must list distinct columns"),
     ],
 )
 def test_bad_values_name_the_key(override, message):

@@ -118,6 +118,22 @@ def test_failed_write_leaves_nothing_behind(spark, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_aux_target_with_empty_values_is_refused_before_training(spark, synthetic_dataset, tmp_path):
+    from tests.conftest import synthetic_jets
+    from ucluster_spark import config
+    from ucluster_spark.data.dataset import DatasetError, check_filled
+
+    check_filled(synthetic_dataset[0], "train", ["mass", "sd_mass"])
+    frame = synthetic_jets(20)
+    frame.loc[frame.index[::7], schema.SD_MASS] = None  # soft drop not computed for some jets
+    df = spark.createDataFrame(frame, schema=schema.spark_schema())
+    root = tmp_path / "no-sd-mass"
+    write_dataset(spark, df, root, config.load(None, ["data.files_per_split=1"]).data, {})
+    check_filled(root, "train", ["mass"])
+    with pytest.raises(DatasetError, match=r"train/part-.*parquet: column 'sd_mass' is empty for \d+ jet"):
+        check_filled(root, "train", ["mass", "sd_mass"])
+
+
 def test_incompatible_dataset_is_refused(synthetic_dataset):
     from ucluster_spark import config
 
@@ -150,6 +166,19 @@ def test_local_path_accepts_file_urls_and_dbfs_forms(tmp_path):
     assert str(store.local_path("/dbfs/ml/jets")) == "/dbfs/ml/jets"
     with pytest.raises(ValueError, match="only local paths"):
         store.local_path("s3://bucket/jets")
+
+
+def test_every_data_setting_is_classified_for_the_generation_cache():
+    from dataclasses import fields, replace
+
+    from ucluster_spark.config import DataConfig
+    from ucluster_spark.data.dataset import GENERATION_FIELDS, generation_key
+
+    training_only = {"path", "generated_root", "mass_bins", "mass_bin_edges_max", "aux_mass_columns"}
+    assert {f.name for f in fields(DataConfig)} == set(GENERATION_FIELDS) | training_only
+    base = DataConfig()
+    assert generation_key(replace(base, aux_mass_columns=["sd_mass"], mass_bins=10)) == generation_key(base)
+    assert generation_key(replace(base, files_per_split=2)) != generation_key(base)
 
 
 def test_observable_baselines_score_on_the_evaluation_split(synthetic_dataset):

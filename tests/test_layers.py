@@ -56,10 +56,24 @@ def test_model_outputs_and_permutation_invariance_of_the_embedding():
     model = build_model(cfg)
     x = _jets()
     out = model(x, training=False)
-    assert out["z"].shape == (4, 3) and out["aux_logits"].shape == (4, 20) and out["distances"].shape == (4, 3)
+    assert out["z"].shape == (4, 3) and out["aux_logits"].shape == (4, 1, 20) and out["distances"].shape == (4, 3)
     perm = x.copy()
     perm[0, :12] = x[0, np.random.default_rng(3).permutation(12)]
     np.testing.assert_allclose(model(perm, training=False)["z"].numpy()[0], out["z"].numpy()[0], rtol=1e-4, atol=1e-5)
+
+
+def test_one_aux_output_per_target_column():
+    cfg = config.load(
+        None,
+        [
+            "model.mlp1=[8,16]",
+            "model.gap2_features=16",
+            "model.mlp2=[16,16]",
+            "data.max_constituents=30",
+            "data.aux_mass_columns=[mass,sd_mass]",
+        ],
+    )
+    assert build_model(cfg)(_jets(), training=False)["aux_logits"].shape == (4, 2, 20)
 
 
 def test_extra_zero_padded_slots_do_not_change_the_embedding():
@@ -92,7 +106,7 @@ def test_a_short_training_on_tiny_data_lowers_the_loss():
     model = build_model(cfg)
     jets = synthetic_jets(20, max_constituents=30)
     x = np.stack(jets["constituents"]).reshape(-1, 30, 8)
-    target = mass_bin(jets["mass"].to_numpy(np.float32), 20, 200.0)
+    target = mass_bin(jets[["mass"]].to_numpy(np.float32), 20, 200.0)  # (jets, 1 target)
     optimizer = tf.keras.optimizers.Adam(3e-3)
 
     def loss_value(training):

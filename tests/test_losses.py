@@ -25,12 +25,23 @@ def test_focal_loss_matches_a_hand_computation():
     assert focal_loss(labels, logits, 0.0).numpy() == pytest.approx(np.mean(ce.numpy()), rel=1e-5)
 
 
+def test_focal_loss_over_several_targets_is_the_mean_of_each():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(5, 2, 4)).astype(np.float32)
+    labels = rng.integers(0, 4, size=(5, 2))
+    each = [focal_loss(labels[:, t], logits[:, t], 4.0).numpy() for t in range(2)]
+    assert focal_loss(labels, logits, 4.0).numpy() == pytest.approx(np.mean(each), rel=1e-5)
+
+
 def test_mass_bins_follow_the_original_edges_with_overflow():
     masses = np.array([0.0, 10.0, 10.6, 105.0, 199.9, 200.0, 5000.0], np.float32)
     # Edges linspace(0, 200, 20): width 200/19; 20 classes, the last one is overflow.
     expected = np.clip(np.digitize(masses, np.linspace(0, 200, 20)) - 1, 0, 19)
     assert mass_bin(masses, 20, 200.0).numpy().tolist() == expected.tolist()
     assert mass_bin(masses, 20, 200.0).numpy().max() == 19
+    # One column per target: same bins, same shape.
+    two = np.stack([masses, masses[::-1]], axis=-1)
+    assert mass_bin(two, 20, 200.0).numpy().tolist() == np.stack([expected, expected[::-1]], axis=-1).tolist()
 
 
 def test_clustering_loss_is_distance_weighted_by_the_soft_assignment():

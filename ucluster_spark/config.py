@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from ucluster_spark.schema import FEATURE_SETS, KNOWN_CLASSES
+from ucluster_spark.schema import AUX_MASS_COLUMNS, FEATURE_SETS, KNOWN_CLASSES
 
 
 class ConfigError(ValueError):
@@ -41,9 +41,10 @@ class DataConfig:
     mass_bin_edges_max: float = 200.0
     mass_bins: int = 20
     """Auxiliary target: jet mass in ``mass_bins`` classes, edges ``linspace(0, max, mass_bins)`` + overflow."""
-    aux_mass_column: str = "mass"
-    """Column binned for the auxiliary target: ``mass`` (the original) or ``sd_mass`` (groomed: at particle level
-    the plain mass carries the underlying event). The column must be filled for every jet."""
+    aux_mass_columns: list[str] = field(default_factory=lambda: ["mass"])
+    """Columns binned as auxiliary targets, each a focal-loss output of the head on z: ``[mass]`` is the original;
+    ``sd_mass`` is the groomed mass (at particle level the plain mass also carries the underlying event). The aux
+    loss is the mean over targets. Every listed column must be filled for every jet."""
 
 
 @dataclass
@@ -162,8 +163,10 @@ class Config:
         _positive("data.max_constituents", d.max_constituents)
         _positive("data.files_per_split", d.files_per_split)
         _positive("data.mass_bins", d.mass_bins)
-        if d.aux_mass_column not in ("mass", "sd_mass"):
-            raise ConfigError(f"data.aux_mass_column must be 'mass' or 'sd_mass', got {d.aux_mass_column!r}")
+        if not d.aux_mass_columns or len(set(d.aux_mass_columns)) != len(d.aux_mass_columns):
+            raise ConfigError(f"data.aux_mass_columns must list distinct columns, got {d.aux_mass_columns}")
+        if unknown := [c for c in d.aux_mass_columns if c not in AUX_MASS_COLUMNS]:
+            raise ConfigError(f"data.aux_mass_columns: {unknown} not in {list(AUX_MASS_COLUMNS)}")
         if m.k_neighbours < 1 or m.k_neighbours > d.max_constituents:
             raise ConfigError(
                 f"model.k_neighbours must be in [1, data.max_constituents={d.max_constituents}], got {m.k_neighbours}"

@@ -16,7 +16,7 @@ from typing import Any
 
 from ucluster_spark import store
 from ucluster_spark.config import Config
-from ucluster_spark.data.dataset import DatasetError, DatasetInfo, check_shardable
+from ucluster_spark.data.dataset import DatasetError, DatasetInfo, check_filled, check_shardable
 from ucluster_spark.data.sources import locate_or_generate
 from ucluster_spark.train import ProgressLog, TrainingPlan, train_fn
 
@@ -116,6 +116,7 @@ def train(spark, cfg: Config) -> TrainingResult:
     if info.n_jets("train") == 0 or info.n_jets("test") == 0:
         raise DatasetError(f"{root}: the train and test splits must both hold jets, got {info.counts}")
     check_shardable(root, cfg.run.num_proc, ("train", "test") + (("val",) if info.n_jets("val") else ()))
+    check_filled(root, "train", cfg.data.aux_mass_columns)
     with store.atomic_directory(final, overwrite=final.exists()) as staging:
         plan = make_plan(root, info, staging)
         cfg.dump(staging / "config.yaml")

@@ -7,16 +7,20 @@ import tensorflow as tf
 
 
 def mass_bin(mass: tf.Tensor, n_bins: int, edges_max: float) -> tf.Tensor:
-    """Auxiliary target: index of the jet mass in ``linspace(0, edges_max, n_bins)`` edges, last bin = overflow."""
+    """Auxiliary target: index of the jet mass in ``linspace(0, edges_max, n_bins)`` edges, last bin = overflow
+    (any shape in, same shape out)."""
     edges = tf.constant(np.linspace(0.0, edges_max, n_bins), dtype=tf.float32)
-    index = tf.searchsorted(edges, tf.reshape(tf.cast(mass, tf.float32), [-1]), side="right") - 1
-    return tf.clip_by_value(index, 0, n_bins - 1)
+    mass = tf.cast(mass, tf.float32)
+    index = tf.searchsorted(edges, tf.reshape(mass, [-1]), side="right") - 1
+    return tf.reshape(tf.clip_by_value(index, 0, n_bins - 1), tf.shape(mass))
 
 
 def focal_loss(labels: tf.Tensor, logits: tf.Tensor, gamma: float) -> tf.Tensor:
-    """Batch mean of -(1 - p_y)^gamma log p_y (Lin et al. 2017), the auxiliary loss of UCluster."""
+    """Mean over the batch (and any further target axes) of -(1 - p_y)^gamma log p_y (Lin et al. 2017), the
+    auxiliary loss of UCluster. ``labels`` has the shape of ``logits`` without its last axis."""
     log_p = tf.nn.log_softmax(logits, axis=-1)
-    log_p_true = tf.gather(log_p, tf.cast(labels, tf.int32), axis=-1, batch_dims=1)
+    labels = tf.cast(labels, tf.int32)
+    log_p_true = tf.gather(log_p, labels, axis=-1, batch_dims=len(labels.shape))
     p_true = tf.exp(log_p_true)
     return tf.reduce_mean(-tf.pow(1.0 - p_true, gamma) * log_p_true)
 

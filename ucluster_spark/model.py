@@ -16,7 +16,7 @@ from ucluster_spark.schema import feature_names, knn_coordinate_indices
 
 
 def build_backbone(cfg: Config) -> tf.keras.Model:
-    """Functional ABCnet: (B, N, F) constituents -> {"z": (B, D), "aux_logits": (B, mass_bins)}."""
+    """Functional ABCnet: (B, N, F) constituents -> {"z": (B, D), "aux_logits": (B, targets, mass_bins)}."""
     m, d = cfg.model, cfg.data
     n_features = len(feature_names(d.feature_set))
     coord_idx = knn_coordinate_indices(d.feature_set)
@@ -43,7 +43,9 @@ def build_backbone(cfg: Config) -> tf.keras.Model:
     for i, units in enumerate(m.aux_hidden):
         a = tf.keras.layers.Dense(units, activation="relu", name=f"aux_{i}")(a)
         a = tf.keras.layers.Dropout(m.aux_dropout, name=f"aux_dropout_{i}")(a)
-    aux_logits = tf.keras.layers.Dense(d.mass_bins, name="aux_logits")(a)
+    n_targets = len(d.aux_mass_columns)
+    a = tf.keras.layers.Dense(n_targets * d.mass_bins, name="aux_dense")(a)
+    aux_logits = tf.keras.layers.Reshape((n_targets, d.mass_bins), name="aux_logits")(a)
     return tf.keras.Model(inputs=x, outputs={"z": z, "aux_logits": aux_logits}, name="abcnet")
 
 

@@ -7,7 +7,7 @@ does not grow with the dataset. No pyspark import here.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import tensorflow as tf
 from petastorm import make_batch_reader
@@ -74,10 +74,11 @@ def training_batches(
     batch_size: int,
     shuffle_buffer: int,
     seed: int,
-    target_column: str = schema.MASS,
+    target_columns: Sequence[str] = (schema.MASS,),
 ) -> Iterator[tf.data.Dataset]:
-    """Endless shuffled batches of {constituents, target_column} for this rank; the caller takes N steps an epoch."""
-    columns = [schema.CONSTITUENTS, target_column]
+    """Endless shuffled batches of {constituents, *target_columns} for this rank; the caller takes N steps an
+    epoch."""
+    columns = [schema.CONSTITUENTS, *target_columns]
     with open_shard(
         url, shard=shard, shard_count=shard_count, columns=columns, num_epochs=None, shuffle=True, seed=seed
     ) as batches:

@@ -58,6 +58,9 @@ COLUMNS: Final[tuple[str, ...]] = (
 )
 """Column order of a prepared dataset (``spark_schema`` lists the same names with their types)."""
 
+AUX_MASS_COLUMNS: Final[tuple[str, ...]] = (MASS, SD_MASS)
+"""Jet masses that can be binned into UCluster's auxiliary targets (computed from the constituents, not labels)."""
+
 SPLITS: Final[tuple[str, ...]] = ("train", "val", "test")
 METADATA_FILE: Final = "_ucluster_dataset.json"
 """Written last into a dataset directory: its presence marks the dataset complete."""

@@ -109,7 +109,8 @@ def train_fn(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str, A
     def train_step(batch):
         with tf.GradientTape() as tape:
             out = model(batch[CONSTITUENTS], training=True)
-            target = mass_bin(batch[d.aux_mass_column], d.mass_bins, d.mass_bin_edges_max)
+            masses = tf.stack([batch[c] for c in d.aux_mass_columns], axis=-1)  # (B, targets)
+            target = mass_bin(masses, d.mass_bins, d.mass_bin_edges_max)
             focal = focal_loss(target, out["aux_logits"], lc.focal_gamma)
             per_jet = clustering_loss_per_jet(out["z"], model.centroids, alpha)
             clustering = reduce_clustering_loss(per_jet, lc.clustering_reduction)
@@ -130,7 +131,7 @@ def train_fn(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str, A
         batch_size=t.batch_size,
         shuffle_buffer=t.shuffle_buffer,
         seed=t.seed + rank,
-        target_column=d.aux_mass_column,
+        target_columns=d.aux_mass_columns,
     ) as train_ds:
         batches = iter(train_ds)
         if t.pretrain_epochs == 0:  # no pre-training pass to reuse: embed the training shard once

@@ -75,13 +75,23 @@ def check_compatible(info: DatasetInfo, data: DataConfig, where: str) -> None:
         raise DatasetError(f"{where}: dataset classes {info.classes} differ from data.classes {data.classes}")
 
 
+GENERATION_FIELDS = (
+    "classes",
+    "jets_per_class",
+    "generation_seed",
+    "tasks_per_class",
+    "max_constituents",
+    "feature_set",
+    "split_fractions",
+    "files_per_split",
+)
+"""The DataConfig fields that shape a generated dataset (an allow-list: a new training-only field cannot make a
+cached sample look different, and a forgotten one fails the test that checks every field is classified)."""
+
+
 def generation_key(data: DataConfig) -> str:
     """A directory name that changes whenever anything that shapes the generated dataset changes."""
-    fields = {
-        k: v
-        for k, v in asdict(data).items()
-        if k not in ("path", "generated_root", "mass_bins", "mass_bin_edges_max", "aux_mass_column")
-    }
+    fields = {k: getattr(data, k) for k in GENERATION_FIELDS}
     digest = hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
     return f"pythia-{'-'.join(data.classes)}-{data.jets_per_class}-s{data.generation_seed}-{digest}"
 
@@ -181,6 +191,24 @@ def check_shardable(root: str | Path, shard_count: int, splits: tuple[str, ...] 
                 f"(each rank reads whole row groups); rewrite the dataset with data.files_per_split >= "
                 f"{shard_count} or use fewer ranks"
             )
+
+
+def check_filled(root: str | Path, split: str, columns: list[str]) -> None:
+    """Training targets must exist for every jet (parquet footer null counts; no data is read)."""
+    import pyarrow.parquet as pq
+
+    for path in sorted((store.local_path(root) / split).glob("*.parquet")):
+        meta = pq.ParquetFile(path).metadata
+        names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+        for column in columns:
+            i = names.index(column)
+            stats = [meta.row_group(g).column(i).statistics for g in range(meta.num_row_groups)]
+            nulls = sum(s.null_count if s is not None and s.has_null_count else 0 for s in stats)
+            if nulls:
+                raise DatasetError(
+                    f"{path}: column {column!r} is empty for {nulls} jet(s) but is an auxiliary target "
+                    f"(data.aux_mass_columns); prepare the dataset with that column filled or train on 'mass'"
+                )
 
 
 def format_counts(info: DatasetInfo) -> str:
