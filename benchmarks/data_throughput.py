@@ -100,6 +100,7 @@ def reader_rate(root: Path, batch_size: int, batches: int) -> float:
         batch_size=batch_size,
         shuffle_buffer=2048,
         seed=0,
+        num_epochs=None,
     ) as ds:
         it = iter(ds)
         next(it)  # warm-up: reader threads started, first row group decoded

@@ -1,6 +1,7 @@
 """Train UCluster with Horovod inside Spark.
 
 spark-submit jobs/train.py --config FILE [--data DIR] [--output RUN_DIR] [--num-proc N] [section.key=value ...]
+spark-submit jobs/train.py --resume RUN_DIR [--num-proc N] [section.key=value ...]
 """
 
 import sys
@@ -18,7 +19,7 @@ def main(argv: list[str]) -> int:
         cfg = cli.config_from_args(args)
         spark = get_session("ucluster-train", cfg.run.spark_conf)
         try:
-            result = train(spark, cfg)
+            result = train(spark, cfg, resume=args.resume is not None)
         finally:
             spark.stop()
         m = result.metrics

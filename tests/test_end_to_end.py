@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ucluster_spark import cli, config, store
+from ucluster_spark import cli, config, schema, store
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,15 +27,15 @@ TINY = [
 ]
 
 
-def _submit(*args, cwd):
+def _submit(*args, cwd, extra_env=None, timeout=900, master="local[2]"):
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     return subprocess.run(
-        [str(SPARK_SUBMIT), "--master", "local[2]", str(ROOT / "jobs/train.py"), *args],
+        [str(SPARK_SUBMIT), "--master", master, str(ROOT / "jobs/train.py"), *args],
         cwd=cwd,
-        env=env,
+        env={**env, **(extra_env or {})},
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=timeout,  # a hang fails the test
     )
 
 
@@ -127,6 +127,40 @@ def test_a_finished_run_directory_is_refused_before_any_work(finished_run):
     assert (run_dir / "metrics.json").read_bytes() == before
 
 
+def test_a_killed_rank_fails_the_job_and_the_run_resumes_from_its_checkpoint(finished_run):
+    from ucluster_spark.train import FAULT_ENV
+
+    work, _, _ = finished_run
+    run_dir = work / "killed"
+    args = ["--output", str(run_dir), f"data.generated_root={work / 'generated'}", *TINY]
+    # Rank 1 SIGKILLs itself at the first step of epoch 2, after the epoch-1 checkpoint.
+    failed = _submit(
+        "--config", str(ROOT / "conf/local.yaml"), *args, cwd=work, extra_env={FAULT_ENV: "kill:1:1:0"}, timeout=300
+    )
+    assert failed.returncode == cli.EXIT_TRAINING_FAILED
+    output = failed.stdout + failed.stderr
+    assert "exit code 137 = a rank was killed" in output
+    assert f"continue from checkpoint epoch-0001 with --resume {run_dir}" in output
+    assert not (run_dir / "metrics.json").exists()
+    assert (run_dir / "checkpoints" / "LATEST").read_text().strip() == "epoch-0001"
+    saved = json.loads((run_dir / "checkpoints" / "epoch-0001" / "state.json").read_text())
+
+    refused = _submit("--config", str(ROOT / "conf/local.yaml"), *args, cwd=work)
+    assert refused.returncode == cli.EXIT_BAD_INPUT
+    assert f"{run_dir} holds an unfinished run (last checkpoint epoch-0001)" in refused.stdout
+
+    resumed = _submit("--resume", str(run_dir), cwd=work)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-6000:]
+    assert "resumed from" in (run_dir / "train.log").read_text()
+    history = json.loads((run_dir / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [0, 1]
+    assert history[0] == saved["history"][0]  # the first epoch is the checkpoint's, not retrained
+    assert [h["alpha"] for h in history] == [0.0, 5.0]  # the schedule continues where it stopped
+    assert history[1]["global_step"] == 2 * history[0]["global_step"]
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 2
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["LATEST", "epoch-0001", "epoch-0002"]
+
+
 def test_a_second_run_reuses_the_generated_sample(finished_run, tmp_path):
     from ucluster_spark.data.dataset import generation_key
     from ucluster_spark.data.sources import locate_or_generate
@@ -141,14 +175,33 @@ def test_a_second_run_reuses_the_generated_sample(finished_run, tmp_path):
     assert (root / "_ucluster_dataset.json").stat().st_mtime_ns == stamp
 
 
-def test_bad_config_exits_with_the_bad_input_code(tmp_path, capsys):
+def _train_job():
     sys.path.insert(0, str(ROOT / "jobs"))
     try:
         import train as train_job
     finally:
         sys.path.pop(0)
+    return train_job
+
+
+def test_bad_config_exits_with_the_bad_input_code(capsys):
+    train_job = _train_job()
     assert train_job.main(["--config", str(ROOT / "conf/local.yaml"), "train.epochs=zero"]) == cli.EXIT_BAD_INPUT
     assert "train.epochs: expected int, got 'zero'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "--config is required (or --resume RUN_DIR)"),
+        (["--resume", "{tmp}", "--config", "conf/local.yaml"], "drop --config/--output"),
+        (["--resume", "{tmp}"], "not a run directory (no config.yaml)"),
+    ],
+)
+def test_resume_arguments_are_checked_before_any_work(args, message, tmp_path, capsys):
+    argv = [a.format(tmp=tmp_path) for a in args]
+    assert _train_job().main(argv) == cli.EXIT_BAD_INPUT
+    assert message in capsys.readouterr().err
 
 
 def test_ranks_end_with_identical_weights_and_centroids(spark, synthetic_dataset, tmp_path):
@@ -164,3 +217,56 @@ def test_ranks_end_with_identical_weights_and_centroids(spark, synthetic_dataset
     assert first["centroids"] == second["centroids"]
     assert first["metrics"] == second["metrics"]  # whole-split metrics from summed per-rank counts
     assert result.metrics["n_jets"] == info.n_jets("test")  # every test jet, across both ranks
+
+
+def test_one_and_two_workers_at_the_same_global_batch_reach_the_same_accuracy(spark, tmp_path):
+    from tests.conftest import synthetic_jets
+    from ucluster_spark.data.dataset import write_dataset
+    from ucluster_spark.launcher import train
+
+    root = tmp_path / "jets"
+    frame = synthetic_jets(300, seed=5)
+    data = config.load(None, ["data.files_per_split=4"]).data
+    info = write_dataset(spark, spark.createDataFrame(frame, schema=schema.spark_schema()), root, data, {})
+    accuracy = {}
+    for workers in (1, 2):
+        cfg = config.load(
+            ROOT / "conf/local.yaml",
+            [
+                f"data.path={root}",
+                f"run.output={tmp_path / str(workers)}",
+                *TINY,
+                f"run.num_proc={workers}",
+                f"train.batch_size={32 // workers}",  # global batch 32 either way
+                "train.epochs=10",  # long enough to converge on these well separated jets: compare results,
+                "train.pretrain_epochs=8",  # not noise
+                "train.lr_halve_every_samples=500000",
+            ],
+        )
+        result = train(spark, cfg)
+        assert result.metrics["num_proc"] == workers and result.metrics["global_batch"] == 32
+        assert result.metrics["n_jets"] == info.n_jets("test")
+        accuracy[workers] = result.metrics["clustering_accuracy"]
+    assert abs(accuracy[1] - accuracy[2]) <= 0.02, accuracy
+
+
+def test_three_ranks_train_through_spark_submit(synthetic_dataset, tmp_path):
+    root, info, _ = synthetic_dataset
+    run_dir = tmp_path / "three"
+    result = _submit(
+        "--config",
+        str(ROOT / "conf/local.yaml"),
+        "--data",
+        str(root),
+        "--output",
+        str(run_dir),
+        "--num-proc",
+        "3",
+        *TINY,
+        cwd=tmp_path,
+        master="local[3]",
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["num_proc"] == 3 and metrics["global_batch"] == 48
+    assert metrics["n_jets"] == info.n_jets("test")  # every test jet, across three ranks

@@ -19,9 +19,14 @@ EXIT_TRAINING_FAILED = 3
 
 def train_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--config", required=True, help="YAML config file (conf/*.yaml)")
+    parser.add_argument("--config", help="YAML config file (conf/*.yaml); required unless --resume")
     parser.add_argument("--data", help="prepared dataset directory (overrides data.path)")
     parser.add_argument("--output", help="run directory to write (overrides run.output)")
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue an unfinished run from its last checkpoint, with the run's own config (plus overrides)",
+    )
     parser.add_argument("--num-proc", type=int, help="Horovod ranks (overrides run.num_proc)")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
     return parser
@@ -110,13 +115,29 @@ def run_dataset_job(app_name: str, args: argparse.Namespace, build: Callable[[An
 
 def config_from_args(args: argparse.Namespace) -> Config:
     overrides = list(args.overrides)
+    if args.resume is not None:
+        from ucluster_spark.store import RunLayout
+
+        if args.config is not None or args.output is not None:
+            raise ConfigError("--resume continues a run with its own config and directory: drop --config/--output")
+        stored = RunLayout(args.resume).config
+        if not stored.exists():
+            raise FileNotFoundError(f"{args.resume}: not a run directory (no {stored.name})")
+        return load(stored, overrides + _flag_overrides(args, output=False) + [f"run.output={args.resume}"])
+    if args.config is None:
+        raise ConfigError("--config is required (or --resume RUN_DIR)")
+    return load(args.config, overrides + _flag_overrides(args, output=True))
+
+
+def _flag_overrides(args: argparse.Namespace, output: bool) -> list[str]:
+    overrides = []
     if args.data is not None:
         overrides.append(f"data.path={args.data}")
-    if args.output is not None:
+    if output and args.output is not None:
         overrides.append(f"run.output={args.output}")
     if args.num_proc is not None:
         overrides.append(f"run.num_proc={args.num_proc}")
-    return load(args.config, overrides)
+    return overrides
 
 
 def run_main(body: Callable[[], int]) -> int:

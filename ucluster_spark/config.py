@@ -140,7 +140,9 @@ class Config:
         return config
 
     def dump(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        from ucluster_spark import store
+
+        store.atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)

@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sys
 import threading
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ucluster_spark import store
-from ucluster_spark.config import Config
+from ucluster_spark import checkpoint, store
+from ucluster_spark.config import Config, ConfigError
 from ucluster_spark.data.dataset import DatasetError, DatasetInfo, check_filled, check_shardable
 from ucluster_spark.data.sources import locate_or_generate
 from ucluster_spark.train import ProgressLog, TrainingPlan, train_fn
@@ -49,8 +50,10 @@ def echo_file(path: Path, out=None, interval: float = 0.5) -> Iterator[None]:
     out = out or sys.stderr
     stop = threading.Event()
 
+    start = path.stat().st_size if path.exists() else 0  # a resumed run appends to its log
+
     def follow() -> None:
-        position = 0
+        position = start
         while True:
             finished = stop.wait(interval)
             if path.exists():
@@ -107,24 +110,76 @@ def run_horovod(spark, cfg: Config, plan: TrainingPlan) -> list[dict[str, Any]]:
         raise LaunchError(f"training failed: {err}") from err
 
 
-def train(spark, cfg: Config) -> TrainingResult:
-    """The whole training step: data located or generated, ranks launched, run directory moved into place."""
-    final = store.local_path(cfg.run.output) if cfg.run.output else store.default_run_dir()
-    if store.RunLayout(final).metrics.exists():
-        raise FileExistsError(f"{final} already holds a finished run; choose another --output")
+def prepare_run_dir(run_dir: Path, resume: bool) -> Path | None:
+    """Decide what happens to the run directory before any work: the checkpoint to resume from, or a clean start.
+    A finished run (metrics.json present) is never touched."""
+    layout = store.RunLayout(run_dir)
+    if layout.metrics.exists():
+        raise FileExistsError(f"{run_dir} already holds a finished run; choose another --output")
+    last = checkpoint.latest(run_dir) if run_dir.exists() else None
+    if resume:
+        if last is None:
+            raise FileNotFoundError(f"{run_dir}: no checkpoint to resume from (a run writes one after every epoch)")
+        return last
+    if last is not None:
+        raise FileExistsError(
+            f"{run_dir} holds an unfinished run (last checkpoint {last.name}); continue it with --resume {run_dir} "
+            "or choose another --output"
+        )
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not layout.config.exists():
+            raise FileExistsError(f"{run_dir} exists and is not a run directory; choose another --output")
+        shutil.rmtree(run_dir)  # a run that failed before its first checkpoint: nothing to keep
+    return None
+
+
+def failure_hint(err: Exception, run_dir: Path) -> str:
+    text = str(err)
+    hints = []
+    if "Exit code: 137" in text:
+        hints.append("exit code 137 = a rank was killed (SIGKILL: out of memory, a lost or preempted executor)")
+    if "Exit code: None" in text:
+        hints.append("a Spark worker running a rank was lost")
+    last = checkpoint.latest(run_dir)
+    hints.append(
+        f"continue from checkpoint {last.name} with --resume {run_dir}" if last else "no checkpoint was written yet"
+    )
+    return "; ".join(hints)
+
+
+def train(spark, cfg: Config, resume: bool = False) -> TrainingResult:
+    """The whole training step: data located or generated, ranks launched. The run directory holds a checkpoint
+    after every epoch and is finished when ``metrics.json`` (written last, atomically) exists."""
+    run_dir = store.local_path(cfg.run.output) if cfg.run.output else store.default_run_dir()
+    resume_from = prepare_run_dir(run_dir, resume)
     root, info = locate_or_generate(spark, cfg.data)
     if info.n_jets("train") == 0 or info.n_jets("test") == 0:
         raise DatasetError(f"{root}: the train and test splits must both hold jets, got {info.counts}")
     check_shardable(root, cfg.run.num_proc, ("train", "test") + (("val",) if info.n_jets("val") else ()))
     check_filled(root, "train", cfg.data.aux_mass_columns)
-    with store.atomic_directory(final, overwrite=final.exists()) as staging:
-        plan = make_plan(root, info, staging)
-        cfg.dump(staging / "config.yaml")
-        print(
-            f"[launch] {cfg.run.num_proc} Horovod rank(s) (gloo={cfg.run.use_gloo}) on {root}",
-            file=sys.stderr,
-            flush=True,
+    state = checkpoint.read_state(resume_from) if resume_from else checkpoint.TrainingState(0, [])
+    if state.epochs_done >= cfg.train.epochs:
+        raise ConfigError(
+            f"{resume_from} already completed {state.epochs_done} epoch(s) and train.epochs={cfg.train.epochs}; "
+            "raise train.epochs to train longer"
         )
-        with echo_file(staging / ProgressLog.FILE_NAME):
+    plan = replace(
+        make_plan(root, info, run_dir),
+        resume_from=str(resume_from or ""),
+        epochs_done=state.epochs_done,
+        history=state.history,
+    )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.dump(store.RunLayout(run_dir).config)
+    print(
+        f"[launch] {cfg.run.num_proc} Horovod rank(s) (gloo={cfg.run.use_gloo}) on {root}"
+        + (f", resuming after epoch {state.epochs_done} from {resume_from}" if resume_from else ""),
+        file=sys.stderr,
+        flush=True,
+    )
+    with echo_file(run_dir / ProgressLog.FILE_NAME):
+        try:
             results = sorted(run_horovod(spark, cfg, plan), key=lambda r: r["rank"])
-    return TrainingResult(final, results[0]["metrics"], results)
+        except LaunchError as err:
+            raise LaunchError(f"{err}\n{failure_hint(err, run_dir)}") from err
+    return TrainingResult(run_dir, results[0]["metrics"], results)

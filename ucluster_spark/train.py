@@ -7,8 +7,10 @@ Distributed lines are marked ``# Horovod:``. Only plain values arrive here (the 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,25 @@ class TrainingPlan:
     n_test: int
     classes: list[str]
     run_dir: str
+    resume_from: str = ""
+    """Checkpoint directory to continue from (empty: start fresh)."""
+    epochs_done: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    """Epochs completed and their records, from the checkpoint when resuming."""
+
+
+FAULT_ENV = "UCLUSTER_INJECT_FAULT"
+"""``kill:RANK:EPOCH:STEP`` makes that rank SIGKILL itself before that step (0-based epoch and step): how the tests
+check that a lost worker fails the job quickly and that the run resumes from its last checkpoint."""
+
+
+def inject_fault(rank: int, epoch: int, step: int) -> None:
+    spec = os.environ.get(FAULT_ENV, "")
+    if not spec:
+        return
+    kind, *where = spec.split(":")
+    if kind == "kill" and [int(v) for v in where] == [rank, epoch, step]:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class ProgressLog:
@@ -53,7 +74,10 @@ def train_fn(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str, A
     import numpy as np
     import tensorflow as tf
 
-    from ucluster_spark import _env  # noqa: F401  (before TensorFlow)
+    from ucluster_spark import (
+        _env,  # noqa: F401  (before TensorFlow)
+        checkpoint,
+    )
     from ucluster_spark.config import Config
     from ucluster_spark.losses import (
         HalvingSchedule,
@@ -88,13 +112,16 @@ def train_fn(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str, A
 
     model = build_model(cfg)
     global_batch = t.batch_size * size
-    steps_per_epoch = max(1, plan.n_train // global_batch)
+    steps_per_epoch = shared_steps_per_epoch(plan.train_url, t.batch_size, rank, size, log)
     # Horovod: the learning-rate scaling rule is explicit in the config.
     lr0 = t.learning_rate * (size if t.scale_lr_by_workers else 1)
     schedule = HalvingSchedule(lr0, global_batch, t.lr_halve_every_samples, t.lr_floor)
     optimizer = tf.keras.optimizers.Adam(schedule)
     optimizer.build(model.trainable_variables)
-    # Horovod: every rank starts from rank 0's weights and optimizer state.
+    if plan.resume_from and rank == 0:
+        checkpoint.restore(plan.resume_from, model, optimizer)
+        log(f"resumed from {plan.resume_from} after {plan.epochs_done} epoch(s), step {int(optimizer.iterations)}")
+    # Horovod: every rank starts from rank 0's weights and optimizer state (fresh or restored).
     hvd.broadcast_variables(model.variables + list(optimizer.variables), root_rank=0)
     log(
         f"{size} rank(s), batch {t.batch_size}/rank = {global_batch} global, lr {lr0:g} "
@@ -121,70 +148,78 @@ def train_fn(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str, A
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         return tf.stack([loss, focal, tf.reduce_mean(per_jet)]), out["z"]
 
-    history: list[dict[str, Any]] = []
-    with training_batches(
-        plan.train_url,
-        shard=rank,
-        shard_count=size,
-        max_constituents=d.max_constituents,
-        n_features=n_features,
-        batch_size=t.batch_size,
-        shuffle_buffer=t.shuffle_buffer,
-        seed=t.seed + rank,
-        target_columns=d.aux_mass_columns,
-    ) as train_ds:
-        batches = iter(train_ds)
-        if t.pretrain_epochs == 0:  # no pre-training pass to reuse: embed the training shard once
-            z_train, _ = embeddings_of(model, plan.train_url, cfg, rank, size, False)
-            set_centroids_by_kmeans(model, z_train, cfg, rank, log)
-        for epoch in range(t.epochs):
-            # The last pre-training epoch sees every training jet once, in training mode: the embeddings it makes
-            # live in the space the clustering loss will see (batch-norm batch statistics), as in the original.
-            collect = epoch == t.pretrain_epochs - 1
-            pooled = []
-            alpha.assign(alpha_for_epoch(epoch, t.pretrain_epochs, lc.alpha0))
-            beta.assign(lc.clustering_weight if epoch >= t.pretrain_epochs else 0.0)
-            start = time.time()
-            sums = np.zeros(3)
-            for _ in range(steps_per_epoch):  # same count on every rank: no hang on uneven shards
+    def one_pass(epoch: int):
+        """This rank's shard once, shuffled by (seed, rank, epoch): a resumed run sees the order it would have."""
+        return training_batches(
+            plan.train_url,
+            shard=rank,
+            shard_count=size,
+            max_constituents=d.max_constituents,
+            n_features=n_features,
+            batch_size=t.batch_size,
+            shuffle_buffer=t.shuffle_buffer,
+            seed=t.seed + 1000 * epoch + rank,
+            target_columns=d.aux_mass_columns,
+        )
+
+    history: list[dict[str, Any]] = list(plan.history)
+    if t.pretrain_epochs == 0 and plan.epochs_done == 0:  # no pre-training pass to reuse: embed once
+        z_train, _ = embeddings_of(model, plan.train_url, cfg, rank, size, False)
+        set_centroids_by_kmeans(model, z_train, cfg, rank, log)
+    for epoch in range(plan.epochs_done, t.epochs):
+        # The last pre-training epoch sees every training jet once, in training mode: the embeddings it makes
+        # live in the space the clustering loss will see (batch-norm batch statistics), as in the original.
+        collect = epoch == t.pretrain_epochs - 1
+        pooled = []
+        alpha.assign(alpha_for_epoch(epoch, t.pretrain_epochs, lc.alpha0))
+        beta.assign(lc.clustering_weight if epoch >= t.pretrain_epochs else 0.0)
+        start = time.time()
+        sums = np.zeros(3)
+        with one_pass(epoch) as train_ds:
+            batches = iter(train_ds)
+            for step in range(steps_per_epoch):  # same count on every rank: no hang on uneven shards
+                inject_fault(rank, epoch, step)
                 means, z = train_step(next(batches))
                 sums += means.numpy()
                 if collect:
                     pooled.append(z.numpy())
-            seconds = time.time() - start
-            sync_non_trainable(model)
-            if collect:
-                set_centroids_by_kmeans(model, np.concatenate(pooled), cfg, rank, log)
-            # Horovod: epoch means over all ranks.
-            loss, focal, clustering = hvd.allreduce(
-                tf.constant(sums / steps_per_epoch), op=hvd.Average, name="epoch_means"
-            ).numpy()
-            record = {
-                "epoch": epoch,
-                "loss": float(loss),
-                "focal_loss": float(focal),
-                "clustering_loss_per_jet": float(clustering),
-                "alpha": float(alpha.numpy()),
-                "beta": float(beta.numpy()),
-                "learning_rate": float(schedule(optimizer.iterations).numpy()),
-                "global_step": int(optimizer.iterations.numpy()),
-                "seconds": seconds,
-                "jets_per_second": steps_per_epoch * global_batch / seconds,
-            }
-            if plan.n_val:
-                val = evaluate_split(model, plan.val_url, cfg, plan.classes, rank, size)
-                if epoch >= t.pretrain_epochs - 1:  # before that the centroids are still random
-                    record.update({f"val_{k}": val[k] for k in ("clustering_accuracy", "nmi", "cluster_sizes")})
-                record["val_embedding_std"] = val["embedding_std"]
-                sizes = val["cluster_sizes"] if epoch >= t.pretrain_epochs - 1 else []
-                record["val_warnings"] = collapse_warnings(sizes, val["embedding_std"])
-                for warning in record["val_warnings"]:
-                    log(f"WARNING epoch {epoch + 1}: {warning}")
-            history.append(record)
-            log(
-                f"epoch {epoch + 1}/{t.epochs} "
-                + " ".join(f"{k}={_fmt(v)}" for k, v in record.items() if k not in ("epoch",)),
-            )
+        seconds = time.time() - start
+        sync_non_trainable(model)
+        if collect:
+            set_centroids_by_kmeans(model, np.concatenate(pooled), cfg, rank, log)
+        # Horovod: epoch means over all ranks.
+        loss, focal, clustering = hvd.allreduce(
+            tf.constant(sums / steps_per_epoch), op=hvd.Average, name="epoch_means"
+        ).numpy()
+        record = {
+            "epoch": epoch,
+            "loss": float(loss),
+            "focal_loss": float(focal),
+            "clustering_loss_per_jet": float(clustering),
+            "alpha": float(alpha.numpy()),
+            "beta": float(beta.numpy()),
+            "learning_rate": float(schedule(optimizer.iterations).numpy()),
+            "global_step": int(optimizer.iterations.numpy()),
+            "seconds": seconds,
+            "jets_per_second": steps_per_epoch * global_batch / seconds,
+        }
+        if plan.n_val:
+            val = evaluate_split(model, plan.val_url, cfg, plan.classes, rank, size)
+            if epoch >= t.pretrain_epochs - 1:  # before that the centroids are still random
+                record.update({f"val_{k}": val[k] for k in ("clustering_accuracy", "nmi", "cluster_sizes")})
+            record["val_embedding_std"] = val["embedding_std"]
+            sizes = val["cluster_sizes"] if epoch >= t.pretrain_epochs - 1 else []
+            record["val_warnings"] = collapse_warnings(sizes, val["embedding_std"])
+            for warning in record["val_warnings"]:
+                log(f"WARNING epoch {epoch + 1}: {warning}")
+        history.append(record)
+        log(
+            f"epoch {epoch + 1}/{t.epochs} "
+            + " ".join(f"{k}={_fmt(v)}" for k, v in record.items() if k not in ("epoch",)),
+        )
+        if rank == 0:
+            saved = checkpoint.save(plan.run_dir, model, optimizer, checkpoint.TrainingState(epoch + 1, history))
+            log(f"checkpoint {saved.name} written")
     test = evaluate_split(model, plan.test_url, cfg, plan.classes, rank, size)
     metrics = {"split": "test", **test, "epochs": t.epochs, "num_proc": size, "global_batch": global_batch}
     if rank == 0:
@@ -196,6 +231,28 @@ def train_fn(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str, A
         "weights_checksum": float(sum(float(np.sum(np.abs(v.numpy()))) for v in model.trainable_variables)),
         "centroids": model.centroids.numpy().tolist(),
     }
+
+
+def shared_steps_per_epoch(url: str, batch_size: int, rank: int, size: int, log: ProgressLog) -> int:
+    """Steps every rank can take in one pass over its own shard. Shards differ by up to a row group; the larger
+    ones leave their last jets (different ones every epoch, as the order is reshuffled) for the next epoch."""
+    import horovod.tensorflow as hvd
+    import tensorflow as tf
+
+    from ucluster_spark.reader import shard_size
+
+    local = shard_size(url, shard=rank, shard_count=size)
+    # Horovod: every rank learns every shard's size and takes the same decision.
+    sizes = hvd.allgather(tf.constant([local], tf.int64), name="shard_sizes").numpy().tolist()
+    steps = min(sizes) // batch_size
+    if steps == 0:
+        raise ValueError(
+            f"the smallest training shard holds {min(sizes)} jets (shards: {sizes}), fewer than one batch of "
+            f"{batch_size}; lower train.batch_size or use fewer ranks"
+        )
+    unused = sum(sizes) - steps * batch_size * size
+    log(f"training shards {sizes} jets: {steps} steps/epoch on every rank, {unused} jet(s) left for later epochs")
+    return steps
 
 
 def _fmt(value: Any) -> str:
@@ -296,7 +353,7 @@ def evaluate_split(model, url: str, cfg, classes: list[str], rank: int, size: in
 
 
 def write_run(model, cfg, plan: TrainingPlan, metrics: dict, history: list[dict]) -> None:
-    """Rank 0 only: model weights + config, metrics and history, each written atomically."""
+    """Rank 0 only: model weights + config, history, then metrics, each written atomically."""
     from ucluster_spark import store
 
     layout = store.RunLayout(plan.run_dir)
@@ -304,5 +361,6 @@ def write_run(model, cfg, plan: TrainingPlan, metrics: dict, history: list[dict]
         model.save_weights(str(staging / layout.weights.name))
         store.atomic_write_json(staging / layout.model_config.name, cfg.to_dict())
     store.atomic_write_json(layout.history, history)
-    data = {k: v for k, v in asdict(plan).items() if k != "run_dir"}  # run_dir is a staging name here
+    data = {k: v for k, v in asdict(plan).items() if k not in ("run_dir", "history", "epochs_done")}
+    # Last: metrics.json is what marks the run directory finished.
     store.atomic_write_json(layout.metrics, {**metrics, "data": data})

@@ -1,0 +1,84 @@
+"""End-of-epoch checkpoints: everything needed to continue a run as if it had not stopped.
+
+Rank 0 writes ``RUN_DIR/checkpoints/epoch-NNNN/`` (model weights with centroids and batch-norm statistics, the
+optimizer's variables including its step counter, which drives the learning-rate schedule, and the epoch history)
+through a staging directory, then points ``checkpoints/LATEST`` at it; both are renames, so a crash while writing
+leaves the previous checkpoint in force. Older checkpoints are deleted only after the pointer has moved.
+
+Runs inside the Horovod ranks (saving) and on the driver (finding the checkpoint to resume from).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ucluster_spark import store
+
+DIRECTORY = "checkpoints"
+LATEST = "LATEST"
+WEIGHTS = "weights.h5"
+OPTIMIZER = "optimizer.npz"
+STATE = "state.json"
+
+
+@dataclass
+class TrainingState:
+    """Where training stands after ``epochs_done`` complete epochs."""
+
+    epochs_done: int
+    history: list[dict[str, Any]]
+
+
+def checkpoints_dir(run_dir: str | Path) -> Path:
+    return store.local_path(run_dir) / DIRECTORY
+
+
+def save(run_dir: str | Path, model, optimizer, state: TrainingState, keep: int = 2) -> Path:
+    """Rank 0 only. Returns the checkpoint directory, complete and pointed to by LATEST."""
+    root = checkpoints_dir(run_dir)
+    final = root / f"epoch-{state.epochs_done:04d}"
+    with store.atomic_directory(final, overwrite=True) as staging:
+        model.save_weights(str(staging / WEIGHTS))
+        np.savez(staging / OPTIMIZER, *[v.numpy() for v in optimizer.variables])
+        store.atomic_write_json(staging / STATE, {"epochs_done": state.epochs_done, "history": state.history})
+    store.atomic_write_text(root / LATEST, final.name + "\n")
+    for old in sorted(p for p in root.glob("epoch-*") if p.is_dir())[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest(run_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint of a run, or None."""
+    pointer = checkpoints_dir(run_dir) / LATEST
+    if not pointer.exists():
+        return None
+    path = pointer.parent / pointer.read_text().strip()
+    if not (path / STATE).exists():
+        raise FileNotFoundError(f"{pointer} names {path.name}, which is missing or incomplete")
+    return path
+
+
+def read_state(checkpoint: str | Path) -> TrainingState:
+    raw = json.loads((Path(checkpoint) / STATE).read_text())
+    return TrainingState(epochs_done=int(raw["epochs_done"]), history=list(raw["history"]))
+
+
+def restore(checkpoint: str | Path, model, optimizer) -> None:
+    """Load weights and optimizer variables (the optimizer must already be built for the model)."""
+    model.load_weights(str(Path(checkpoint) / WEIGHTS))
+    with np.load(Path(checkpoint) / OPTIMIZER) as saved:
+        values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    variables = list(optimizer.variables)
+    if len(values) != len(variables):
+        raise ValueError(
+            f"{checkpoint}: {len(values)} optimizer variables saved, {len(variables)} expected; the model or "
+            "optimizer configuration changed since the checkpoint"
+        )
+    for variable, value in zip(variables, values, strict=True):
+        variable.assign(value)
