@@ -152,17 +152,17 @@ def train(spark, cfg: Config, resume: bool = False) -> TrainingResult:
     after every epoch and is finished when ``metrics.json`` (written last, atomically) exists."""
     run_dir = store.local_path(cfg.run.output) if cfg.run.output else store.default_run_dir()
     resume_from = prepare_run_dir(run_dir, resume)
-    root, info = locate_or_generate(spark, cfg.data)
-    if info.n_jets("train") == 0 or info.n_jets("test") == 0:
-        raise DatasetError(f"{root}: the train and test splits must both hold jets, got {info.counts}")
-    check_shardable(root, cfg.run.num_proc, ("train", "test") + (("val",) if info.n_jets("val") else ()))
-    check_filled(root, "train", cfg.data.aux_mass_columns)
     state = checkpoint.read_state(resume_from) if resume_from else checkpoint.TrainingState(0, [])
     if state.epochs_done >= cfg.train.epochs:
         raise ConfigError(
             f"{resume_from} already completed {state.epochs_done} epoch(s) and train.epochs={cfg.train.epochs}; "
             "raise train.epochs to train longer"
         )
+    root, info = locate_or_generate(spark, cfg.data)
+    if info.n_jets("train") == 0 or info.n_jets("test") == 0:
+        raise DatasetError(f"{root}: the train and test splits must both hold jets, got {info.counts}")
+    check_shardable(root, cfg.run.num_proc, ("train", "test") + (("val",) if info.n_jets("val") else ()))
+    check_filled(root, "train", cfg.data.aux_mass_columns)
     plan = replace(
         make_plan(root, info, run_dir),
         resume_from=str(resume_from or ""),

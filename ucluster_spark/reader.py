@@ -19,18 +19,24 @@ from ucluster_spark import (
 )
 
 
-def shard_size(url: str, *, shard: int, shard_count: int) -> int:
-    """Jets in this rank's shard, by petastorm's own sharding (one pass over the jet_id column only)."""
-    with make_batch_reader(
+def _shard_reader(url, shard, shard_count, columns, num_epochs, shuffle, seed, workers):
+    """petastorm reader of whole row groups ``shard::shard_count``, decoded by ``workers`` threads."""
+    return make_batch_reader(
         url,
-        schema_fields=[schema.JET_ID],
+        schema_fields=columns,
         cur_shard=shard,
         shard_count=shard_count,
-        num_epochs=1,
-        shuffle_row_groups=False,
+        num_epochs=num_epochs,
+        shuffle_row_groups=shuffle,
+        seed=seed,
         reader_pool_type="thread",
-        workers_count=2,
-    ) as reader:
+        workers_count=workers,
+    )
+
+
+def shard_size(url: str, *, shard: int, shard_count: int) -> int:
+    """Jets in this rank's shard, by petastorm's own sharding (one pass over the jet_id column only)."""
+    with _shard_reader(url, shard, shard_count, [schema.JET_ID], 1, False, 0, 2) as reader:
         return sum(len(batch.jet_id) for batch in reader)
 
 
@@ -47,17 +53,7 @@ def open_shard(
     workers: int = 2,
 ) -> Iterator[tf.data.Dataset]:
     """A ``tf.data.Dataset`` of column batches (one per row group) of this rank's shard; the reader stops on exit."""
-    reader = make_batch_reader(
-        url,
-        schema_fields=columns,
-        cur_shard=shard,
-        shard_count=shard_count,
-        num_epochs=num_epochs,
-        shuffle_row_groups=shuffle,
-        seed=seed,
-        reader_pool_type="thread",
-        workers_count=workers,
-    )
+    reader = _shard_reader(url, shard, shard_count, columns, num_epochs, shuffle, seed, workers)
     try:
         yield make_petastorm_dataset(reader)
     finally:
@@ -95,8 +91,8 @@ def training_batches(
 ) -> Iterator[tf.data.Dataset]:
     """Shuffled batches of {constituents, *target_columns} from ``num_epochs`` passes over this rank's shard
     (None: endless); a training epoch is one pass, cut to the step count all ranks share. One reader thread by
-    default: the order is then a function of ``seed`` alone (reproducible runs and resumes), and one thread still
-    decodes far faster than a rank trains (README, data benchmark)."""
+    default: the jet order is then a function of the dataset files and ``seed`` alone, and one thread still
+    decodes far faster than a rank trains (~240k jets/s measured on the 30k-jet benchmark sample)."""
     columns = [schema.CONSTITUENTS, *target_columns]
     with open_shard(
         url,
