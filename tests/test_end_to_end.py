@@ -76,6 +76,7 @@ def test_train_job_writes_a_complete_run_directory(finished_run):
     for h in history:
         assert h["learning_rate"] == pytest.approx(1e-3 * 0.5 ** (h["global_step"] * 32 // 64))
     assert history[1]["global_step"] > history[0]["global_step"] > 0
+    assert history[1]["started_at"] >= history[0]["started_at"] + history[0]["seconds"]  # wall clock, for start-up
     assert history[1]["learning_rate"] < history[0]["learning_rate"]
     assert not [p for p in run_dir.parent.iterdir() if ".tmp-" in p.name]
 
@@ -216,6 +217,8 @@ def test_ranks_end_with_identical_weights_and_centroids(spark, synthetic_dataset
     assert first["weights_checksum"] == second["weights_checksum"]
     assert first["centroids"] == second["centroids"]
     assert first["metrics"] == second["metrics"]  # whole-split metrics from summed per-rank counts
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert first["rank_started_at"] < history[0]["started_at"]
     assert result.metrics["n_jets"] == info.n_jets("test")  # every test jet, across both ranks
 
 

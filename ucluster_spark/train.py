@@ -98,6 +98,7 @@ def train_fn(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str, A
 
     # Horovod: one process per rank; threads fixed so ranks do not oversubscribe the cores.
     hvd.init()
+    rank_started_at = time.time()  # start-up cost = launch -> here -> the first epoch's started_at
     rank, size = hvd.rank(), hvd.size()
     log = ProgressLog(rank, plan.run_dir)
     # Horovod: one GPU per local rank when there are GPUs (NCCL path); nothing to do on CPU.
@@ -200,6 +201,7 @@ def train_fn(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str, A
             "beta": float(beta.numpy()),
             "learning_rate": float(schedule(optimizer.iterations).numpy()),
             "global_step": int(optimizer.iterations.numpy()),
+            "started_at": start,
             "seconds": seconds,
             "jets_per_second": steps_per_epoch * global_batch / seconds,
         }
@@ -227,6 +229,7 @@ def train_fn(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str, A
         log(f"test clustering accuracy {metrics['clustering_accuracy']:.4f} on {metrics['n_jets']} jets")
     return {
         "rank": rank,
+        "rank_started_at": rank_started_at,
         "metrics": metrics,
         "weights_checksum": float(sum(float(np.sum(np.abs(v.numpy()))) for v in model.trainable_variables)),
         "centroids": model.centroids.numpy().tolist(),
