@@ -55,19 +55,18 @@ def diagnostics(run_dir, data_dir, cfg, metrics: dict) -> dict:
     """What limits the accuracy, measured with labels (never used in training): the class information in the
     auxiliary target alone, and in the learned embedding z (supervised probes on train -> test)."""
     from ucluster_spark.baselines import aux_target_ceiling, supervised_accuracy
-    from ucluster_spark.inference import embed_split, load_run
+    from ucluster_spark.inference import load_run
+    from ucluster_spark.train import embeddings_of
 
     seed = cfg.train.seed
     _, model = load_run(run_dir)
-    train = embed_split(model, cfg, metrics["data"]["train_url"])
-    test = embed_split(model, cfg, metrics["data"]["test_url"])
+    z_train, y_train = embeddings_of(model, metrics["data"]["train_url"], cfg, 0, 1, with_labels=True)
+    z_test, y_test = embeddings_of(model, metrics["data"]["test_url"], cfg, 0, 1, with_labels=True)
     return {
         "aux_targets": cfg.data.aux_mass_columns,
         "aux_targets_supervised_accuracy": aux_target_ceiling(data_dir, cfg.data.aux_mass_columns, seed),
-        "embedding_supervised_accuracy": supervised_accuracy(
-            train["z"], train["label"], test["z"], test["label"], seed
-        ),
-        "embedding_std_test": test["z"].std(axis=0).round(5).tolist(),
+        "embedding_supervised_accuracy": supervised_accuracy(z_train, y_train, z_test, y_test, seed),
+        "embedding_std_test": z_test.std(axis=0).round(5).tolist(),
     }
 
 
