@@ -35,8 +35,9 @@ class TrainingPlan:
 
 
 FAULT_ENV = "UCLUSTER_INJECT_FAULT"
-"""``kill:RANK:EPOCH:STEP`` makes that rank SIGKILL itself before that step (0-based epoch and step): how the tests
-check that a lost worker fails the job quickly and that the run resumes from its last checkpoint."""
+"""``kill:RANK:EPOCH:STEP`` makes that rank SIGKILL itself before that step (0-based epoch and step), ``stop:...``
+makes it SIGSTOP itself (a frozen worker): how the tests check that a lost or hung worker fails the job within a
+bounded time and that the run resumes from its last checkpoint."""
 
 
 def inject_fault(rank: int, epoch: int, step: int) -> None:
@@ -44,8 +45,12 @@ def inject_fault(rank: int, epoch: int, step: int) -> None:
     if not spec:
         return
     kind, *where = spec.split(":")
-    if kind == "kill" and [int(v) for v in where] == [rank, epoch, step]:
+    if [int(v) for v in where] != [rank, epoch, step]:
+        return
+    if kind == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
+    elif kind == "stop":  # frozen, not dead: the process and its sockets stay, the peers hear nothing
+        os.kill(os.getpid(), signal.SIGSTOP)
 
 
 class ProgressLog:
@@ -68,70 +73,41 @@ class ProgressLog:
             handle.write(f"[train] {message}\n")
 
 
-def train_fn(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str, Any]:
-    """Train, initialise centroids, evaluate; rank 0 writes the run directory. Returns this rank's summary."""
-    import horovod.tensorflow as hvd
-    import numpy as np
+def configure_threads(train_cfg, local_rank: int = 0) -> None:
+    """Fixed TensorFlow thread pools (ranks must not oversubscribe the cores) and one GPU per local rank."""
     import tensorflow as tf
 
-    from ucluster_spark import (
-        _env,  # noqa: F401  (before TensorFlow)
-        checkpoint,
-    )
-    from ucluster_spark.config import Config
-    from ucluster_spark.losses import (
-        HalvingSchedule,
-        alpha_for_epoch,
-        clustering_loss_per_jet,
-        focal_loss,
-        mass_bin,
-        reduce_clustering_loss,
-    )
-    from ucluster_spark.metrics import collapse_warnings
-    from ucluster_spark.model import build_model
-    from ucluster_spark.reader import training_batches
-    from ucluster_spark.schema import CONSTITUENTS, feature_names
-
-    cfg = Config.from_dict(cfg_dict)
-    plan = TrainingPlan(**plan_dict)
-    t, d, lc = cfg.train, cfg.data, cfg.loss
-
-    # Horovod: one process per rank; threads fixed so ranks do not oversubscribe the cores.
-    hvd.init()
-    rank_started_at = time.time()  # start-up cost = launch -> here -> the first epoch's started_at
-    rank, size = hvd.rank(), hvd.size()
-    log = ProgressLog(rank, plan.run_dir)
-    # Horovod: one GPU per local rank when there are GPUs (NCCL path); nothing to do on CPU.
     gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        tf.config.experimental.set_memory_growth(gpus[hvd.local_rank() % len(gpus)], True)
-        tf.config.set_visible_devices(gpus[hvd.local_rank() % len(gpus)], "GPU")
-    tf.config.threading.set_intra_op_parallelism_threads(t.intra_op_threads)
-    tf.config.threading.set_inter_op_parallelism_threads(t.inter_op_threads)
-    tf.random.set_seed(t.seed)
-    n_features = len(feature_names(d.feature_set))
+    if gpus:  # NCCL path: rank i on GPU i of its host
+        tf.config.experimental.set_memory_growth(gpus[local_rank % len(gpus)], True)
+        tf.config.set_visible_devices(gpus[local_rank % len(gpus)], "GPU")
+    tf.config.threading.set_intra_op_parallelism_threads(train_cfg.intra_op_threads)
+    tf.config.threading.set_inter_op_parallelism_threads(train_cfg.inter_op_threads)
 
-    model = build_model(cfg)
-    global_batch = t.batch_size * size
-    steps_per_epoch = shared_steps_per_epoch(plan.train_url, t.batch_size, rank, size, log)
-    # Horovod: the learning-rate scaling rule is explicit in the config.
-    lr0 = t.learning_rate * (size if t.scale_lr_by_workers else 1)
-    schedule = HalvingSchedule(lr0, global_batch, t.lr_halve_every_samples, t.lr_floor)
+
+def make_optimizer(cfg, model, workers: int):
+    """Adam on the halving schedule; the learning-rate scaling rule (``scale_lr_by_workers``) is explicit."""
+    import tensorflow as tf
+
+    from ucluster_spark.losses import HalvingSchedule
+
+    t = cfg.train
+    lr0 = t.learning_rate * (workers if t.scale_lr_by_workers else 1)
+    schedule = HalvingSchedule(lr0, t.batch_size * workers, t.lr_halve_every_samples, t.lr_floor)
     optimizer = tf.keras.optimizers.Adam(schedule)
     optimizer.build(model.trainable_variables)
-    if plan.resume_from and rank == 0:
-        checkpoint.restore(plan.resume_from, model, optimizer)
-        log(f"resumed from {plan.resume_from} after {plan.epochs_done} epoch(s), step {int(optimizer.iterations)}")
-    # Horovod: every rank starts from rank 0's weights and optimizer state (fresh or restored).
-    hvd.broadcast_variables(model.variables + list(optimizer.variables), root_rank=0)
-    log(
-        f"{size} rank(s), batch {t.batch_size}/rank = {global_batch} global, lr {lr0:g} "
-        f"(scale_lr_by_workers={t.scale_lr_by_workers}), {steps_per_epoch} steps/epoch, "
-        f"{plan.n_train} training jets, {model.count_params()} parameters",
-    )
+    return schedule, optimizer
 
-    alpha = tf.Variable(0.0, trainable=False, dtype=tf.float32, name="alpha")
-    beta = tf.Variable(0.0, trainable=False, dtype=tf.float32, name="beta")
+
+def make_train_step(model, optimizer, cfg, alpha, beta, average_gradients: bool = True):
+    """One optimisation step, L = focal(aux) + beta * clustering(alpha): a ``tf.function`` returning
+    ([loss, focal, mean clustering loss per jet], z). The scaling benchmark's bare loop runs the same step."""
+    import tensorflow as tf
+
+    from ucluster_spark.losses import clustering_loss_per_jet, focal_loss, mass_bin, reduce_clustering_loss
+    from ucluster_spark.schema import CONSTITUENTS
+
+    d, lc = cfg.data, cfg.loss
 
     @tf.function
     def train_step(batch):
@@ -143,96 +119,191 @@ def train_fn(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str, A
             per_jet = clustering_loss_per_jet(out["z"], model.centroids, alpha)
             clustering = reduce_clustering_loss(per_jet, lc.clustering_reduction)
             loss = focal + beta * clustering
-        # Horovod: gradients averaged over ranks.
-        tape = hvd.DistributedGradientTape(tape)
+        if average_gradients:
+            import horovod.tensorflow as hvd
+
+            # Horovod: gradients averaged over ranks.
+            tape = hvd.DistributedGradientTape(tape)
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         return tf.stack([loss, focal, tf.reduce_mean(per_jet)]), out["z"]
 
-    def one_pass(epoch: int):
+    return train_step
+
+
+@dataclass
+class Rank:
+    """What one Horovod rank holds during training."""
+
+    cfg: Any
+    plan: TrainingPlan
+    rank: int
+    size: int
+    log: ProgressLog
+    model: Any
+    optimizer: Any
+    schedule: Any
+    alpha: Any
+    beta: Any
+    train_step: Any
+    steps_per_epoch: int
+
+    @property
+    def global_batch(self) -> int:
+        return self.cfg.train.batch_size * self.size
+
+    def one_pass(self, epoch: int):
         """This rank's shard once, shuffled by (seed, rank, epoch): a resumed run sees the order it would have."""
+        from ucluster_spark.reader import training_batches
+        from ucluster_spark.schema import feature_names
+
+        t, d = self.cfg.train, self.cfg.data
         return training_batches(
-            plan.train_url,
-            shard=rank,
-            shard_count=size,
+            self.plan.train_url,
+            shard=self.rank,
+            shard_count=self.size,
             max_constituents=d.max_constituents,
-            n_features=n_features,
+            n_features=len(feature_names(d.feature_set)),
             batch_size=t.batch_size,
             shuffle_buffer=t.shuffle_buffer,
-            seed=t.seed + 1000 * epoch + rank,
+            seed=t.seed + 1000 * epoch + self.rank,
             target_columns=d.aux_mass_columns,
         )
 
+
+def start_rank(cfg, plan: TrainingPlan, rank: int, size: int) -> Rank:
+    """Model, optimizer (restored on resume) and step count, identical on every rank."""
+    import horovod.tensorflow as hvd
+    import tensorflow as tf
+
+    from ucluster_spark import checkpoint
+    from ucluster_spark.model import build_model
+
+    t = cfg.train
+    log = ProgressLog(rank, plan.run_dir)
+    tf.random.set_seed(t.seed)
+    model = build_model(cfg)
+    steps_per_epoch = shared_steps_per_epoch(plan.train_url, t.batch_size, rank, size, log)
+    schedule, optimizer = make_optimizer(cfg, model, size)
+    if plan.resume_from and rank == 0:
+        checkpoint.restore(plan.resume_from, model, optimizer)
+        log(f"resumed from {plan.resume_from} after {plan.epochs_done} epoch(s), step {int(optimizer.iterations)}")
+    # Horovod: every rank starts from rank 0's weights and optimizer state (fresh or restored).
+    hvd.broadcast_variables(model.variables + list(optimizer.variables), root_rank=0)
+    alpha = tf.Variable(0.0, trainable=False, dtype=tf.float32, name="alpha")
+    beta = tf.Variable(0.0, trainable=False, dtype=tf.float32, name="beta")
+    state = Rank(
+        cfg, plan, rank, size, log, model, optimizer, schedule, alpha, beta,
+        make_train_step(model, optimizer, cfg, alpha, beta), steps_per_epoch,
+    )  # fmt: skip
+    log(
+        f"{size} rank(s), batch {t.batch_size}/rank = {state.global_batch} global, lr {schedule.initial:g} "
+        f"(scale_lr_by_workers={t.scale_lr_by_workers}), {steps_per_epoch} steps/epoch, "
+        f"{plan.n_train} training jets, {model.count_params()} parameters",
+    )
+    return state
+
+
+def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
+    """One pass of every rank over its shard, then the epoch's record (means over ranks, validation metrics)."""
+    import horovod.tensorflow as hvd
+    import numpy as np
+    import tensorflow as tf
+
+    from ucluster_spark.losses import alpha_for_epoch
+    from ucluster_spark.metrics import collapse_warnings
+
+    t, lc = r.cfg.train, r.cfg.loss
+    # The last pre-training epoch sees every training jet once, in training mode: the embeddings it makes live
+    # in the space the clustering loss will see (batch-norm batch statistics), as in the original.
+    collect = epoch == t.pretrain_epochs - 1
+    pooled = []
+    r.alpha.assign(alpha_for_epoch(epoch, t.pretrain_epochs, lc.alpha0))
+    r.beta.assign(lc.clustering_weight if epoch >= t.pretrain_epochs else 0.0)
+    start = time.time()
+    sums = np.zeros(3)
+    with r.one_pass(epoch) as train_ds:
+        batches = iter(train_ds)
+        for step in range(r.steps_per_epoch):  # same count on every rank: no hang on uneven shards
+            inject_fault(r.rank, epoch, step)
+            means, z = r.train_step(next(batches))
+            sums += means.numpy()
+            if collect:
+                pooled.append(z.numpy())
+    seconds = time.time() - start
+    sync_non_trainable(r.model)
+    if collect:
+        set_centroids_by_kmeans(r.model, np.concatenate(pooled), r.cfg, r.rank, r.log)
+    # Horovod: epoch means over all ranks.
+    loss, focal, clustering = hvd.allreduce(
+        tf.constant(sums / r.steps_per_epoch), op=hvd.Average, name="epoch_means"
+    ).numpy()
+    record = {
+        "epoch": epoch,
+        "loss": float(loss),
+        "focal_loss": float(focal),
+        "clustering_loss_per_jet": float(clustering),
+        "alpha": float(r.alpha.numpy()),
+        "beta": float(r.beta.numpy()),
+        "learning_rate": float(r.schedule(r.optimizer.iterations).numpy()),
+        "global_step": int(r.optimizer.iterations.numpy()),
+        "started_at": start,
+        "seconds": seconds,
+        "jets_per_second": r.steps_per_epoch * r.global_batch / seconds,
+    }
+    if r.plan.n_val:
+        val = evaluate_split(r.model, r.plan.val_url, r.cfg, r.plan.classes, r.rank, r.size)
+        centroids_set = epoch >= t.pretrain_epochs - 1  # before that they are still random
+        if centroids_set:
+            record.update({f"val_{k}": val[k] for k in ("clustering_accuracy", "nmi", "cluster_sizes")})
+        record["val_embedding_std"] = val["embedding_std"]
+        record["val_warnings"] = collapse_warnings(val["cluster_sizes"] if centroids_set else [], val["embedding_std"])
+        for warning in record["val_warnings"]:
+            r.log(f"WARNING epoch {epoch + 1}: {warning}")
+    r.log(f"epoch {epoch + 1}/{t.epochs} " + " ".join(f"{k}={_fmt(v)}" for k, v in record.items() if k != "epoch"))
+    return record
+
+
+def train_fn(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str, Any]:
+    """Train, initialise centroids, evaluate; rank 0 writes the run directory. Returns this rank's summary."""
+    import horovod.tensorflow as hvd
+    import numpy as np
+
+    from ucluster_spark import (
+        _env,  # noqa: F401  (before TensorFlow)
+        checkpoint,
+    )
+    from ucluster_spark.config import Config
+
+    cfg = Config.from_dict(cfg_dict)
+    plan = TrainingPlan(**plan_dict)
+    # Horovod: one process per rank.
+    hvd.init()
+    rank_started_at = time.time()  # start-up cost = launch -> here -> the first epoch's started_at
+    configure_threads(cfg.train, hvd.local_rank())
+    r = start_rank(cfg, plan, hvd.rank(), hvd.size())
+
     history: list[dict[str, Any]] = list(plan.history)
-    if t.pretrain_epochs == 0 and plan.epochs_done == 0:  # no pre-training pass to reuse: embed once
-        z_train, _ = embeddings_of(model, plan.train_url, cfg, rank, size, False)
-        set_centroids_by_kmeans(model, z_train, cfg, rank, log)
-    for epoch in range(plan.epochs_done, t.epochs):
-        # The last pre-training epoch sees every training jet once, in training mode: the embeddings it makes
-        # live in the space the clustering loss will see (batch-norm batch statistics), as in the original.
-        collect = epoch == t.pretrain_epochs - 1
-        pooled = []
-        alpha.assign(alpha_for_epoch(epoch, t.pretrain_epochs, lc.alpha0))
-        beta.assign(lc.clustering_weight if epoch >= t.pretrain_epochs else 0.0)
-        start = time.time()
-        sums = np.zeros(3)
-        with one_pass(epoch) as train_ds:
-            batches = iter(train_ds)
-            for step in range(steps_per_epoch):  # same count on every rank: no hang on uneven shards
-                inject_fault(rank, epoch, step)
-                means, z = train_step(next(batches))
-                sums += means.numpy()
-                if collect:
-                    pooled.append(z.numpy())
-        seconds = time.time() - start
-        sync_non_trainable(model)
-        if collect:
-            set_centroids_by_kmeans(model, np.concatenate(pooled), cfg, rank, log)
-        # Horovod: epoch means over all ranks.
-        loss, focal, clustering = hvd.allreduce(
-            tf.constant(sums / steps_per_epoch), op=hvd.Average, name="epoch_means"
-        ).numpy()
-        record = {
-            "epoch": epoch,
-            "loss": float(loss),
-            "focal_loss": float(focal),
-            "clustering_loss_per_jet": float(clustering),
-            "alpha": float(alpha.numpy()),
-            "beta": float(beta.numpy()),
-            "learning_rate": float(schedule(optimizer.iterations).numpy()),
-            "global_step": int(optimizer.iterations.numpy()),
-            "started_at": start,
-            "seconds": seconds,
-            "jets_per_second": steps_per_epoch * global_batch / seconds,
-        }
-        if plan.n_val:
-            val = evaluate_split(model, plan.val_url, cfg, plan.classes, rank, size)
-            if epoch >= t.pretrain_epochs - 1:  # before that the centroids are still random
-                record.update({f"val_{k}": val[k] for k in ("clustering_accuracy", "nmi", "cluster_sizes")})
-            record["val_embedding_std"] = val["embedding_std"]
-            sizes = val["cluster_sizes"] if epoch >= t.pretrain_epochs - 1 else []
-            record["val_warnings"] = collapse_warnings(sizes, val["embedding_std"])
-            for warning in record["val_warnings"]:
-                log(f"WARNING epoch {epoch + 1}: {warning}")
-        history.append(record)
-        log(
-            f"epoch {epoch + 1}/{t.epochs} "
-            + " ".join(f"{k}={_fmt(v)}" for k, v in record.items() if k not in ("epoch",)),
-        )
-        if rank == 0:
-            saved = checkpoint.save(plan.run_dir, model, optimizer, checkpoint.TrainingState(epoch + 1, history))
-            log(f"checkpoint {saved.name} written")
-    test = evaluate_split(model, plan.test_url, cfg, plan.classes, rank, size)
-    metrics = {"split": "test", **test, "epochs": t.epochs, "num_proc": size, "global_batch": global_batch}
-    if rank == 0:
-        write_run(model, cfg, plan, metrics, history)
-        log(f"test clustering accuracy {metrics['clustering_accuracy']:.4f} on {metrics['n_jets']} jets")
+    if cfg.train.pretrain_epochs == 0 and plan.epochs_done == 0:  # no pre-training pass to reuse: embed once
+        z_train, _ = embeddings_of(r.model, plan.train_url, cfg, r.rank, r.size, False)
+        set_centroids_by_kmeans(r.model, z_train, cfg, r.rank, r.log)
+    for epoch in range(plan.epochs_done, cfg.train.epochs):
+        history.append(run_epoch(r, epoch))
+        if r.rank == 0:
+            state = checkpoint.TrainingState(epoch + 1, history)
+            saved = checkpoint.save(plan.run_dir, r.model, r.optimizer, state)
+            r.log(f"checkpoint {saved.name} written")
+    test = evaluate_split(r.model, plan.test_url, cfg, plan.classes, r.rank, r.size)
+    metrics = {"split": "test", **test, "epochs": cfg.train.epochs, "num_proc": r.size, "global_batch": r.global_batch}
+    if r.rank == 0:
+        write_run(r.model, cfg, plan, metrics, history)
+        r.log(f"test clustering accuracy {metrics['clustering_accuracy']:.4f} on {metrics['n_jets']} jets")
     return {
-        "rank": rank,
+        "rank": r.rank,
         "rank_started_at": rank_started_at,
         "metrics": metrics,
-        "weights_checksum": float(sum(float(np.sum(np.abs(v.numpy()))) for v in model.trainable_variables)),
-        "centroids": model.centroids.numpy().tolist(),
+        "weights_checksum": float(sum(float(np.sum(np.abs(v.numpy()))) for v in r.model.trainable_variables)),
+        "centroids": r.model.centroids.numpy().tolist(),
     }
 
 

@@ -1,0 +1,329 @@
+"""Throughput of the full stack against a bare TensorFlow loop: 1 vs 2 ranks, threads vs ranks, start-up vs
+steady state, and the model's FLOP/s against the machine's measured peak.
+
+    .venv/bin/python benchmarks/scaling.py [--config conf/scaling.yaml] [--data DATASET_DIR] [--output DIR]
+                                           [section.key=value ...]
+
+Measured one after the other on the same data and model (the config's training split, its per-rank batch):
+
+- ``bare``: one process, no Spark/petastorm/Horovod, the training split in memory as numpy arrays, the same
+  ``train.make_train_step`` (focal + clustering loss), one TensorFlow thread: the ceiling;
+- ``stack_1x1``, ``stack_2x1``: Spark local mode + petastorm + horovod.spark.run with 1 and 2 ranks, one
+  TensorFlow thread each (intra- and inter-op);
+- ``stack_1xN``: 1 rank with all N cores as TensorFlow threads.
+
+Steady state = the epochs after the first (which traces the graph); start-up is split into the Spark session,
+launch -> every rank past hvd.init (Spark job, task start, TensorFlow import, Gloo rendezvous), rank set-up (model,
+shard sizes, broadcast) and the first epoch's extra time. Prints one JSON document and writes it with a PNG to
+``--output`` (default runs/scaling-<UTC time>). Run it alone on the machine: it measures time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS = {"max_overhead_vs_bare": 0.05, "min_scaling_efficiency": 0.92}
+
+
+# ---- the bare loop: a separate process, so its TensorFlow thread pools are its own ------------------------------
+
+
+def bare_loop(cfg, train_dir: str, threads: int) -> dict[str, Any]:
+    """The same model and step as a rank, fed from numpy arrays in memory; also counts the step's FLOPs and the
+    GEMM peak of this TensorFlow build on the same threads."""
+    from dataclasses import replace
+
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from ucluster_spark import _env  # noqa: F401  (before TensorFlow)
+
+    import tensorflow as tf  # isort: skip
+
+    from ucluster_spark.losses import alpha_for_epoch
+    from ucluster_spark.model import build_model
+    from ucluster_spark.schema import CONSTITUENTS, feature_names
+    from ucluster_spark.train import configure_threads, make_optimizer, make_train_step
+
+    t, d = cfg.train, cfg.data
+    configure_threads(replace(t, intra_op_threads=threads, inter_op_threads=threads))
+    table = pq.read_table(train_dir, columns=[CONSTITUENTS, *d.aux_mass_columns])
+    n_features = len(feature_names(d.feature_set))
+    x = table.column(CONSTITUENTS).combine_chunks().flatten().to_numpy().astype(np.float32)
+    x = x.reshape(len(table), d.max_constituents, n_features)
+    targets = {c: table.column(c).to_numpy().astype(np.float32) for c in d.aux_mass_columns}
+
+    tf.random.set_seed(t.seed)
+    model = build_model(cfg)
+    _, optimizer = make_optimizer(cfg, model, workers=1)
+    alpha = tf.Variable(0.0, trainable=False)
+    beta = tf.Variable(0.0, trainable=False)
+    step = make_train_step(model, optimizer, cfg, alpha, beta, average_gradients=False)
+    batch_spec = {CONSTITUENTS: tf.TensorSpec([t.batch_size, d.max_constituents, n_features], tf.float32)}
+    batch_spec.update({c: tf.TensorSpec([t.batch_size], tf.float32) for c in d.aux_mass_columns})
+    flops_per_step = float_ops(step.get_concrete_function(batch_spec).graph)
+
+    rng = np.random.default_rng(t.seed)
+    steps = len(x) // t.batch_size
+    epochs = []
+    for epoch in range(t.epochs):
+        alpha.assign(alpha_for_epoch(epoch, t.pretrain_epochs, cfg.loss.alpha0))
+        beta.assign(cfg.loss.clustering_weight if epoch >= t.pretrain_epochs else 0.0)
+        order = rng.permutation(len(x))
+        start = time.time()
+        for i in range(steps):
+            rows = order[i * t.batch_size : (i + 1) * t.batch_size]
+            batch = {CONSTITUENTS: tf.constant(x[rows])}
+            batch.update({c: tf.constant(v[rows]) for c, v in targets.items()})
+            step(batch)[0].numpy()
+        epochs.append({"seconds": time.time() - start, "jets": steps * t.batch_size})
+    return {
+        "threads": threads,
+        "batch_size": t.batch_size,
+        "epochs": epochs,
+        "steps_per_epoch": steps,
+        "flops_per_step": flops_per_step,
+        "gemm_peak_flops": gemm_peak(),
+    }
+
+
+def float_ops(graph) -> int:
+    """Floating-point operations of one call of a traced graph, as TensorFlow's profiler counts them (ops with
+    registered FLOP statistics: matmuls, convolutions, element-wise arithmetic; gathers and top-k count zero)."""
+    import tensorflow as tf
+
+    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    return int(tf.compat.v1.profiler.profile(graph, options=options).total_float_ops)
+
+
+def gemm_peak(n: int = 1024, repeats: int = 20) -> float:
+    """FLOP/s of a large float32 matmul on this process's TensorFlow threads: what the hardware gives TF here."""
+    import tensorflow as tf
+
+    a = tf.random.uniform([n, n])
+    b = tf.random.uniform([n, n])
+    tf.linalg.matmul(a, b).numpy()
+    start = time.time()
+    for _ in range(repeats):
+        tf.linalg.matmul(a, b).numpy()
+    return 2 * n**3 * repeats / (time.time() - start)
+
+
+def run_bare(config_path: str, overrides: list[str], train_dir: str, threads: int) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--config", config_path, "--bare-loop", train_dir, str(threads), *overrides]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"bare loop failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ---- the full stack -----------------------------------------------------------------------------------------------
+
+
+def run_stack(spark, cfg, run_dir: Path) -> dict[str, Any]:
+    """One training run through launcher.train, with its time split into start-up, steady state and the rest."""
+    from ucluster_spark.launcher import train
+
+    called = time.time()
+    result = train(spark, cfg)
+    ended = time.time()
+    history = json.loads((run_dir / "history.json").read_text())
+    ranks_ready = max(r["rank_started_at"] for r in result.rank_results)
+    last = history[-1]
+    return {
+        "num_proc": cfg.run.num_proc,
+        "threads_per_rank": cfg.train.intra_op_threads,
+        "epochs": [
+            {"seconds": h["seconds"], "jets": h["jets_per_second"] * h["seconds"], "started_at": h["started_at"]}
+            for h in history
+        ],
+        "launch_seconds": ranks_ready - called,
+        "rank_setup_seconds": history[0]["started_at"] - ranks_ready,
+        "between_epochs_seconds": sum(
+            b["started_at"] - (a["started_at"] + a["seconds"]) for a, b in zip(history, history[1:], strict=False)
+        ),
+        "finish_seconds": ended - (last["started_at"] + last["seconds"]),
+        "wall_seconds": ended - called,
+        "test_clustering_accuracy": result.metrics["clustering_accuracy"],
+        "run_dir": str(run_dir),
+    }
+
+
+# ---- numbers and picture ------------------------------------------------------------------------------------------
+
+
+def steady(epochs: list[dict]) -> dict[str, float]:
+    """Throughput of the epochs after the first (tracing, first reader) and what the first one cost on top."""
+    rest = epochs[1:]
+    jets, seconds = sum(e["jets"] for e in rest), sum(e["seconds"] for e in rest)
+    per_epoch = seconds / len(rest)
+    return {
+        "jets_per_second": jets / seconds,
+        "epoch_seconds": per_epoch,
+        "first_epoch_extra_seconds": epochs[0]["seconds"] - per_epoch * epochs[0]["jets"] / (jets / len(rest)),
+    }
+
+
+def summarize(runs: dict[str, dict], bare: dict, spark_seconds: float, cores: int) -> dict[str, Any]:
+    rate = {name: steady(r["epochs"])["jets_per_second"] for name, r in runs.items()}
+    rate["bare"] = steady(bare["epochs"])["jets_per_second"]
+    model_flops = rate["bare"] / bare["batch_size"] * bare["flops_per_step"]
+    all_cores = f"stack_1x{cores}"
+    summary = {
+        "steady_jets_per_second": {k: round(v, 2) for k, v in rate.items()},
+        "overhead_vs_bare": round(1 - rate["stack_1x1"] / rate["bare"], 4),
+        "scaling_efficiency": round(rate["stack_2x1"] / (2 * rate["stack_1x1"]), 4),
+        "speedup_2_ranks": round(rate["stack_2x1"] / rate["stack_1x1"], 3),
+        "speedup_all_cores_1_rank": round(rate[all_cores] / rate["stack_1x1"], 3),
+        "ranks_beat_threads": rate["stack_2x1"] > rate[all_cores],
+        "model": {
+            "flops_per_jet_training": round(bare["flops_per_step"] / bare["batch_size"]),
+            "achieved_flops_per_thread": round(model_flops),
+            "gemm_peak_flops_per_thread": round(bare["gemm_peak_flops"]),
+            "fraction_of_gemm_peak": round(model_flops / bare["gemm_peak_flops"], 4),
+            "machine_gemm_peak_flops": round(bare["gemm_peak_flops"] * cores),
+        },
+        "startup_seconds": {"spark_session": round(spark_seconds, 2)}
+        | {
+            name: {
+                "launch_to_ranks_ready": round(r["launch_seconds"], 2),
+                "rank_setup": round(r["rank_setup_seconds"], 2),
+                "first_epoch_extra": round(steady(r["epochs"])["first_epoch_extra_seconds"], 2),
+            }
+            for name, r in runs.items()
+        },
+    }
+    summary["targets"] = {
+        "overhead_vs_bare_le_0.05": summary["overhead_vs_bare"] <= TARGETS["max_overhead_vs_bare"],
+        "scaling_efficiency_ge_0.92": summary["scaling_efficiency"] >= TARGETS["min_scaling_efficiency"],
+        "2x1_beats_1xN": summary["ranks_beat_threads"],
+    }
+    return summary
+
+
+def draw(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rates = report["summary"]["steady_jets_per_second"]
+    names = ["bare", "stack_1x1", "stack_2x1", *[n for n in rates if n.startswith("stack_1x") and n != "stack_1x1"]]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    bars = left.bar(names, [rates[n] for n in names], color=["grey", "C0", "C1", "C2"][: len(names)])
+    left.bar_label(bars, fmt="%.0f")
+    left.axhline(2 * rates["stack_1x1"], ls="--", color="C1", lw=1, label="2 x stack_1x1 (perfect scaling)")
+    left.set_ylabel("training jets / s (steady state)")
+    left.set_title(
+        f"overhead vs bare {report['summary']['overhead_vs_bare']:.1%}, "
+        f"2-rank efficiency {report['summary']['scaling_efficiency']:.2f}"
+    )
+    left.legend(loc="lower right")
+
+    runs = report["runs"]
+    parts = [
+        ("launch -> ranks ready", lambda r: r["launch_seconds"]),
+        ("rank set-up", lambda r: r["rank_setup_seconds"]),
+        ("epochs (training)", lambda r: sum(e["seconds"] for e in r["epochs"])),
+        ("between epochs (validation, checkpoint)", lambda r: r["between_epochs_seconds"]),
+        ("test evaluation, outputs, shutdown", lambda r: r["finish_seconds"]),
+    ]
+    stack_names = list(runs)
+    left_edge = [0.0] * len(stack_names)
+    for label, part in parts:
+        widths = [part(runs[n]) for n in stack_names]
+        right.barh(stack_names, widths, left=left_edge, label=label)
+        left_edge = [a + b for a, b in zip(left_edge, widths, strict=True)]
+    spark_seconds = report["summary"]["startup_seconds"]["spark_session"]
+    right.set_xlabel(f"seconds (plus {spark_seconds:.1f} s Spark session start, once)")
+    right.set_title("where the wall time of each run goes")
+    right.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def machine() -> dict[str, Any]:
+    info: dict[str, Any] = {"cores": os.cpu_count()}
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return info
+    fields = dict(line.split(":", 1) for line in lscpu.splitlines() if ":" in line)
+    info["model_name"] = fields.get("Model name", "").strip()
+    flags = set(fields.get("Flags", "").split())
+    info["simd"] = [f for f in ("avx512f", "avx2", "fma") if f in flags]
+    return info
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=str(ROOT / "conf/scaling.yaml"))
+    parser.add_argument("--data", help="dataset directory (default: generate the config's sample, reused)")
+    parser.add_argument("--output", help="directory for scaling.json, scaling.png and the run directories")
+    parser.add_argument("--bare-loop", nargs=2, metavar=("TRAIN_DIR", "THREADS"), help=argparse.SUPPRESS)
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+
+    from ucluster_spark import config, store
+
+    overrides = [*args.overrides] + ([f"data.path={args.data}"] if args.data else [])
+    cfg = config.load(args.config, overrides)
+    if args.bare_loop:
+        print(json.dumps(bare_loop(cfg, args.bare_loop[0], int(args.bare_loop[1]))))
+        return
+
+    from dataclasses import replace
+
+    from ucluster_spark.data.sources import locate_or_generate
+    from ucluster_spark.spark import get_session
+
+    cores = os.cpu_count() or 1
+    output = Path(args.output or f"runs/scaling-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}").resolve()
+    output.mkdir(parents=True, exist_ok=False)
+    started = time.time()
+    spark = get_session("ucluster-scaling", {"spark.master": f"local[{cores}]"})
+    spark_seconds = time.time() - started
+    try:
+        root, info = locate_or_generate(spark, cfg.data)
+        cfg = replace(cfg, data=replace(cfg.data, path=str(root)))
+        print(f"[scaling] bare loop, 1 thread, {info.n_jets('train')} training jets in memory", file=sys.stderr)
+        bare = run_bare(args.config, [*overrides, f"data.path={root}"], str(Path(root) / "train"), 1)
+        runs = {}
+        for name, ranks, threads in [("stack_1x1", 1, 1), ("stack_2x1", 2, 1), (f"stack_1x{cores}", 1, cores)]:
+            print(f"[scaling] {name}: {ranks} rank(s) x {threads} thread(s)", file=sys.stderr, flush=True)
+            run_cfg = replace(
+                cfg,
+                train=replace(cfg.train, intra_op_threads=threads, inter_op_threads=threads),
+                run=replace(cfg.run, num_proc=ranks, output=str(output / name)),
+            )
+            runs[name] = run_stack(spark, run_cfg, output / name)
+    finally:
+        spark.stop()
+    report = {
+        "machine": machine(),
+        "data": {"path": str(root), "train_jets": info.n_jets("train")},
+        "batch_size_per_rank": cfg.train.batch_size,
+        "epochs": cfg.train.epochs,
+        "summary": summarize(runs, bare, spark_seconds, cores),
+        "bare": bare,
+        "runs": runs,
+        "wall_seconds": time.time() - started,
+    }
+    store.atomic_write_json(output / "scaling.json", report)
+    draw(report, output / "scaling.png")
+    print(json.dumps(report["summary"], indent=2))
+    print(f"[scaling] {output / 'scaling.json'}, {output / 'scaling.png'}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
