@@ -162,6 +162,35 @@ def test_a_killed_rank_fails_the_job_and_the_run_resumes_from_its_checkpoint(fin
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["LATEST", "epoch-0001", "epoch-0002"]
 
 
+def test_a_frozen_rank_is_stopped_and_the_job_fails_within_a_bounded_time(finished_run):
+    """SIGSTOP, not death: the peer's sockets stay open, so only its collectives' timeout notices; the driver then
+    stops every rank instead of waiting for the frozen one forever."""
+    import psutil
+
+    from ucluster_spark.train import FAULT_ENV
+
+    work, _, _ = finished_run
+    run_dir = work / "frozen"
+    failed = _submit(
+        "--config", str(ROOT / "conf/local.yaml"), "--output", str(run_dir),
+        f"data.generated_root={work / 'generated'}", *TINY, "run.failure_grace_seconds=5",
+        cwd=work, extra_env={FAULT_ENV: "stop:1:1:0", "HOROVOD_GLOO_TIMEOUT_SECONDS": "10"}, timeout=300,
+    )  # fmt: skip
+    assert failed.returncode == cli.EXIT_TRAINING_FAILED, failed.stdout[-3000:] + failed.stderr[-3000:]
+    output = failed.stdout + failed.stderr
+    assert "rank 0 on" in output and "failed: " in output
+    assert "were stopped by the driver: a rank stopped responding" in output
+    assert f"continue from checkpoint epoch-0001 with --resume {run_dir}" in output
+    report = json.loads((run_dir / "failures" / "rank-0.json").read_text())
+    assert report["rank"] == "0" and report["error"]
+    frozen = [
+        p.pid
+        for p in psutil.process_iter(["status", "cmdline"])
+        if p.info["status"] == psutil.STATUS_STOPPED and "gloo_exec_fn" in " ".join(p.info["cmdline"] or [])
+    ]
+    assert frozen == []  # the stopped rank was killed, not left behind
+
+
 def test_a_second_run_reuses_the_generated_sample(finished_run, tmp_path):
     from ucluster_spark.data.dataset import generation_key
     from ucluster_spark.data.sources import locate_or_generate

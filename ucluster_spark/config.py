@@ -107,6 +107,9 @@ class RunConfig:
     """Run directory. Empty: ``runs/<UTC timestamp>``."""
     use_gloo: bool = True
     start_timeout: int = 600
+    failure_grace_seconds: float = 60.0
+    """After the first rank fails, how long the others get to exit by themselves (their collectives fail at once if
+    the peer died, after HOROVOD_GLOO_TIMEOUT_SECONDS, default 30, if it froze) before the driver stops them all."""
     verbose: int = 1
     spark_conf: dict[str, str] = field(default_factory=dict)
 

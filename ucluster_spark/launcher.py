@@ -6,10 +6,13 @@ No TensorFlow import here: the ranks import it inside ``train.train_fn`` on the 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
+import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -76,6 +79,84 @@ def echo_file(path: Path, out=None, interval: float = 0.5) -> Iterator[None]:
         thread.join()
 
 
+class FailureWatchdog:
+    """Driver side: once a rank has reported a failure, give the others ``grace_seconds`` to exit by themselves,
+    then stop them all. horovod.spark.run waits for every rank; a frozen or unreachable one would hold the job
+    forever. SIGTERM to this process is horovod's own abort path (its launcher then terminates every rank's
+    command and the Spark job is cancelled)."""
+
+    def __init__(self, failures_dir: Path, grace_seconds: float, out=None, interval: float = 1.0, abort=None):
+        self.failures_dir = failures_dir
+        self.grace_seconds = grace_seconds
+        self.out = out or sys.stderr
+        self.abort = abort or (lambda: os.kill(os.getpid(), signal.SIGTERM))
+        self.interval = interval
+        self.stopped_ranks = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="rank-failure-watchdog", daemon=True)
+
+    def __enter__(self) -> FailureWatchdog:
+        shutil.rmtree(self.failures_dir, ignore_errors=True)  # reports of an earlier attempt (before --resume)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def reports(self) -> list[dict[str, Any]]:
+        found = []
+        for path in sorted(self.failures_dir.glob("rank-*.json")):
+            with contextlib.suppress(OSError, ValueError):
+                found.append(json.loads(path.read_text()))
+        return sorted(found, key=lambda r: r.get("at", 0))
+
+    def _watch(self) -> None:
+        first_seen = None
+        while not self._stop.wait(self.interval):
+            reports = self.reports()
+            if not reports or self.stopped_ranks:
+                continue
+            if first_seen is None:
+                first_seen = time.monotonic()
+                print(
+                    f"[launch] rank {reports[0]['rank']} failed ({reports[0]['error'][:300]}); "
+                    f"waiting up to {self.grace_seconds:g} s for the other ranks to exit",
+                    file=self.out,
+                    flush=True,
+                )
+            elif time.monotonic() - first_seen >= self.grace_seconds:
+                self.stopped_ranks = True
+                print(
+                    f"[launch] ranks still running {self.grace_seconds:g} s after the first failure: stopping them",
+                    file=self.out,
+                    flush=True,
+                )
+                self.abort()
+
+    def summary(self) -> str:
+        lines = [f"rank {r['rank']} on {r['host']} failed: {r['error'][:500]}" for r in self.reports()]
+        if self.stopped_ranks:
+            lines.append(
+                f"the ranks still running {self.grace_seconds:g} s later were stopped by the driver: a rank stopped "
+                "responding (frozen process, lost network), so its peers' collectives timed out "
+                "(HOROVOD_GLOO_TIMEOUT_SECONDS)"
+            )
+        return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def restored_signal_handlers() -> Iterator[None]:
+    """horovod's launcher installs SIGINT/SIGTERM handlers that only set its abort event; put ours back after, or
+    the driver would ignore Ctrl-C and SIGTERM for the rest of its life."""
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def make_plan(root: Path, info: DatasetInfo, run_dir: Path) -> TrainingPlan:
     return TrainingPlan(
         train_url=info.split_url(root, "train"),
@@ -93,21 +174,24 @@ def run_horovod(spark, cfg: Config, plan: TrainingPlan) -> list[dict[str, Any]]:
     import horovod.spark
 
     check_slots(spark, cfg.run.num_proc)
+    watchdog = FailureWatchdog(store.RunLayout(plan.run_dir).failures, cfg.run.failure_grace_seconds)
     try:
-        return horovod.spark.run(
-            train_fn,
-            args=(cfg.to_dict(), asdict(plan)),
-            num_proc=cfg.run.num_proc,
-            use_gloo=cfg.run.use_gloo,
-            use_mpi=not cfg.run.use_gloo,
-            start_timeout=cfg.run.start_timeout,
-            verbose=cfg.run.verbose,
-            env=dict(os.environ),
-            stdout=sys.stdout,
-            stderr=sys.stderr,
-        )
+        with restored_signal_handlers(), watchdog:
+            return horovod.spark.run(
+                train_fn,
+                args=(cfg.to_dict(), asdict(plan)),
+                num_proc=cfg.run.num_proc,
+                use_gloo=cfg.run.use_gloo,
+                use_mpi=not cfg.run.use_gloo,
+                start_timeout=cfg.run.start_timeout,
+                verbose=cfg.run.verbose,
+                env=dict(os.environ),
+                stdout=sys.stdout,
+                stderr=sys.stderr,
+            )
     except Exception as err:  # horovod raises plain Exception/RuntimeError for failed ranks
-        raise LaunchError(f"training failed: {err}") from err
+        details = watchdog.summary()
+        raise LaunchError(f"training failed: {err}" + (f"\n{details}" if details else "")) from err
 
 
 def prepare_run_dir(run_dir: Path, resume: bool) -> Path | None:

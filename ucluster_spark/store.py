@@ -120,3 +120,8 @@ class RunLayout:
     @property
     def history(self) -> Path:
         return self.root / "history.json"
+
+    @property
+    def failures(self) -> Path:
+        """``rank-N.json`` written by a rank that raised: how the driver learns of a failure while a peer hangs."""
+        return self.root / "failures"

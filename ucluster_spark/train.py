@@ -6,6 +6,7 @@ Distributed lines are marked ``# Horovod:``. Only plain values arrive here (the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -265,7 +266,39 @@ def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
 
 
 def train_fn(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str, Any]:
-    """Train, initialise centroids, evaluate; rank 0 writes the run directory. Returns this rank's summary."""
+    """Train, initialise centroids, evaluate; rank 0 writes the run directory. Returns this rank's summary.
+    A rank that raises leaves a failure report for the driver's watchdog first."""
+    try:
+        return train_rank(cfg_dict, plan_dict)
+    except BaseException as err:
+        report_failure(plan_dict["run_dir"], err)
+        raise
+
+
+def report_failure(run_dir: str, err: BaseException) -> None:
+    """``RUN_DIR/failures/rank-N.json``: horovod.spark.run only reports exit codes once every rank has exited, so a
+    rank stuck on a frozen peer would keep the driver waiting; this file lets the driver act on the first failure."""
+    import socket
+
+    from ucluster_spark import store
+
+    rank = os.environ.get("HOROVOD_RANK", "unknown")
+    text = str(err)
+    # TensorFlow puts the op's traceback first and the cause (e.g. a Gloo timeout) in the last lines.
+    cause = next((line.strip() for line in reversed(text.splitlines()) if line.strip()), "")
+    report = {
+        "rank": rank,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "error": f"{type(err).__name__}: {cause}"[:1000],
+        "details": text[-4000:],
+        "at": time.time(),
+    }
+    with contextlib.suppress(OSError):  # the report is a courtesy; the original error is what must surface
+        store.atomic_write_json(store.RunLayout(run_dir).failures / f"rank-{rank}.json", report)
+
+
+def train_rank(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str, Any]:
     import horovod.tensorflow as hvd
     import numpy as np
 

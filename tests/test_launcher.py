@@ -1,0 +1,50 @@
+"""Driver-side decisions of the launcher that need no Spark: the failure watchdog's timing and messages."""
+
+import io
+import json
+import threading
+import time
+
+from ucluster_spark.launcher import FailureWatchdog, restored_signal_handlers
+
+
+def _report(failures, rank, error="UnknownError: Gloo timeout"):
+    failures.mkdir(parents=True, exist_ok=True)
+    (failures / f"rank-{rank}.json").write_text(
+        json.dumps({"rank": str(rank), "host": "h", "pid": 1, "error": error, "at": time.time()})
+    )
+
+
+def test_watchdog_stops_the_ranks_only_after_the_grace_period(tmp_path):
+    aborted = threading.Event()
+    out = io.StringIO()
+    failures = tmp_path / "failures"
+    _report(failures, 1, "left from an earlier attempt")
+    with FailureWatchdog(failures, grace_seconds=1.0, out=out, interval=0.05, abort=aborted.set) as watchdog:
+        assert not failures.exists()  # stale reports are cleared before the ranks start
+        time.sleep(0.3)
+        assert not aborted.is_set() and out.getvalue() == ""  # no failure: nothing happens
+        _report(failures, 0)
+        time.sleep(0.4)
+        assert "rank 0 failed (UnknownError: Gloo timeout); waiting up to 1 s" in out.getvalue()
+        assert not aborted.is_set()  # within the grace period the others may still exit by themselves
+        assert aborted.wait(3.0)
+    assert watchdog.stopped_ranks
+    assert "rank 0 on h failed: UnknownError: Gloo timeout" in watchdog.summary()
+    assert "were stopped by the driver" in watchdog.summary()
+
+
+def test_watchdog_without_failures_never_aborts(tmp_path):
+    aborted = threading.Event()
+    with FailureWatchdog(tmp_path / "failures", grace_seconds=0.0, interval=0.05, abort=aborted.set) as watchdog:
+        time.sleep(0.3)
+    assert not aborted.is_set() and watchdog.summary() == ""
+
+
+def test_signal_handlers_are_restored_after_a_launcher_replaced_them():
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    with restored_signal_handlers():
+        signal.signal(signal.SIGTERM, lambda *_: None)  # what horovod's launch_gloo does
+    assert signal.getsignal(signal.SIGTERM) is before
