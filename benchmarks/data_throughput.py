@@ -97,7 +97,7 @@ def reader_rate(root: Path, batch_size: int, batches: int) -> float:
         shard_count=2,
         max_constituents=100,
         n_features=8,
-        batch_size=batch_size,
+        batch_sizes=[batch_size],
         shuffle_buffer=2048,
         seed=0,
         num_epochs=None,
@@ -115,31 +115,26 @@ def training_step_rate(batch_size: int, steps: int) -> float:
     import tensorflow as tf
 
     from ucluster_spark import config
-    from ucluster_spark.losses import clustering_loss_per_jet, focal_loss, mass_bin
     from ucluster_spark.model import build_model
+    from ucluster_spark.schema import CONSTITUENTS, MASS
+    from ucluster_spark.train import make_optimizer, make_train_step
 
     cfg = config.load(None)
     model = build_model(cfg)
-    optimizer = tf.keras.optimizers.Adam(1e-3)
+    _, optimizer = make_optimizer(cfg, model, workers=1)
+    alpha, beta = tf.Variable(cfg.loss.alpha0), tf.Variable(cfg.loss.clustering_weight)  # clustering loss on
+    step = make_train_step(model, optimizer, cfg, alpha, beta, average_gradients=False)
     rng = np.random.default_rng(0)
     x = np.zeros((batch_size, 100, 8), np.float32)
     for i, n in enumerate(rng.integers(20, 100, batch_size)):
         x[i, :n] = rng.normal(size=(n, 8))
-    mass = rng.uniform(0, 250, batch_size).astype(np.float32)
+    batch = {CONSTITUENTS: tf.constant(x), MASS: tf.constant(rng.uniform(0, 250, batch_size).astype(np.float32))}
+    weight = tf.constant(1.0)
 
-    @tf.function
-    def step(x, mass):
-        with tf.GradientTape() as tape:
-            out = model(x, training=True)
-            loss = focal_loss(mass_bin(mass, 20, 200.0), out["aux_logits"], 4.0)
-            loss += tf.reduce_sum(clustering_loss_per_jet(out["z"], model.centroids, 5.0))
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-
-    step(x, mass)
+    step(batch, weight)
     start = time.perf_counter()
     for _ in range(steps):
-        step(x, mass)
+        step(batch, weight)[0].numpy()
     return steps * batch_size / (time.perf_counter() - start)
 
 

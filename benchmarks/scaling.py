@@ -71,8 +71,9 @@ def bare_loop(cfg, train_dir: str, threads: int) -> dict[str, Any]:
     step = make_train_step(model, optimizer, cfg, alpha, beta, average_gradients=False)
     batch_spec = {CONSTITUENTS: tf.TensorSpec([t.batch_size, d.max_constituents, n_features], tf.float32)}
     batch_spec.update({c: tf.TensorSpec([t.batch_size], tf.float32) for c in d.aux_mass_columns})
-    flops_per_step = float_ops(step.get_concrete_function(batch_spec).graph)
+    flops_per_step = float_ops(step.get_concrete_function(batch_spec, tf.TensorSpec([], tf.float32)).graph)
 
+    one = tf.constant(1.0)  # gradient weight: one process, full batches
     rng = np.random.default_rng(t.seed)
     steps = len(x) // t.batch_size
     epochs = []
@@ -85,7 +86,7 @@ def bare_loop(cfg, train_dir: str, threads: int) -> dict[str, Any]:
             rows = order[i * t.batch_size : (i + 1) * t.batch_size]
             batch = {CONSTITUENTS: tf.constant(x[rows])}
             batch.update({c: tf.constant(v[rows]) for c, v in targets.items()})
-            step(batch)[0].numpy()
+            step(batch, one)[0].numpy()
         epochs.append({"seconds": time.time() - start, "jets": steps * t.batch_size})
     return {
         "threads": threads,

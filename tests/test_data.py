@@ -46,6 +46,28 @@ def test_shards_are_disjoint_and_complete(synthetic_dataset, shard_count):
     assert sum(len(s) for s in shards) == len(set().union(*shards)) == info.n_jets("train")
 
 
+@pytest.mark.parametrize("shard_count", [1, 2, 3])
+def test_a_training_epoch_holds_every_jet_once_in_the_planned_steps(synthetic_dataset, shard_count):
+    """The real path of a rank's epoch: shard sizes -> EpochPlan -> shuffled petastorm pass cut into its batches."""
+    from ucluster_spark.reader import shard_size, training_batches
+    from ucluster_spark.train import EpochPlan
+
+    root, info, _ = synthetic_dataset
+    url = info.split_url(root, "train")
+    sizes = [shard_size(url, shard=r, shard_count=shard_count) for r in range(shard_count)]
+    plan = EpochPlan.for_shards(sizes, batch_size=16)
+    seen = []
+    for rank in range(shard_count):
+        with training_batches(
+            url, shard=rank, shard_count=shard_count, max_constituents=100, n_features=8,
+            batch_sizes=plan.batch_sizes(rank), shuffle_buffer=64, seed=3, target_columns=[schema.MASS, schema.JET_ID],
+        ) as ds:  # fmt: skip
+            batches = [b[schema.JET_ID].numpy() for b in ds]
+        assert [len(b) for b in batches] == plan.batch_sizes(rank)  # exactly plan.steps batches on every rank
+        seen.extend(v.decode() for b in batches for v in b)
+    assert len(seen) == len(set(seen)) == info.n_jets("train")
+
+
 def test_too_few_row_groups_for_the_ranks_is_refused_up_front(synthetic_dataset):
     root, _, _ = synthetic_dataset
     check_shardable(root, 4)

@@ -248,6 +248,8 @@ def test_ranks_end_with_identical_weights_and_centroids(spark, synthetic_dataset
     assert first["metrics"] == second["metrics"]  # whole-split metrics from summed per-rank counts
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert first["rank_started_at"] < history[0]["started_at"]
+    for record in history:  # every training jet once per epoch, split over the two ranks
+        assert record["jets_per_second"] * record["seconds"] == pytest.approx(info.n_jets("train"))
     assert result.metrics["n_jets"] == info.n_jets("test")  # every test jet, across both ranks
 
 

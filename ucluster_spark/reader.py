@@ -82,7 +82,7 @@ def training_batches(
     shard_count: int,
     max_constituents: int,
     n_features: int,
-    batch_size: int,
+    batch_sizes: Sequence[int],
     shuffle_buffer: int,
     seed: int,
     target_columns: Sequence[str] = (schema.MASS,),
@@ -90,9 +90,10 @@ def training_batches(
     workers: int = 1,
 ) -> Iterator[tf.data.Dataset]:
     """Shuffled batches of {constituents, *target_columns} from ``num_epochs`` passes over this rank's shard
-    (None: endless); a training epoch is one pass, cut to the step count all ranks share. One reader thread by
-    default: the jet order is then a function of the dataset files and ``seed`` alone, and one thread still
-    decodes far faster than a rank trains (~240k jets/s measured on the 30k-jet benchmark sample)."""
+    (None: endless), cut into ``batch_sizes`` in turn: one pass cut by ``EpochPlan.batch_sizes`` is one training
+    epoch, every jet once. One reader thread by default: the jet order is then a function of the dataset files
+    and ``seed`` alone, and one thread still decodes far faster than a rank trains (~240k jets/s measured on the
+    30k-jet benchmark sample)."""
     columns = [schema.CONSTITUENTS, *target_columns]
     with open_shard(
         url,
@@ -107,7 +108,8 @@ def training_batches(
         yield (
             per_jet(batches, max_constituents, n_features)
             .shuffle(shuffle_buffer, seed=seed)
-            .batch(batch_size, drop_remainder=True)
+            .batch(max(batch_sizes))
+            .rebatch(tf.constant(list(batch_sizes), tf.int64))
             .prefetch(2)
         )
 

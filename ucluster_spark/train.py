@@ -35,6 +35,42 @@ class TrainingPlan:
     """Epochs completed and their records, from the checkpoint when resuming."""
 
 
+@dataclass(frozen=True)
+class EpochPlan:
+    """How an epoch is cut into steps: every rank takes ``steps`` steps (no rank waits on another's collective) and
+    every jet of every shard is in exactly one of them. Shards differ by up to a row group, so rank r's batches
+    hold ``shard_r // steps`` or one more jet, at most ``batch_size``."""
+
+    shard_sizes: tuple[int, ...]
+    steps: int
+
+    @classmethod
+    def for_shards(cls, shard_sizes: list[int], batch_size: int) -> EpochPlan:
+        steps = -(-max(shard_sizes) // batch_size)
+        if min(shard_sizes) < steps:
+            raise ValueError(
+                f"training shards of {shard_sizes} jets are too uneven for batches of {batch_size}: the largest needs "
+                f"{steps} steps and the smallest cannot fill them; lower train.batch_size, use fewer ranks or write "
+                "more, smaller files (data.files_per_split)"
+            )
+        return cls(tuple(shard_sizes), steps)
+
+    @property
+    def jets(self) -> int:
+        return sum(self.shard_sizes)
+
+    def batch_sizes(self, rank: int) -> list[int]:
+        base, extra = divmod(self.shard_sizes[rank], self.steps)
+        return [base + 1] * extra + [base] * (self.steps - extra)
+
+    def gradient_weights(self, rank: int) -> list[float]:
+        """Per step, ranks x this rank's jets / all ranks' jets: after Horovod's average over ranks the gradient is
+        the mean over every jet of the step, however the batch sizes differ."""
+        per_rank = [self.batch_sizes(r) for r in range(len(self.shard_sizes))]
+        totals = [sum(step) for step in zip(*per_rank, strict=True)]
+        return [len(per_rank) * n / total for n, total in zip(per_rank[rank], totals, strict=True)]
+
+
 FAULT_ENV = "UCLUSTER_INJECT_FAULT"
 """``kill:RANK:EPOCH:STEP`` makes that rank SIGKILL itself before that step (0-based epoch and step), ``stop:...``
 makes it SIGSTOP itself (a frozen worker): how the tests check that a lost or hung worker fails the job within a
@@ -101,7 +137,8 @@ def make_optimizer(cfg, model, workers: int):
 
 
 def make_train_step(model, optimizer, cfg, alpha, beta, average_gradients: bool = True):
-    """One optimisation step, L = focal(aux) + beta * clustering(alpha): a ``tf.function`` returning
+    """One optimisation step on L = focal(aux) + beta * clustering(alpha), its gradient scaled by ``weight``
+    (``EpochPlan.gradient_weights``): a ``tf.function`` of (batch, weight) returning
     ([loss, focal, mean clustering loss per jet], z). The scaling benchmark's bare loop runs the same step."""
     import tensorflow as tf
 
@@ -110,8 +147,8 @@ def make_train_step(model, optimizer, cfg, alpha, beta, average_gradients: bool 
 
     d, lc = cfg.data, cfg.loss
 
-    @tf.function
-    def train_step(batch):
+    @tf.function(reduce_retracing=True)  # batch sizes differ by one jet between steps
+    def train_step(batch, weight):
         with tf.GradientTape() as tape:
             out = model(batch[CONSTITUENTS], training=True)
             masses = tf.stack([batch[c] for c in d.aux_mass_columns], axis=-1)  # (B, targets)
@@ -120,12 +157,13 @@ def make_train_step(model, optimizer, cfg, alpha, beta, average_gradients: bool 
             per_jet = clustering_loss_per_jet(out["z"], model.centroids, alpha)
             clustering = reduce_clustering_loss(per_jet, lc.clustering_reduction)
             loss = focal + beta * clustering
+            weighted = loss * weight
         if average_gradients:
             import horovod.tensorflow as hvd
 
             # Horovod: gradients averaged over ranks.
             tape = hvd.DistributedGradientTape(tape)
-        grads = tape.gradient(loss, model.trainable_variables)
+        grads = tape.gradient(weighted, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         return tf.stack([loss, focal, tf.reduce_mean(per_jet)]), out["z"]
 
@@ -147,7 +185,7 @@ class Rank:
     alpha: Any
     beta: Any
     train_step: Any
-    steps_per_epoch: int
+    epoch_plan: EpochPlan
 
     @property
     def global_batch(self) -> int:
@@ -165,7 +203,7 @@ class Rank:
             shard_count=self.size,
             max_constituents=d.max_constituents,
             n_features=len(feature_names(d.feature_set)),
-            batch_size=t.batch_size,
+            batch_sizes=self.epoch_plan.batch_sizes(self.rank),
             shuffle_buffer=t.shuffle_buffer,
             seed=t.seed + 1000 * epoch + self.rank,
             target_columns=d.aux_mass_columns,
@@ -184,7 +222,7 @@ def start_rank(cfg, plan: TrainingPlan, rank: int, size: int) -> Rank:
     log = ProgressLog(rank, plan.run_dir)
     tf.random.set_seed(t.seed)
     model = build_model(cfg)
-    steps_per_epoch = shared_steps_per_epoch(plan.train_url, t.batch_size, rank, size, log)
+    epoch_plan = shared_epoch_plan(plan.train_url, t.batch_size, rank, size, log)
     schedule, optimizer = make_optimizer(cfg, model, size)
     if plan.resume_from and rank == 0:
         checkpoint.restore(plan.resume_from, model, optimizer)
@@ -195,11 +233,11 @@ def start_rank(cfg, plan: TrainingPlan, rank: int, size: int) -> Rank:
     beta = tf.Variable(0.0, trainable=False, dtype=tf.float32, name="beta")
     state = Rank(
         cfg, plan, rank, size, log, model, optimizer, schedule, alpha, beta,
-        make_train_step(model, optimizer, cfg, alpha, beta), steps_per_epoch,
+        make_train_step(model, optimizer, cfg, alpha, beta), epoch_plan,
     )  # fmt: skip
     log(
         f"{size} rank(s), batch {t.batch_size}/rank = {state.global_batch} global, lr {schedule.initial:g} "
-        f"(scale_lr_by_workers={t.scale_lr_by_workers}), {steps_per_epoch} steps/epoch, "
+        f"(scale_lr_by_workers={t.scale_lr_by_workers}), {epoch_plan.steps} steps/epoch, "
         f"{plan.n_train} training jets, {model.count_params()} parameters",
     )
     return state
@@ -225,9 +263,10 @@ def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
     sums = np.zeros(3)
     with r.one_pass(epoch) as train_ds:
         batches = iter(train_ds)
-        for step in range(r.steps_per_epoch):  # same count on every rank: no hang on uneven shards
+        # The same step count on every rank (no hang on uneven shards), every jet once.
+        for step, weight in enumerate(r.epoch_plan.gradient_weights(r.rank)):
             inject_fault(r.rank, epoch, step)
-            means, z = r.train_step(next(batches))
+            means, z = r.train_step(next(batches), tf.constant(weight, tf.float32))
             sums += means.numpy()
             if collect:
                 pooled.append(z.numpy())
@@ -237,7 +276,7 @@ def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
         set_centroids_by_kmeans(r.model, np.concatenate(pooled), r.cfg, r.rank, r.log)
     # Horovod: epoch means over all ranks.
     loss, focal, clustering = hvd.allreduce(
-        tf.constant(sums / r.steps_per_epoch), op=hvd.Average, name="epoch_means"
+        tf.constant(sums / r.epoch_plan.steps), op=hvd.Average, name="epoch_means"
     ).numpy()
     record = {
         "epoch": epoch,
@@ -250,7 +289,7 @@ def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
         "global_step": int(r.optimizer.iterations.numpy()),
         "started_at": start,
         "seconds": seconds,
-        "jets_per_second": r.steps_per_epoch * r.global_batch / seconds,
+        "jets_per_second": r.epoch_plan.jets / seconds,
     }
     if r.plan.n_val:
         val = evaluate_split(r.model, r.plan.val_url, r.cfg, r.plan.classes, r.rank, r.size)
@@ -290,7 +329,7 @@ def report_failure(run_dir: str, err: BaseException) -> None:
         "rank": rank,
         "host": socket.gethostname(),
         "pid": os.getpid(),
-        "error": f"{type(err).__name__}: {cause}"[:1000],
+        "error": (cause if cause.startswith(type(err).__name__) else f"{type(err).__name__}: {cause}")[:1000],
         "details": text[-4000:],
         "at": time.time(),
     }
@@ -340,9 +379,8 @@ def train_rank(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str,
     }
 
 
-def shared_steps_per_epoch(url: str, batch_size: int, rank: int, size: int, log: ProgressLog) -> int:
-    """Steps every rank can take in one pass over its own shard. Shards differ by up to a row group; the larger
-    ones leave their last jets (different ones every epoch, as the order is reshuffled) for the next epoch."""
+def shared_epoch_plan(url: str, batch_size: int, rank: int, size: int, log: ProgressLog) -> EpochPlan:
+    """The same ``EpochPlan`` on every rank, from every shard's size."""
     import horovod.tensorflow as hvd
     import tensorflow as tf
 
@@ -351,15 +389,14 @@ def shared_steps_per_epoch(url: str, batch_size: int, rank: int, size: int, log:
     local = shard_size(url, shard=rank, shard_count=size)
     # Horovod: every rank learns every shard's size and takes the same decision.
     sizes = hvd.allgather(tf.constant([local], tf.int64), name="shard_sizes").numpy().tolist()
-    steps = min(sizes) // batch_size
-    if steps == 0:
-        raise ValueError(
-            f"the smallest training shard holds {min(sizes)} jets (shards: {sizes}), fewer than one batch of "
-            f"{batch_size}; lower train.batch_size or use fewer ranks"
-        )
-    unused = sum(sizes) - steps * batch_size * size
-    log(f"training shards {sizes} jets: {steps} steps/epoch on every rank, {unused} jet(s) left for later epochs")
-    return steps
+    plan = EpochPlan.for_shards(sizes, batch_size)
+    every_batch = [n for r in range(size) for n in plan.batch_sizes(r)]
+    smallest, largest = min(every_batch), max(every_batch)
+    log(
+        f"training shards {sizes} jets: {plan.steps} steps/epoch on every rank, batches of {smallest}-{largest} "
+        "jets per rank, every jet once per epoch"
+    )
+    return plan
 
 
 def _fmt(value: Any) -> str:
