@@ -1,11 +1,13 @@
-"""Driver-side decisions of the launcher that need no Spark: the failure watchdog's timing and messages."""
+"""Driver-side decisions of the launcher: the failure watchdog's timing and messages, the task-slot check."""
 
 import io
 import json
 import threading
 import time
 
-from ucluster_spark.launcher import FailureWatchdog, restored_signal_handlers
+import pytest
+
+from ucluster_spark.launcher import FailureWatchdog, LaunchError, check_slots, restored_signal_handlers
 
 
 def _report(failures, rank, error="UnknownError: Gloo timeout"):
@@ -48,3 +50,11 @@ def test_signal_handlers_are_restored_after_a_launcher_replaced_them():
     with restored_signal_handlers():
         signal.signal(signal.SIGTERM, lambda *_: None)  # what horovod's launch_gloo does
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_more_ranks_than_task_slots_are_refused_before_launch(spark):
+    check_slots(spark, spark.sparkContext.defaultParallelism)
+    too_many = spark.sparkContext.defaultParallelism + 1
+    message = rf"run.num_proc={too_many} ranks need {too_many} concurrent Spark task slots"
+    with pytest.raises(LaunchError, match=message):
+        check_slots(spark, too_many)

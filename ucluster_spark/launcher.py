@@ -38,11 +38,14 @@ class TrainingResult:
 
 def check_slots(spark, num_proc: int) -> None:
     """horovod.spark.run needs num_proc tasks running at once; fail now rather than wait for the timeout."""
-    slots = spark.sparkContext.defaultParallelism
+    cores = spark.sparkContext.defaultParallelism
+    cores_per_task = int(spark.sparkContext.getConf().get("spark.task.cpus", "1"))
+    slots = cores // cores_per_task
     if num_proc > slots:
         raise LaunchError(
             f"run.num_proc={num_proc} ranks need {num_proc} concurrent Spark task slots, but this application has "
-            f"{slots} (master {spark.sparkContext.master}); lower --num-proc or give Spark more cores/executors"
+            f"{slots} ({cores} cores / spark.task.cpus={cores_per_task}, master {spark.sparkContext.master}); "
+            "lower --num-proc or give Spark more cores/executors"
         )
 
 
