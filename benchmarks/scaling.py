@@ -23,6 +23,7 @@ shard sizes, broadcast) and the first epoch's extra time. Prints one JSON docume
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -277,6 +278,9 @@ def machine() -> dict[str, Any]:
     info["model_name"] = fields.get("Model name", "").strip()
     flags = set(fields.get("Flags", "").split())
     info["simd"] = [f for f in ("avx512f", "avx2", "fma") if f in flags]
+    with contextlib.suppress(OSError, StopIteration, ValueError):
+        cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+        info["cpu_mhz"] = float(next(line for line in cpuinfo if line.startswith("cpu MHz")).split(":")[1])
     return info
 
 
