@@ -131,7 +131,7 @@ def test_a_finished_run_directory_is_refused_before_any_work(finished_run):
 def test_a_killed_rank_fails_the_job_and_the_run_resumes_from_its_checkpoint(finished_run):
     from ucluster_spark.train import FAULT_ENV
 
-    work, _, _ = finished_run
+    work, uninterrupted, _ = finished_run
     run_dir = work / "killed"
     args = ["--output", str(run_dir), f"data.generated_root={work / 'generated'}", *TINY]
     # Rank 1 SIGKILLs itself at the first step of epoch 2, after the epoch-1 checkpoint.
@@ -160,6 +160,16 @@ def test_a_killed_rank_fails_the_job_and_the_run_resumes_from_its_checkpoint(fin
     assert history[1]["global_step"] == 2 * history[0]["global_step"]
     assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 2
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["LATEST", "epoch-0001", "epoch-0002"]
+    # The same configuration and data as the uninterrupted run: the same run, number for number (data order, dropout
+    # masks, optimizer and schedule state are all functions of the seed, the epoch and the step).
+    reference = json.loads((uninterrupted / "history.json").read_text())
+    for key in ("loss", "focal_loss", "clustering_loss_per_jet", "global_step", "val_clustering_accuracy"):
+        assert [h.get(key) for h in history] == [h.get(key) for h in reference], key
+    final, expected = (json.loads((d / "metrics.json").read_text()) for d in (run_dir, uninterrupted))
+    assert (final["confusion_matrix"], final["embedding_mean"]) == (
+        expected["confusion_matrix"],
+        expected["embedding_mean"],
+    )
 
 
 def test_a_frozen_rank_is_stopped_and_the_job_fails_within_a_bounded_time(finished_run):

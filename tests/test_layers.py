@@ -3,7 +3,14 @@ import pytest
 import tensorflow as tf
 
 from ucluster_spark import config
-from ucluster_spark.layers import GAPLayer, MaskedPooling, ParticleDense, knn_indices, particle_mask
+from ucluster_spark.layers import (
+    GAPLayer,
+    MaskedPooling,
+    ParticleDense,
+    StepSeededDropout,
+    knn_indices,
+    particle_mask,
+)
 from ucluster_spark.model import build_model
 
 
@@ -35,11 +42,33 @@ def test_gap_layer_shapes_and_zero_padding():
 
 
 @pytest.mark.parametrize(
-    "layer", [GAPLayer(8, 3, 0.8, name="g"), ParticleDense(5, 0.7, name="p"), MaskedPooling("max", name="m")]
+    "layer",
+    [
+        GAPLayer(8, 3, 0.8, name="g"),
+        ParticleDense(5, 0.7, name="p"),
+        MaskedPooling("max", name="m"),
+        StepSeededDropout(0.2, seed=5, name="d"),
+    ],
 )
 def test_layers_round_trip_their_config(layer):
     clone = type(layer).from_config(layer.get_config())
     assert clone.get_config() == layer.get_config()
+
+
+def test_dropout_masks_follow_the_saved_call_count_not_the_process():
+    x = tf.ones((64, 32))
+    layer = StepSeededDropout(0.25, seed=3)
+    first, second = layer(x, training=True).numpy(), layer(x, training=True).numpy()
+    assert int(layer.calls.numpy()) == 2
+    assert not np.array_equal(first, second)  # a new mask every step
+    np.testing.assert_allclose(np.unique(first), [0.0, 1 / 0.75], rtol=1e-6)  # kept values rescaled
+    assert abs((first == 0).mean() - 0.25) < 0.05
+    resumed = StepSeededDropout(0.25, seed=3)  # a new process restoring the count from a checkpoint
+    resumed.build(x.shape)
+    resumed.set_weights([np.int64(1)])
+    np.testing.assert_array_equal(resumed(x, training=True).numpy(), second)
+    np.testing.assert_array_equal(layer(x, training=False).numpy(), x.numpy())  # inference: identity, no count
+    assert int(layer.calls.numpy()) == 2
 
 
 def test_model_outputs_and_permutation_invariance_of_the_embedding():

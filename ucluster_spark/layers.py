@@ -151,3 +151,33 @@ class MaskedPooling(tf.keras.layers.Layer):
         config = super().get_config()
         config.update({"mode": self.mode})
         return config
+
+
+@tf.keras.utils.register_keras_serializable(package="ucluster_spark")
+class StepSeededDropout(tf.keras.layers.Layer):
+    """Dropout whose masks are a function of (seed, number of training calls so far). The count is a weight, saved
+    in every checkpoint, so a resumed run draws exactly the masks the uninterrupted run would have; Keras'
+    Dropout draws from a process-local random stream that restarts with the process. Every rank draws the same
+    masks (for different jets)."""
+
+    def __init__(self, rate: float, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
+        self.rate = float(rate)
+        self.seed = int(seed)
+
+    def build(self, input_shape):
+        self.calls = self.add_weight(name="calls", shape=(), dtype=tf.int64, initializer="zeros", trainable=False)
+        super().build(input_shape)
+
+    def call(self, x, training=None):
+        if not training or self.rate == 0.0:
+            return x
+        seed = tf.stack([tf.constant(self.seed, tf.int64), self.calls.read_value()])
+        keep = tf.random.stateless_uniform(tf.shape(x), seed=seed) >= self.rate
+        self.calls.assign_add(1)
+        return tf.where(keep, x / (1.0 - self.rate), tf.zeros_like(x))
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}

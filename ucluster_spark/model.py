@@ -10,7 +10,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from ucluster_spark.config import Config
-from ucluster_spark.layers import GAPLayer, MaskedPooling, ParticleDense, particle_mask
+from ucluster_spark.layers import GAPLayer, MaskedPooling, ParticleDense, StepSeededDropout, particle_mask
 from ucluster_spark.losses import squared_distances
 from ucluster_spark.schema import feature_names, knn_coordinate_indices
 
@@ -42,7 +42,7 @@ def build_backbone(cfg: Config) -> tf.keras.Model:
     a = z
     for i, units in enumerate(m.aux_hidden):
         a = tf.keras.layers.Dense(units, activation="relu", name=f"aux_{i}")(a)
-        a = tf.keras.layers.Dropout(m.aux_dropout, name=f"aux_dropout_{i}")(a)
+        a = StepSeededDropout(m.aux_dropout, seed=cfg.train.seed * 100 + i, name=f"aux_dropout_{i}")(a)
     n_targets = len(d.aux_mass_columns)
     a = tf.keras.layers.Dense(n_targets * d.mass_bins, name="aux_dense")(a)
     aux_logits = tf.keras.layers.Reshape((n_targets, d.mass_bins), name="aux_logits")(a)

@@ -220,7 +220,7 @@ def start_rank(cfg, plan: TrainingPlan, rank: int, size: int) -> Rank:
 
     t = cfg.train
     log = ProgressLog(rank, plan.run_dir)
-    tf.random.set_seed(t.seed)
+    tf.keras.utils.set_random_seed(t.seed)  # Python, NumPy and TensorFlow: the initial weights are a function of it
     model = build_model(cfg)
     epoch_plan = shared_epoch_plan(plan.train_url, t.batch_size, rank, size, log)
     schedule, optimizer = make_optimizer(cfg, model, size)
@@ -323,8 +323,9 @@ def report_failure(run_dir: str, err: BaseException) -> None:
 
     rank = os.environ.get("HOROVOD_RANK", "unknown")
     text = str(err)
-    # TensorFlow puts the op's traceback first and the cause (e.g. a Gloo timeout) in the last lines.
-    cause = next((line.strip() for line in reversed(text.splitlines()) if line.strip()), "")
+    # TensorFlow puts the op's traceback first, then the cause (e.g. a Gloo timeout), then "[[{{node ...}}]]".
+    lines = [line.strip() for line in text.splitlines()]
+    cause = next((line for line in reversed(lines) if line and not line.startswith(("[[", "File "))), "")
     report = {
         "rank": rank,
         "host": socket.gethostname(),
@@ -411,6 +412,8 @@ def sync_non_trainable(model) -> None:
     import horovod.tensorflow as hvd
 
     for i, variable in enumerate(model.non_trainable_variables):
+        if variable.dtype.is_integer:  # step counters (StepSeededDropout): already equal on every rank
+            continue
         # Horovod: one averaged copy everywhere.
         variable.assign(hvd.allreduce(variable, op=hvd.Average, name=f"non_trainable_{i}"))
 
