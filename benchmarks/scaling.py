@@ -122,12 +122,22 @@ def gemm_peak(n: int = 1024, repeats: int = 20) -> float:
     return 2 * n**3 * repeats / (time.time() - start)
 
 
-def run_bare(config_path: str, overrides: list[str], train_dir: str, threads: int) -> dict[str, Any]:
+def run_bare(
+    config_path: str, overrides: list[str], train_dir: str, threads: int, processes: int = 1
+) -> list[dict[str, Any]]:
+    """``processes`` independent bare loops at once: with more than one, what the hardware itself gives to data
+    parallelism (shared memory bandwidth, clocks) without any communication, the ceiling for the stack's ranks."""
     command = [sys.executable, __file__, "--config", config_path, "--bare-loop", train_dir, str(threads), *overrides]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"bare loop failed ({done.returncode}):\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    running = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(processes)
+    ]
+    results = []
+    for proc in running:
+        out, err = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"bare loop failed ({proc.returncode}):\n{err[-4000:]}")
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    return results
 
 
 # ---- the full stack -----------------------------------------------------------------------------------------------
@@ -177,11 +187,17 @@ def steady(epochs: list[dict]) -> dict[str, float]:
     }
 
 
-def summarize(runs: dict[str, dict], bare: dict, spark_seconds: float, per_rank: int, threads: int) -> dict[str, Any]:
+def summarize(
+    runs: dict[str, dict], bares: dict[int, list[dict]], spark_seconds: float, per_rank: int, threads: int
+) -> dict[str, Any]:
     """The numbers the targets are about; ``per_rank`` threads for the rank-count runs and the bare loop,
     ``threads`` for the single-rank comparison."""
     rate = {name: steady(r["epochs"])["jets_per_second"] for name, r in runs.items()}
+    bare = bares[1][0]
     rate["bare"] = steady(bare["epochs"])["jets_per_second"]
+    for n, together in bares.items():
+        if n > 1:  # n bare processes at once: their summed throughput
+            rate[f"bare_{n}x{per_rank}"] = sum(steady(b["epochs"])["jets_per_second"] for b in together)
     base = f"stack_1x{per_rank}"
     ranks = sorted(r["num_proc"] for r in runs.values() if r["threads_per_rank"] == per_rank)
     efficiency = {n: rate[f"stack_{n}x{per_rank}"] / (n * rate[base]) for n in ranks if n > 1}
@@ -191,11 +207,20 @@ def summarize(runs: dict[str, dict], bare: dict, spark_seconds: float, per_rank:
         "steady_jets_per_second": {k: round(v, 2) for k, v in rate.items()},
         "overhead_vs_bare": round(1 - rate[base] / rate["bare"], 4),
         "scaling_efficiency": {str(n): round(e, 4) for n, e in efficiency.items()},
+        "bare_processes_scaling_efficiency": {
+            str(n): round(rate[f"bare_{n}x{per_rank}"] / (n * rate["bare"]), 4) for n in bares if n > 1
+        },
+        "stack_vs_bare_processes": {
+            str(n): round(rate[f"stack_{n}x{per_rank}"] / rate[f"bare_{n}x{per_rank}"], 4) for n in bares if n > 1
+        },
         f"speedup_1_rank_{threads}_threads": round(rate[threaded] / rate[base], 3) if threaded != base else None,
         "model": {
             "flops_per_jet_training": round(flops_per_jet),
             "achieved_flops": {k: round(v * flops_per_jet) for k, v in rate.items()},
             "gemm_peak_flops_bare_threads": round(bare["gemm_peak_flops"]),
+            "gemm_peak_flops_per_process_when_all_busy": {
+                str(n): round(min(b["gemm_peak_flops"] for b in together)) for n, together in bares.items() if n > 1
+            },
             "bare_fraction_of_gemm_peak": round(rate["bare"] * flops_per_jet / bare["gemm_peak_flops"], 4),
         },
         "startup_seconds": {"spark_session": round(spark_seconds, 2)}
@@ -226,9 +251,9 @@ def draw(report: dict[str, Any], path: Path) -> None:
 
     summary = report["summary"]
     rates = summary["steady_jets_per_second"]
-    names = ["bare", *[n for n in rates if n != "bare"]]
+    names = sorted(rates, key=lambda n: (not n.startswith("bare"), n))
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    bars = left.bar(names, [rates[n] for n in names], color=["grey" if n == "bare" else "C0" for n in names])
+    bars = left.bar(names, [rates[n] for n in names], color=["grey" if n.startswith("bare") else "C0" for n in names])
     left.bar_label(bars, fmt="%.0f")
     per_rank = report["threads_per_rank"]
     for name, run in report["runs"].items():
@@ -310,7 +335,8 @@ def main() -> None:
     from ucluster_spark.spark import get_session
 
     per_rank = args.threads_per_rank
-    layouts = [(f"stack_{n}x{per_rank}", n, per_rank) for n in sorted({int(v) for v in args.ranks.split(",")} | {1})]
+    rank_counts = sorted({int(v) for v in args.ranks.split(",")} | {1})
+    layouts = [(f"stack_{n}x{per_rank}", n, per_rank) for n in rank_counts]
     if args.threads != per_rank:
         layouts.append((f"stack_1x{args.threads}", 1, args.threads))
     output = Path(args.output or f"runs/scaling-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}").resolve()
@@ -325,7 +351,11 @@ def main() -> None:
             f"[scaling] bare loop, {per_rank} thread(s), {info.n_jets('train')} training jets in memory",
             file=sys.stderr,
         )
-        bare = run_bare(args.config, [*overrides, f"data.path={root}"], str(Path(root) / "train"), per_rank)
+        bare_args = (args.config, [*overrides, f"data.path={root}"], str(Path(root) / "train"), per_rank)
+        bares = {}
+        for n in rank_counts:
+            print(f"[scaling] {n} bare loop process(es) at once", file=sys.stderr, flush=True)
+            bares[n] = run_bare(*bare_args, processes=n)
         runs = {}
         for name, ranks, threads in layouts:
             print(f"[scaling] {name}: {ranks} rank(s) x {threads} thread(s)", file=sys.stderr, flush=True)
@@ -337,14 +367,15 @@ def main() -> None:
             runs[name] = run_stack(spark, run_cfg, output / name)
     finally:
         spark.stop()
+    store.atomic_write_json(output / "raw.json", {"bare": {str(n): b for n, b in bares.items()}, "runs": runs})
     report = {
         "machine": machine(),
         "data": {"path": str(root), "train_jets": info.n_jets("train")},
         "batch_size_per_rank": cfg.train.batch_size,
         "threads_per_rank": per_rank,
         "epochs": cfg.train.epochs,
-        "summary": summarize(runs, bare, spark_seconds, per_rank, args.threads),
-        "bare": bare,
+        "summary": summarize(runs, bares, spark_seconds, per_rank, args.threads),
+        "bare": {str(n): together for n, together in bares.items()},
         "runs": runs,
         "wall_seconds": time.time() - started,
     }

@@ -52,7 +52,10 @@ def test_signal_handlers_are_restored_after_a_launcher_replaced_them():
     assert signal.getsignal(signal.SIGTERM) is before
 
 
-def test_more_ranks_than_task_slots_are_refused_before_launch(spark):
+def test_more_ranks_than_task_slots_are_refused_before_launch():
+    from ucluster_spark.spark import get_session
+
+    spark = get_session("slot-check")  # the active session, or a new one if an earlier test stopped it
     check_slots(spark, spark.sparkContext.defaultParallelism)
     too_many = spark.sparkContext.defaultParallelism + 1
     message = rf"run.num_proc={too_many} ranks need {too_many} concurrent Spark task slots"
