@@ -14,9 +14,10 @@ Measured one after the other on the same data and model (the config's training s
 
 Spark runs in local mode with 2 cores unless spark-submit gives a master (see README, "Scaling").
 
-Steady state = the epochs after the first (which traces the graph); start-up is split into the Spark session,
-launch -> every rank past hvd.init (Spark job, task start, TensorFlow import, Gloo rendezvous), rank set-up (model,
-shard sizes, broadcast) and the first epoch's extra time. Prints one JSON document and writes it with a PNG to
+Steady state = the epochs after the first (which traces the graph). CPU per jet = the CPU time of one process (all
+its threads; rank 0 for the stack) per jet it trains on: above the bare loop's, the stack's own cost. Start-up is
+split into the Spark session, launch -> every rank past hvd.init (Spark job, task start, TensorFlow import, Gloo
+rendezvous), rank set-up (model, shard sizes, broadcast) and the first epoch's extra time. Prints one JSON document and writes it with a PNG to
 ``--output`` (default runs/scaling-<UTC time>). Run it alone on the machine: it measures time.
 """
 
@@ -82,13 +83,15 @@ def bare_loop(cfg, train_dir: str, threads: int) -> dict[str, Any]:
         alpha.assign(alpha_for_epoch(epoch, t.pretrain_epochs, cfg.loss.alpha0))
         beta.assign(cfg.loss.clustering_weight if epoch >= t.pretrain_epochs else 0.0)
         order = rng.permutation(len(x))
-        start = time.time()
+        start, cpu = time.time(), time.process_time()
         for i in range(steps):
             rows = order[i * t.batch_size : (i + 1) * t.batch_size]
             batch = {CONSTITUENTS: tf.constant(x[rows])}
             batch.update({c: tf.constant(v[rows]) for c, v in targets.items()})
             step(batch, one)[0].numpy()
-        epochs.append({"seconds": time.time() - start, "jets": steps * t.batch_size})
+        epochs.append(
+            {"seconds": time.time() - start, "cpu_seconds": time.process_time() - cpu, "jets": steps * t.batch_size}
+        )
     return {
         "threads": threads,
         "batch_size": t.batch_size,
@@ -157,7 +160,12 @@ def run_stack(spark, cfg, run_dir: Path) -> dict[str, Any]:
         "num_proc": cfg.run.num_proc,
         "threads_per_rank": cfg.train.intra_op_threads,
         "epochs": [
-            {"seconds": h["seconds"], "jets": h["jets_per_second"] * h["seconds"], "started_at": h["started_at"]}
+            {
+                "seconds": h["seconds"],
+                "cpu_seconds": h["cpu_seconds"],  # rank 0's process
+                "jets": h["jets_per_second"] * h["seconds"],
+                "started_at": h["started_at"],
+            }
             for h in history
         ],
         "launch_seconds": ranks_ready - called,
@@ -173,6 +181,12 @@ def run_stack(spark, cfg, run_dir: Path) -> dict[str, Any]:
 
 
 # ---- numbers and picture ------------------------------------------------------------------------------------------
+
+
+def cpu_ms_per_jet(epochs: list[dict], processes: int = 1) -> float:
+    """CPU time one process spends per jet it trains on, steady state (a rank trains 1/processes of the jets)."""
+    rest = epochs[1:]
+    return 1000 * sum(e["cpu_seconds"] for e in rest) / (sum(e["jets"] for e in rest) / processes)
 
 
 def steady(epochs: list[dict]) -> dict[str, float]:
@@ -206,6 +220,9 @@ def summarize(
     summary = {
         "steady_jets_per_second": {k: round(v, 2) for k, v in rate.items()},
         "overhead_vs_bare": round(1 - rate[base] / rate["bare"], 4),
+        "cpu_ms_per_jet_per_process": {"bare": round(cpu_ms_per_jet(bare["epochs"]), 3)}
+        | {f"bare_{n}x{per_rank}": round(cpu_ms_per_jet(b[0]["epochs"]), 3) for n, b in bares.items() if n > 1}
+        | {name: round(cpu_ms_per_jet(r["epochs"], r["num_proc"]), 3) for name, r in runs.items()},
         "scaling_efficiency": {str(n): round(e, 4) for n, e in efficiency.items()},
         "bare_processes_scaling_efficiency": {
             str(n): round(rate[f"bare_{n}x{per_rank}"] / (n * rate["bare"]), 4) for n in bares if n > 1
@@ -374,6 +391,8 @@ def main() -> None:
         "batch_size_per_rank": cfg.train.batch_size,
         "threads_per_rank": per_rank,
         "epochs": cfg.train.epochs,
+        "horovod_cycle_time_ms": cfg.run.horovod_cycle_time_ms,
+        "bind_ranks_to_cores": cfg.run.bind_ranks_to_cores,
         "summary": summarize(runs, bares, spark_seconds, per_rank, args.threads),
         "bare": {str(n): together for n, together in bares.items()},
         "runs": runs,

@@ -62,6 +62,7 @@ def test_a_training_epoch_holds_every_jet_once_in_the_planned_steps(synthetic_da
             url, shard=rank, shard_count=shard_count, max_constituents=100, n_features=8,
             batch_sizes=plan.batch_sizes(rank), shuffle_buffer=64, seed=3, target_columns=[schema.MASS, schema.JET_ID],
         ) as ds:  # fmt: skip
+            assert ds.options().autotune.enabled is False  # its model thread delays deleting the iterator by seconds
             batches = [b[schema.JET_ID].numpy() for b in ds]
         assert [len(b) for b in batches] == plan.batch_sizes(rank)  # exactly plan.steps batches on every rank
         seen.extend(v.decode() for b in batches for v in b)

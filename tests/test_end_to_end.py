@@ -249,8 +249,8 @@ def test_ranks_end_with_identical_weights_and_centroids(spark, synthetic_dataset
     from ucluster_spark.launcher import train
 
     root, info, _ = synthetic_dataset
-    cfg = config.load(ROOT / "conf/local.yaml", [f"data.path={root}", f"run.output={tmp_path / 'run'}", *TINY])
-    result = train(spark, cfg)
+    overrides = [f"data.path={root}", f"run.output={tmp_path / 'run'}", *TINY, "run.bind_ranks_to_cores=true"]
+    result = train(spark, config.load(ROOT / "conf/local.yaml", overrides))
     first, second = result.rank_results
     assert (first["rank"], second["rank"]) == (0, 1)
     assert first["weights_checksum"] == second["weights_checksum"]
@@ -261,6 +261,10 @@ def test_ranks_end_with_identical_weights_and_centroids(spark, synthetic_dataset
     for record in history:  # every training jet once per epoch, split over the two ranks
         assert record["jets_per_second"] * record["seconds"] == pytest.approx(info.n_jets("train"))
     assert result.metrics["n_jets"] == info.n_jets("test")  # every test jet, across both ranks
+    assert all(record["cpu_seconds"] > 0 for record in history)
+    # Bound to disjoint shares of the cores (local[2]: one each).
+    assert first["cpu_affinity"] and not set(first["cpu_affinity"]) & set(second["cpu_affinity"])
+    assert "each rank bound to" in (tmp_path / "run" / "train.log").read_text()
 
 
 def test_one_and_two_workers_at_the_same_global_batch_reach_the_same_accuracy(spark, tmp_path):

@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,24 @@ def configure_threads(train_cfg, local_rank: int = 0) -> None:
         tf.config.set_visible_devices(gpus[local_rank % len(gpus)], "GPU")
     tf.config.threading.set_intra_op_parallelism_threads(train_cfg.intra_op_threads)
     tf.config.threading.set_inter_op_parallelism_threads(train_cfg.inter_op_threads)
+
+
+def core_share(allowed: Sequence[int], local_rank: int, local_size: int) -> list[int]:
+    """This rank's equal, contiguous share of the cores its process may use (empty: fewer cores than ranks)."""
+    cores = sorted(allowed)
+    per_rank = len(cores) // local_size
+    return cores[local_rank * per_rank : (local_rank + 1) * per_rank]
+
+
+def bind_threads(cores: Sequence[int]) -> int:
+    """Bind every thread of this process (TensorFlow's pools, Horovod's and Gloo's threads, readers) to
+    ``cores``; threads started later inherit it. Ranks sharing cores make each other wait at every allreduce.
+    Returns the number of threads bound."""
+    threads = [int(tid) for tid in os.listdir("/proc/self/task")]
+    for tid in threads:
+        with contextlib.suppress(ProcessLookupError):  # a thread that just ended
+            os.sched_setaffinity(tid, cores)
+    return len(threads)
 
 
 def make_optimizer(cfg, model, workers: int):
@@ -259,7 +278,7 @@ def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
     pooled = []
     r.alpha.assign(alpha_for_epoch(epoch, t.pretrain_epochs, lc.alpha0))
     r.beta.assign(lc.clustering_weight if epoch >= t.pretrain_epochs else 0.0)
-    start = time.time()
+    start, cpu_start = time.time(), time.process_time()
     sums = np.zeros(3)
     with r.one_pass(epoch) as train_ds:
         batches = iter(train_ds)
@@ -270,7 +289,7 @@ def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
             sums += means.numpy()
             if collect:
                 pooled.append(z.numpy())
-    seconds = time.time() - start
+    seconds, cpu_seconds = time.time() - start, time.process_time() - cpu_start
     sync_non_trainable(r.model)
     if collect:
         set_centroids_by_kmeans(r.model, np.concatenate(pooled), r.cfg, r.rank, r.log)
@@ -289,6 +308,7 @@ def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
         "global_step": int(r.optimizer.iterations.numpy()),
         "started_at": start,
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,  # rank 0's process, all its threads
         "jets_per_second": r.epoch_plan.jets / seconds,
     }
     if r.plan.n_val:
@@ -350,11 +370,18 @@ def train_rank(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str,
 
     cfg = Config.from_dict(cfg_dict)
     plan = TrainingPlan(**plan_dict)
+    os.environ["HOROVOD_CYCLE_TIME"] = f"{cfg.run.horovod_cycle_time_ms:g}"  # read by hvd.init
     # Horovod: one process per rank.
     hvd.init()
     rank_started_at = time.time()  # start-up cost = launch -> here -> the first epoch's started_at
     configure_threads(cfg.train, hvd.local_rank())
+    cores = core_share(os.sched_getaffinity(0), hvd.local_rank(), hvd.local_size())
+    if cfg.run.bind_ranks_to_cores and cores:
+        bind_threads(cores)
     r = start_rank(cfg, plan, hvd.rank(), hvd.size())
+    if cfg.run.bind_ranks_to_cores:
+        bound = f"each rank bound to {len(cores)} core(s), rank 0 to {cores}"
+        r.log(bound if cores else "bind_ranks_to_cores: fewer cores than ranks on this host, not bound")
 
     history: list[dict[str, Any]] = list(plan.history)
     if cfg.train.pretrain_epochs == 0 and plan.epochs_done == 0:  # no pre-training pass to reuse: embed once
@@ -374,6 +401,7 @@ def train_rank(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str,
     return {
         "rank": r.rank,
         "rank_started_at": rank_started_at,
+        "cpu_affinity": sorted(os.sched_getaffinity(0)),
         "metrics": metrics,
         "weights_checksum": float(sum(float(np.sum(np.abs(v.numpy()))) for v in r.model.trainable_variables)),
         "centroids": r.model.centroids.numpy().tolist(),
