@@ -17,8 +17,9 @@ Spark runs in local mode with 2 cores unless spark-submit gives a master (see RE
 Steady state = the epochs after the first (which traces the graph). CPU per jet = the CPU time of one process (all
 its threads; rank 0 for the stack) per jet it trains on: above the bare loop's, the stack's own cost. Start-up is
 split into the Spark session, launch -> every rank past hvd.init (Spark job, task start, TensorFlow import, Gloo
-rendezvous), rank set-up (model, shard sizes, broadcast) and the first epoch's extra time. Prints one JSON document and writes it with a PNG to
-``--output`` (default runs/scaling-<UTC time>). Run it alone on the machine: it measures time.
+rendezvous), rank set-up (model, shard sizes, broadcast) and the first epoch's extra time. Prints one JSON
+document and writes it with a PNG to ``--output`` (default runs/scaling-<UTC time>). Run it alone on the machine:
+it measures time.
 """
 
 from __future__ import annotations

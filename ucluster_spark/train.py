@@ -123,6 +123,13 @@ def configure_threads(train_cfg, local_rank: int = 0) -> None:
     tf.config.threading.set_inter_op_parallelism_threads(train_cfg.inter_op_threads)
 
 
+def usable_cores() -> list[int]:
+    """The cores this process may run on (Linux affinity mask; elsewhere all of them)."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
 def core_share(allowed: Sequence[int], local_rank: int, local_size: int) -> list[int]:
     """This rank's equal, contiguous share of the cores its process may use (empty: fewer cores than ranks)."""
     cores = sorted(allowed)
@@ -139,6 +146,17 @@ def bind_threads(cores: Sequence[int]) -> int:
         with contextlib.suppress(ProcessLookupError):  # a thread that just ended
             os.sched_setaffinity(tid, cores)
     return len(threads)
+
+
+def bind_rank_to_cores(local_rank: int, local_size: int) -> str:
+    """``run.bind_ranks_to_cores``: this rank's threads onto its share of the host's cores; says what it did."""
+    if not hasattr(os, "sched_setaffinity"):
+        return "bind_ranks_to_cores: no thread affinity on this platform, not bound"
+    cores = core_share(usable_cores(), local_rank, local_size)
+    if not cores:
+        return "bind_ranks_to_cores: fewer cores than ranks on this host, not bound"
+    bind_threads(cores)
+    return f"each rank bound to {len(cores)} core(s), rank 0 to {cores}"
 
 
 def make_optimizer(cfg, model, workers: int):
@@ -375,13 +393,10 @@ def train_rank(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str,
     hvd.init()
     rank_started_at = time.time()  # start-up cost = launch -> here -> the first epoch's started_at
     configure_threads(cfg.train, hvd.local_rank())
-    cores = core_share(os.sched_getaffinity(0), hvd.local_rank(), hvd.local_size())
-    if cfg.run.bind_ranks_to_cores and cores:
-        bind_threads(cores)
+    binding = bind_rank_to_cores(hvd.local_rank(), hvd.local_size()) if cfg.run.bind_ranks_to_cores else ""
     r = start_rank(cfg, plan, hvd.rank(), hvd.size())
-    if cfg.run.bind_ranks_to_cores:
-        bound = f"each rank bound to {len(cores)} core(s), rank 0 to {cores}"
-        r.log(bound if cores else "bind_ranks_to_cores: fewer cores than ranks on this host, not bound")
+    if binding:
+        r.log(binding)
 
     history: list[dict[str, Any]] = list(plan.history)
     if cfg.train.pretrain_epochs == 0 and plan.epochs_done == 0:  # no pre-training pass to reuse: embed once
@@ -401,7 +416,7 @@ def train_rank(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str,
     return {
         "rank": r.rank,
         "rank_started_at": rank_started_at,
-        "cpu_affinity": sorted(os.sched_getaffinity(0)),
+        "cpu_affinity": usable_cores(),
         "metrics": metrics,
         "weights_checksum": float(sum(float(np.sum(np.abs(v.numpy()))) for v in r.model.trainable_variables)),
         "centroids": r.model.centroids.numpy().tolist(),
