@@ -112,7 +112,8 @@ class RunConfig:
     the peer died, after HOROVOD_GLOO_TIMEOUT_SECONDS, default 30, if it froze) before the driver stops them all."""
     horovod_cycle_time_ms: float = 5.0
     """Horovod's background loop wakes up this often to negotiate collectives (its own default is 1 ms). Each
-    wake-up costs CPU; with steps of ~1 s, 5 ms adds < 1 % latency and leaves the cores to TensorFlow."""
+    wake-up costs CPU; with steps of ~1 s, 5 ms adds < 1 % latency and leaves the cores to TensorFlow. GPU steps
+    take milliseconds: use 1 there."""
     bind_ranks_to_cores: bool = False
     """Bind each rank's threads to its own share of the cores it may use (as ``mpirun --bind-to core``): for
     executors running several ranks with no core to spare. Off on clusters whose executors share cores."""
