@@ -60,8 +60,9 @@ def diagnostics(run_dir, data_dir, cfg, metrics: dict) -> dict:
 
     seed = cfg.train.seed
     _, model = load_run(run_dir)
-    z_train, y_train = embeddings_of(model, metrics["data"]["train_url"], cfg, 0, 1, with_labels=True)
-    z_test, y_test = embeddings_of(model, metrics["data"]["test_url"], cfg, 0, 1, with_labels=True)
+    z_train, train_columns = embeddings_of(model, metrics["data"]["train_url"], cfg, 0, 1, columns=["label"])
+    z_test, test_columns = embeddings_of(model, metrics["data"]["test_url"], cfg, 0, 1, columns=["label"])
+    y_train, y_test = train_columns["label"], test_columns["label"]
     return {
         "aux_targets": cfg.data.aux_mass_columns,
         "aux_targets_supervised_accuracy": aux_target_ceiling(data_dir, cfg.data.aux_mass_columns, seed),

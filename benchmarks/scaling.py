@@ -261,56 +261,6 @@ def summarize(
     return summary
 
 
-def draw(report: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    summary = report["summary"]
-    rates = summary["steady_jets_per_second"]
-    names = sorted(rates, key=lambda n: (not n.startswith("bare"), n))
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    bars = left.bar(names, [rates[n] for n in names], color=["grey" if n.startswith("bare") else "C0" for n in names])
-    left.bar_label(bars, fmt="%.0f")
-    per_rank = report["threads_per_rank"]
-    for name, run in report["runs"].items():
-        if run["threads_per_rank"] == per_rank and run["num_proc"] > 1:
-            ideal, at = run["num_proc"] * rates[f"stack_1x{per_rank}"], names.index(name)
-            left.hlines(ideal, at - 0.4, at + 0.4, ls="--", color="C1", label="perfect scaling")
-    left.set_ylabel("training jets / s (steady state)")
-    efficiency = ", ".join(f"{n} ranks {e:.2f}" for n, e in summary["scaling_efficiency"].items())
-    left.set_title(f"overhead vs bare {summary['overhead_vs_bare']:.1%}; efficiency {efficiency}", fontsize=10)
-    left.tick_params(axis="x", labelsize=8)
-    ideals = [line.get_segments()[0][0][1] for line in left.collections]
-    left.set_ylim(top=1.25 * max([*rates.values(), *ideals]))
-    handles, labels = left.get_legend_handles_labels()
-    if handles:
-        left.legend(handles[:1], labels[:1], loc="upper right", fontsize=8)
-
-    runs = report["runs"]
-    parts = [
-        ("launch -> ranks ready", lambda r: r["launch_seconds"]),
-        ("rank set-up", lambda r: r["rank_setup_seconds"]),
-        ("epochs (training)", lambda r: sum(e["seconds"] for e in r["epochs"])),
-        ("between epochs (validation, checkpoint)", lambda r: r["between_epochs_seconds"]),
-        ("test evaluation, outputs, shutdown", lambda r: r["finish_seconds"]),
-    ]
-    stack_names = list(runs)
-    left_edge = [0.0] * len(stack_names)
-    for label, part in parts:
-        widths = [part(runs[n]) for n in stack_names]
-        right.barh(stack_names, widths, left=left_edge, label=label)
-        left_edge = [a + b for a, b in zip(left_edge, widths, strict=True)]
-    spark_seconds = report["summary"]["startup_seconds"]["spark_session"]
-    right.set_xlabel(f"seconds (plus {spark_seconds:.1f} s Spark session start, once)")
-    right.set_title("where the wall time of each run goes")
-    right.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def machine() -> dict[str, Any]:
     info: dict[str, Any] = {"cores": os.cpu_count()}
     try:
@@ -339,7 +289,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
 
-    from ucluster_spark import config, store
+    from ucluster_spark import config, plots, store
 
     overrides = [*args.overrides] + ([f"data.path={args.data}"] if args.data else [])
     cfg = config.load(args.config, overrides)
@@ -400,7 +350,7 @@ def main() -> None:
         "wall_seconds": time.time() - started,
     }
     store.atomic_write_json(output / "scaling.json", report)
-    draw(report, output / "scaling.png")
+    plots.scaling(report, output / "scaling.png")
     print(json.dumps(report["summary"], indent=2))
     print(f"[scaling] {output / 'scaling.json'}, {output / 'scaling.png'}", file=sys.stderr)
 

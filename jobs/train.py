@@ -13,6 +13,7 @@ def main(argv: list[str]) -> int:
     args = cli.train_parser(__doc__).parse_args(argv)
 
     def body() -> int:
+        from ucluster_spark import tracking
         from ucluster_spark.launcher import train
         from ucluster_spark.spark import get_session
 
@@ -22,6 +23,7 @@ def main(argv: list[str]) -> int:
             result = train(spark, cfg, resume=args.resume is not None)
         finally:
             spark.stop()
+        tracking.log_training(result.run_dir)
         m = result.metrics
         print(f"run directory: {result.run_dir}")
         print(

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -60,3 +65,49 @@ def synthetic_dataset(spark, tmp_path_factory):
     df = spark.createDataFrame(frame, schema=schema.spark_schema())
     info = write_dataset(spark, df, root, cfg.data, {"generator": "tests.synthetic_jets"})
     return root, info, frame
+
+
+ROOT = Path(__file__).resolve().parents[1]
+SPARK_SUBMIT = Path(sys.executable).with_name("spark-submit")
+TINY = [
+    "data.jets_per_class=40",
+    "data.tasks_per_class=1",
+    "train.epochs=2",
+    "train.pretrain_epochs=1",
+    "train.batch_size=16",
+    "model.mlp1=[16,32]",
+    "model.gap2_features=32",
+    "model.mlp2=[32,32]",
+    "train.lr_halve_every_samples=64",
+]
+
+
+def submit(*args, job="train", cwd, extra_env=None, timeout=900, master="local[2]"):
+    """``spark-submit jobs/<job>.py ARGS`` in a fresh process, as a user runs it."""
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    return subprocess.run(
+        [str(SPARK_SUBMIT), "--master", master, str(ROOT / f"jobs/{job}.py"), *args],
+        cwd=cwd,
+        env={**env, **(extra_env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,  # a hang fails the test
+    )
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory):
+    """A tiny run of the main job (Pythia data generated in the job, 2 ranks): (work dir, run dir, process)."""
+    work = tmp_path_factory.mktemp("e2e")
+    run_dir = work / "run"
+    result = submit(
+        "--config",
+        str(ROOT / "conf/local.yaml"),
+        "--output",
+        str(run_dir),
+        f"data.generated_root={work / 'generated'}",
+        *TINY,
+        cwd=work,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    return work, run_dir, result

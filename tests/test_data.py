@@ -82,7 +82,7 @@ def test_reader_returns_the_constituents_and_labels_written(synthetic_dataset):
     url = info.split_url(root, "test")
     ids = _jet_ids(url, 0, 1)
     with evaluation_batches(
-        url, shard=0, shard_count=1, max_constituents=100, n_features=8, batch_size=32, with_labels=True
+        url, shard=0, shard_count=1, max_constituents=100, n_features=8, batch_size=32, columns=[schema.LABEL]
     ) as ds:
         batches = list(ds)
     x = np.concatenate([b[schema.CONSTITUENTS].numpy() for b in batches])

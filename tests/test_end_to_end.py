@@ -1,59 +1,15 @@
 """The main job for real: spark-submit, Pythia inside Spark tasks, petastorm, 2 Horovod ranks over Gloo."""
 
 import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.conftest import ROOT, TINY, submit
 from ucluster_spark import cli, config, schema, store
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
-SPARK_SUBMIT = Path(sys.executable).with_name("spark-submit")
-TINY = [
-    "data.jets_per_class=40",
-    "data.tasks_per_class=1",
-    "train.epochs=2",
-    "train.pretrain_epochs=1",
-    "train.batch_size=16",
-    "model.mlp1=[16,32]",
-    "model.gap2_features=32",
-    "model.mlp2=[32,32]",
-    "train.lr_halve_every_samples=64",
-]
-
-
-def _submit(*args, cwd, extra_env=None, timeout=900, master="local[2]"):
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
-    return subprocess.run(
-        [str(SPARK_SUBMIT), "--master", master, str(ROOT / "jobs/train.py"), *args],
-        cwd=cwd,
-        env={**env, **(extra_env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,  # a hang fails the test
-    )
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    work = tmp_path_factory.mktemp("e2e")
-    run_dir = work / "run"
-    result = _submit(
-        "--config",
-        str(ROOT / "conf/local.yaml"),
-        "--output",
-        str(run_dir),
-        f"data.generated_root={work / 'generated'}",
-        *TINY,
-        cwd=work,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
-    return work, run_dir, result
 
 
 def test_train_job_writes_a_complete_run_directory(finished_run):
@@ -70,6 +26,9 @@ def test_train_job_writes_a_complete_run_directory(finished_run):
     assert metrics["num_proc"] == 2
     history = json.loads((run_dir / "history.json").read_text())
     assert [h["epoch"] for h in history] == [0, 1]
+    pictures = sorted(p.name for p in (run_dir / "plots").iterdir())
+    assert pictures == ["confusion_matrix.png", "embedding.png", "mass_per_cluster.png", "training_curves.png"]
+    assert all((run_dir / "plots" / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pictures)
     # The schedule defects of the earlier port cannot recur: alpha ramps and the learning rate decays as the
     # optimizer's own step counter advances (32 jets per global step, halved every 64 jets here).
     assert [h["alpha"] for h in history] == [0.0, 5.0] and [h["beta"] for h in history] == [0.0, 10.0]
@@ -100,7 +59,7 @@ def test_saved_model_reloads_and_reproduces_the_test_assignment(finished_run):
         max_constituents=100,
         n_features=8,
         batch_size=64,
-        with_labels=True,
+        columns=[schema.LABEL],
     ) as ds:
         for batch in ds:
             clusters.append(np.argmin(model(batch["constituents"], training=False)["distances"].numpy(), axis=1))
@@ -113,7 +72,7 @@ def test_saved_model_reloads_and_reproduces_the_test_assignment(finished_run):
 def test_a_finished_run_directory_is_refused_before_any_work(finished_run):
     work, run_dir, _ = finished_run
     before = (run_dir / "metrics.json").read_bytes()
-    result = _submit(
+    result = submit(
         "--config",
         str(ROOT / "conf/local.yaml"),
         "--output",
@@ -135,7 +94,7 @@ def test_a_killed_rank_fails_the_job_and_the_run_resumes_from_its_checkpoint(fin
     run_dir = work / "killed"
     args = ["--output", str(run_dir), f"data.generated_root={work / 'generated'}", *TINY]
     # Rank 1 SIGKILLs itself at the first step of epoch 2, after the epoch-1 checkpoint.
-    failed = _submit(
+    failed = submit(
         "--config", str(ROOT / "conf/local.yaml"), *args, cwd=work, extra_env={FAULT_ENV: "kill:1:1:0"}, timeout=300
     )
     assert failed.returncode == cli.EXIT_TRAINING_FAILED
@@ -146,15 +105,18 @@ def test_a_killed_rank_fails_the_job_and_the_run_resumes_from_its_checkpoint(fin
     assert (run_dir / "checkpoints" / "LATEST").read_text().strip() == "epoch-0001"
     saved = json.loads((run_dir / "checkpoints" / "epoch-0001" / "state.json").read_text())
 
-    refused = _submit("--config", str(ROOT / "conf/local.yaml"), *args, cwd=work)
+    refused = submit("--config", str(ROOT / "conf/local.yaml"), *args, cwd=work)
     assert refused.returncode == cli.EXIT_BAD_INPUT
     assert f"{run_dir} holds an unfinished run (last checkpoint epoch-0001)" in refused.stdout
 
-    resumed = _submit("--resume", str(run_dir), cwd=work)
+    resumed = submit("--resume", str(run_dir), cwd=work)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-6000:]
     assert "resumed from" in (run_dir / "train.log").read_text()
     history = json.loads((run_dir / "history.json").read_text())
     assert [h["epoch"] for h in history] == [0, 1]
+    pictures = sorted(p.name for p in (run_dir / "plots").iterdir())
+    assert pictures == ["confusion_matrix.png", "embedding.png", "mass_per_cluster.png", "training_curves.png"]
+    assert all((run_dir / "plots" / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pictures)
     assert history[0] == saved["history"][0]  # the first epoch is the checkpoint's, not retrained
     assert [h["alpha"] for h in history] == [0.0, 5.0]  # the schedule continues where it stopped
     assert history[1]["global_step"] == 2 * history[0]["global_step"]
@@ -181,7 +143,7 @@ def test_a_frozen_rank_is_stopped_and_the_job_fails_within_a_bounded_time(finish
 
     work, _, _ = finished_run
     run_dir = work / "frozen"
-    failed = _submit(
+    failed = submit(
         "--config", str(ROOT / "conf/local.yaml"), "--output", str(run_dir),
         f"data.generated_root={work / 'generated'}", *TINY, "run.failure_grace_seconds=5",
         cwd=work, extra_env={FAULT_ENV: "stop:1:1:0", "HOROVOD_GLOO_TIMEOUT_SECONDS": "10"}, timeout=300,
@@ -298,10 +260,10 @@ def test_one_and_two_workers_at_the_same_global_batch_reach_the_same_accuracy(sp
     assert abs(accuracy[1] - accuracy[2]) <= 0.02, accuracy
 
 
-def test_three_ranks_train_through_spark_submit(synthetic_dataset, tmp_path):
+def test_three_ranks_train_through_sparksubmit(synthetic_dataset, tmp_path):
     root, info, _ = synthetic_dataset
     run_dir = tmp_path / "three"
-    result = _submit(
+    result = submit(
         "--config",
         str(ROOT / "conf/local.yaml"),
         "--data",

@@ -15,6 +15,10 @@ EXIT_BAD_INPUT = 2
 """Bad configuration, arguments or input data: rerunning will not help until the input is fixed."""
 EXIT_TRAINING_FAILED = 3
 """Training or a Spark/Horovod stage failed: may be transient, safe to rerun."""
+EXIT_EVALUATION_FAILED = 4
+"""The cluster-assignment job failed (inputs were valid): may be transient, safe to rerun."""
+EXIT_DATA_FAILED = 5
+"""Generating or preparing the dataset failed (inputs were valid): may be transient, safe to rerun."""
 
 
 def train_parser(description: str) -> argparse.ArgumentParser:
@@ -30,6 +34,36 @@ def train_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--num-proc", type=int, help="Horovod ranks (overrides run.num_proc)")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
     return parser
+
+
+def evaluate_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--model", required=True, metavar="RUN_DIR", help="finished training run directory")
+    parser.add_argument("--data", help="dataset directory to assign (default: the run's own dataset)")
+    parser.add_argument("--output", required=True, help="directory to write (assignments/, metrics.json, plots/)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    parser.add_argument("--splits", help="comma-separated splits to assign (evaluate.splits; default all)")
+    parser.add_argument("--config", help="YAML config whose evaluate section gives the defaults (optional)")
+    parser.add_argument("overrides", nargs="*", metavar="evaluate.key=value", help="config overrides")
+    return parser
+
+
+def evaluate_config_from_args(args: argparse.Namespace) -> Config:
+    overrides = list(args.overrides) + ([f"evaluate.splits=[{args.splits}]"] if args.splits else [])
+    return load(args.config, overrides)
+
+
+def pipeline_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", required=True, help="YAML config file (conf/*.yaml)")
+    parser.add_argument("--run-id", required=True, help="names the run: a rerun with the same id continues it")
+    parser.add_argument("--root", help="directory holding the pipeline runs (overrides pipeline.root)")
+    parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
+    return parser
+
+
+def pipeline_config_from_args(args: argparse.Namespace) -> Config:
+    return load(args.config, list(args.overrides) + ([f"pipeline.root={args.root}"] if args.root else []))
 
 
 def _dataset_arguments(parser: argparse.ArgumentParser) -> None:
@@ -140,17 +174,34 @@ def _flag_overrides(args: argparse.Namespace, output: bool) -> list[str]:
     return overrides
 
 
-def run_main(body: Callable[[], int]) -> int:
-    """Map failures to exit codes with one clear message (and the traceback for training failures)."""
+def exit_code_for(err: BaseException) -> int:
+    """The exit code a scheduler sees for a failure (1: unexpected, a bug or an environment problem)."""
     from ucluster_spark.data.dataset import DatasetError
+    from ucluster_spark.evaluate import EvaluationError
     from ucluster_spark.launcher import LaunchError
+    from ucluster_spark.pipeline import DataStageError
 
+    if isinstance(err, ConfigError | DatasetError | FileExistsError | FileNotFoundError):
+        return EXIT_BAD_INPUT
+    if isinstance(err, LaunchError):
+        return EXIT_TRAINING_FAILED
+    if isinstance(err, EvaluationError):
+        return EXIT_EVALUATION_FAILED
+    if isinstance(err, DataStageError):
+        return EXIT_DATA_FAILED
+    return 1
+
+
+def run_main(body: Callable[[], int]) -> int:
+    """Map failures to exit codes with one clear message (and the traceback for failures that are not bad input).
+    Unexpected errors propagate (exit code 1 with their traceback)."""
     try:
         return body()
-    except (ConfigError, DatasetError, FileExistsError, FileNotFoundError) as err:
+    except Exception as err:
+        code = exit_code_for(err)
+        if code == 1:
+            raise
+        if code != EXIT_BAD_INPUT:
+            traceback.print_exc()
         print(f"error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except LaunchError as err:
-        traceback.print_exc()
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_TRAINING_FAILED
+        return code

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from ucluster_spark.schema import AUX_MASS_COLUMNS, FEATURE_SETS, KNOWN_CLASSES
+from ucluster_spark.schema import AUX_MASS_COLUMNS, FEATURE_SETS, KNOWN_CLASSES, SPLITS
 
 
 class ConfigError(ValueError):
@@ -122,12 +122,38 @@ class RunConfig:
 
 
 @dataclass
+class EvaluateConfig:
+    """Cluster assignment of a dataset with a trained model (``jobs/evaluate.py``) and the plots."""
+
+    splits: list[str] = field(default_factory=lambda: ["train", "val", "test"])
+    """Splits of the dataset to assign (those with jets); metrics are given for all of them together and each."""
+    batch_size: int = 1024
+    """Jets per forward pass inside an executor (inference only: larger than training batches)."""
+    plot_jets: int = 5000
+    """Jets in the embedding scatter plot (a sample; every other plot and metric uses every jet)."""
+
+
+@dataclass
+class PipelineConfig:
+    """The scheduled step ``jobs/pipeline.py``: data -> train -> evaluate under ``root/<run id>/``."""
+
+    root: str = "pipelines"
+    hls4ml_input: str = ""
+    """Glob(s) of hls4ml HDF5 files to prepare. Empty: use ``data.path`` if set, else generate with Pythia."""
+    mass_window: list[float] = field(default_factory=list)
+    """[LO, HI] GeV applied when preparing hls4ml files (the paper: [10, 200]); empty: no cut."""
+    drop_bad_jets: bool = False
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -193,6 +219,13 @@ class Config:
             raise ConfigError(f"train.pretrain_epochs must be in [0, train.epochs={t.epochs}], got {t.pretrain_epochs}")
         _positive("train.batch_size", t.batch_size)
         _positive("run.num_proc", r.num_proc)
+        e, p = self.evaluate, self.pipeline
+        if not e.splits or any(s not in SPLITS for s in e.splits) or len(set(e.splits)) != len(e.splits):
+            raise ConfigError(f"evaluate.splits must list distinct splits among {list(SPLITS)}, got {e.splits}")
+        _positive("evaluate.batch_size", e.batch_size)
+        _positive("evaluate.plot_jets", e.plot_jets)
+        if p.mass_window and (len(p.mass_window) != 2 or not p.mass_window[0] < p.mass_window[1]):
+            raise ConfigError(f"pipeline.mass_window must be [LO, HI] with LO < HI (GeV), got {p.mass_window}")
 
 
 def _positive(name: str, value: float) -> None:

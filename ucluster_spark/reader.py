@@ -131,11 +131,16 @@ def evaluation_batches(
     max_constituents: int,
     n_features: int,
     batch_size: int,
-    with_labels: bool,
+    columns: Sequence[str] = (),
 ) -> Iterator[tf.data.Dataset]:
-    """One ordered pass over this rank's shard, in batches of {constituents[, label]}."""
-    columns = [schema.CONSTITUENTS] + ([schema.LABEL] if with_labels else [])
+    """One ordered pass over this rank's shard, in batches of {constituents, *columns} (e.g. label, mass)."""
     with open_shard(
-        url, shard=shard, shard_count=shard_count, columns=columns, num_epochs=1, shuffle=False, seed=0
+        url,
+        shard=shard,
+        shard_count=shard_count,
+        columns=[schema.CONSTITUENTS, *columns],
+        num_epochs=1,
+        shuffle=False,
+        seed=0,
     ) as batches:
         yield fixed_pipeline(per_jet(batches, max_constituents, n_features).batch(batch_size).prefetch(2))

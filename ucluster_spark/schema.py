@@ -66,6 +66,18 @@ METADATA_FILE: Final = "_ucluster_dataset.json"
 """Written last into a dataset directory: its presence marks the dataset complete."""
 
 
+# Columns of the evaluate job's output, OUT_DIR/assignments.
+CLUSTER: Final = "cluster"
+EMBEDDING: Final = "embedding"
+DISTANCES: Final = "distances"
+SOFT_ASSIGNMENT: Final = "soft_assignment"
+ASSIGNMENT_COLUMNS: Final[tuple[str, ...]] = (
+    JET_ID, SPLIT, LABEL, MASS, CLUSTER, EMBEDDING, DISTANCES, SOFT_ASSIGNMENT
+)  # fmt: skip
+"""The jet's id, split, true label (null if unknown) and mass, then the model's view of it: the nearest centroid,
+the embedding z, the squared distance to every centroid and the soft assignment (softmax of -alpha x distance)."""
+
+
 def feature_names(feature_set: str) -> tuple[str, ...]:
     try:
         return FEATURE_SETS[feature_set]
@@ -99,5 +111,24 @@ def spark_schema():
             T.StructField(TAU32, T.FloatType(), True),
             T.StructField(N_CONSTITUENTS, T.IntegerType(), False),
             T.StructField(CONSTITUENTS, T.ArrayType(T.FloatType(), False), False),
+        ]
+    )
+
+
+def assignment_spark_schema():
+    """The Spark schema of ``OUT_DIR/assignments`` (``ASSIGNMENT_COLUMNS``)."""
+    from pyspark.sql import types as T
+
+    floats = T.ArrayType(T.FloatType(), False)
+    return T.StructType(
+        [
+            T.StructField(JET_ID, T.StringType(), False),
+            T.StructField(SPLIT, T.StringType(), False),
+            T.StructField(LABEL, T.IntegerType(), True),
+            T.StructField(MASS, T.FloatType(), False),
+            T.StructField(CLUSTER, T.IntegerType(), False),
+            T.StructField(EMBEDDING, floats, False),
+            T.StructField(DISTANCES, floats, False),
+            T.StructField(SOFT_ASSIGNMENT, floats, False),
         ]
     )

@@ -82,6 +82,10 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return path
 
 
+def read_json(path: str | Path) -> Any:
+    return json.loads(local_path(path).read_text())
+
+
 def atomic_write_json(path: str | Path, payload: Any) -> Path:
     return atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
@@ -116,6 +120,10 @@ class RunLayout:
     @property
     def metrics(self) -> Path:
         return self.root / "metrics.json"
+
+    @property
+    def plots(self) -> Path:
+        return self.root / "plots"
 
     @property
     def history(self) -> Path:

@@ -400,7 +400,7 @@ def train_rank(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str,
 
     history: list[dict[str, Any]] = list(plan.history)
     if cfg.train.pretrain_epochs == 0 and plan.epochs_done == 0:  # no pre-training pass to reuse: embed once
-        z_train, _ = embeddings_of(r.model, plan.train_url, cfg, r.rank, r.size, False)
+        z_train, _ = embeddings_of(r.model, plan.train_url, cfg, r.rank, r.size)
         set_centroids_by_kmeans(r.model, z_train, cfg, r.rank, r.log)
     for epoch in range(plan.epochs_done, cfg.train.epochs):
         history.append(run_epoch(r, epoch))
@@ -408,10 +408,12 @@ def train_rank(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str,
             state = checkpoint.TrainingState(epoch + 1, history)
             saved = checkpoint.save(plan.run_dir, r.model, r.optimizer, state)
             r.log(f"checkpoint {saved.name} written")
-    test = evaluate_split(r.model, plan.test_url, cfg, plan.classes, r.rank, r.size)
+    test = evaluate_split(r.model, plan.test_url, cfg, plan.classes, r.rank, r.size, cfg.evaluate.plot_jets)
+    plot = test.pop("plot")
     metrics = {"split": "test", **test, "epochs": cfg.train.epochs, "num_proc": r.size, "global_batch": r.global_batch}
+    metrics["centroids"] = r.model.centroids.numpy().round(6).tolist()
     if r.rank == 0:
-        write_run(r.model, cfg, plan, metrics, history)
+        write_run(r.model, cfg, plan, metrics, plot, history)
         r.log(f"test clustering accuracy {metrics['clustering_accuracy']:.4f} on {metrics['n_jets']} jets")
     return {
         "rank": r.rank,
@@ -461,15 +463,15 @@ def sync_non_trainable(model) -> None:
         variable.assign(hvd.allreduce(variable, op=hvd.Average, name=f"non_trainable_{i}"))
 
 
-def embeddings_of(model, url: str, cfg, rank: int, size: int, with_labels: bool):
-    """(z, labels or None) of this rank's shard, one ordered pass in inference mode."""
+def embeddings_of(model, url: str, cfg, rank: int, size: int, columns: Sequence[str] = ()):
+    """(z, {column: values}) of this rank's shard, one ordered pass in inference mode."""
     import numpy as np
 
     from ucluster_spark.reader import evaluation_batches
-    from ucluster_spark.schema import CONSTITUENTS, LABEL, feature_names
+    from ucluster_spark.schema import CONSTITUENTS, feature_names
 
     d = cfg.data
-    zs, labels = [], []
+    zs, values = [], {c: [] for c in columns}
     with evaluation_batches(
         url,
         shard=rank,
@@ -477,16 +479,14 @@ def embeddings_of(model, url: str, cfg, rank: int, size: int, with_labels: bool)
         max_constituents=d.max_constituents,
         n_features=len(feature_names(d.feature_set)),
         batch_size=cfg.train.batch_size,
-        with_labels=with_labels,
+        columns=columns,
     ) as ds:
         for batch in ds:
             zs.append(model.backbone(batch[CONSTITUENTS], training=False)["z"].numpy())
-            if with_labels:
-                labels.append(batch[LABEL].numpy())
+            for c in columns:
+                values[c].append(batch[c].numpy())
     z = np.concatenate(zs) if zs else np.zeros((0, cfg.model.n_clusters), np.float32)
-    if not with_labels:
-        return z, None
-    return z, np.concatenate(labels) if labels else np.zeros(0, np.int64)
+    return z, {c: np.concatenate(v) if v else np.zeros(0) for c, v in values.items()}
 
 
 def set_centroids_by_kmeans(model, local_z, cfg, rank: int, log: ProgressLog) -> None:
@@ -516,16 +516,23 @@ def set_centroids_by_kmeans(model, local_z, cfg, rank: int, log: ProgressLog) ->
     model.centroids.assign(hvd.broadcast(tf.constant(centers), root_rank=0, name="centroids_init"))
 
 
-def evaluate_split(model, url: str, cfg, classes: list[str], rank: int, size: int) -> dict[str, Any]:
-    """Clustering metrics over the whole split: per-rank contingency matrices summed with one allreduce."""
+def evaluate_split(
+    model, url: str, cfg, classes: list[str], rank: int, size: int, plot_jets: int = 0
+) -> dict[str, Any]:
+    """Clustering metrics over the whole split: per-rank contingency matrices summed with one allreduce. With
+    ``plot_jets``, also what the plots need under ``"plot"``: per-cluster mass histograms of every jet and a
+    sample of about ``plot_jets`` embeddings gathered from all ranks."""
     import horovod.tensorflow as hvd
     import numpy as np
     import tensorflow as tf
 
     from ucluster_spark.losses import squared_distances
     from ucluster_spark.metrics import contingency, summarize
+    from ucluster_spark.plots import mass_histogram
+    from ucluster_spark.schema import LABEL, MASS
 
-    z, labels = embeddings_of(model, url, cfg, rank, size, with_labels=True)
+    z, columns = embeddings_of(model, url, cfg, rank, size, columns=(LABEL, MASS) if plot_jets else (LABEL,))
+    labels = columns[LABEL]
     k = cfg.model.n_clusters
     clusters = np.argmin(squared_distances(tf.constant(z), model.centroids).numpy(), axis=1)
     counts = contingency(clusters, labels, k, len(classes))
@@ -539,14 +546,45 @@ def evaluate_split(model, url: str, cfg, classes: list[str], rank: int, size: in
     result = summarize(counts, classes)
     result["embedding_mean"] = mean.round(6).tolist()
     result["embedding_std"] = std.round(6).tolist()
+    if plot_jets:
+        take = -(-plot_jets // size)
+        sample = np.concatenate([z[:take], clusters[:take, None], labels[:take, None]], axis=1).astype(np.float32)
+        # Horovod: whole-split mass histograms and every rank's share of the embedding sample.
+        histograms = hvd.allreduce(
+            tf.constant(mass_histogram(clusters, columns[MASS], k)), op=hvd.Sum, name="eval_mass_histograms"
+        )
+        sample = hvd.allgather(tf.constant(sample), name="eval_plot_sample").numpy()
+        result["plot"] = {
+            "mass_histograms": histograms.numpy(),
+            "z": sample[:, :k],
+            "cluster": sample[:, k].astype(np.int64),
+            "label": sample[:, k + 1].astype(np.int64),
+        }
     return result
 
 
-def write_run(model, cfg, plan: TrainingPlan, metrics: dict, history: list[dict]) -> None:
-    """Rank 0 only: model weights + config, history, then metrics, each written atomically."""
+def draw_run_plots(model, cfg, classes: list[str], metrics: dict, plot: dict, history: list[dict], out: Path) -> None:
+    """Rank 0: the pictures of a finished run, from the test split and the epoch history."""
+    import numpy as np
+
+    from ucluster_spark import plots
+
+    counts = np.asarray(metrics["confusion_matrix"])
+    mapping = {int(k): classes.index(v) for k, v in metrics["cluster_to_class"].items()}
+    plots.confusion_matrix(counts, classes, mapping, out / plots.FILE_NAMES["confusion"])
+    centroids = model.centroids.numpy()
+    plots.embedding(plot["z"], plot["cluster"], plot["label"], classes, centroids, out / plots.FILE_NAMES["embedding"])
+    plots.training_curves(history, cfg.train.pretrain_epochs, out / plots.FILE_NAMES["curves"])
+    plots.mass_per_cluster(plot["mass_histograms"], out / plots.FILE_NAMES["mass"], "jet mass per cluster (test split)")
+
+
+def write_run(model, cfg, plan: TrainingPlan, metrics: dict, plot: dict, history: list[dict]) -> None:
+    """Rank 0 only: model weights + config, history, plots, then metrics, each written atomically."""
     from ucluster_spark import store
 
     layout = store.RunLayout(plan.run_dir)
+    with store.atomic_directory(layout.plots, overwrite=True) as staging:
+        draw_run_plots(model, cfg, plan.classes, metrics, plot, history, staging)
     with store.atomic_directory(layout.model_dir, overwrite=True) as staging:
         model.save_weights(str(staging / layout.weights.name))
         store.atomic_write_json(staging / layout.model_config.name, cfg.to_dict())

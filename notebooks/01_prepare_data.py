@@ -1,0 +1,67 @@
+# Databricks notebook source
+# MAGIC %md
+# MAGIC # UCluster on Spark — 1. Jets as a parquet dataset
+# MAGIC
+# MAGIC Either **generate** W/Z/top jets with Pythia 8 + FastJet inside Spark tasks, or **prepare** files in the
+# MAGIC public hls4ml LHC-jet HDF5 layout. Either way the result is a dataset directory (train/val/test parquet
+# MAGIC and `_ucluster_dataset.json`), written all or nothing, that the training notebook streams with petastorm.
+# MAGIC
+# MAGIC Runs on Databricks (widgets, `dbfs:/` paths) and locally as plain Python
+# MAGIC (`UCLUSTER_<WIDGET>` environment variables set the parameters).
+
+# COMMAND ----------
+
+try:
+    DBUTILS = dbutils  # noqa: F821  (defined on Databricks only)
+except NameError:
+    DBUTILS = None
+
+from ucluster_spark import notebook
+
+P = notebook.parameters(
+    {
+        "source": "generate",  # generate | hls4ml
+        "hls4ml_input": "",  # glob of hls4ml .h5 files (source=hls4ml), e.g. /dbfs/data/hls4ml/train/*.h5
+        "classes": "w,z,t",
+        "jets_per_class": "200",  # source=generate
+        "mass_window": "",  # source=hls4ml, e.g. 10,200 (GeV, the paper's cut)
+        "output": f"{notebook.work_root(DBUTILS)}/datasets/wzt",
+        "overwrite": "false",
+    },
+    DBUTILS,
+)
+P
+
+# COMMAND ----------
+
+from ucluster_spark import cli, config
+from ucluster_spark.data.dataset import format_counts
+from ucluster_spark.data.sources import generate, prepare_hls4ml
+from ucluster_spark.spark import get_session
+
+spark = get_session("ucluster-prepare")  # on Databricks: the cluster's session
+cfg = config.load(None, [f"data.classes=[{P['classes']}]", f"data.jets_per_class={P['jets_per_class']}"])
+overwrite = P["overwrite"].lower() == "true"
+if P["source"] == "hls4ml":
+    window = cli.parse_mass_window(P["mass_window"] or None)
+    info = prepare_hls4ml(spark, P["hls4ml_input"], P["output"], cfg.data, window, overwrite=overwrite)
+elif P["source"] == "generate":
+    info = generate(spark, cfg.data, P["output"], overwrite=overwrite)
+else:
+    raise ValueError(f"source must be 'generate' or 'hls4ml', got {P['source']!r}")
+print(format_counts(info))
+
+# COMMAND ----------
+
+# MAGIC %md A look at the jets (one row per jet; `constituents` is 100 particles x 8 features, flattened).
+
+# COMMAND ----------
+
+from ucluster_spark import store
+
+jets = spark.read.parquet(store.file_url(store.local_path(P["output"]) / "train"))
+sample = jets.select("jet_id", "label_name", "pt", "mass", "sd_mass", "tau21", "tau32", "n_constituents")
+if DBUTILS is not None:
+    display(sample.limit(10))  # noqa: F821
+else:
+    sample.show(10)

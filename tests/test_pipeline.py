@@ -1,0 +1,110 @@
+"""The scheduled pipeline step for real: spark-submit jobs/pipeline.py, run twice, failed and resumed."""
+
+import json
+import os
+
+import pytest
+
+from tests.conftest import ROOT, TINY, submit
+from tests.hls4ml_files import jet_values, write_file
+from ucluster_spark import cli, config
+from ucluster_spark.pipeline import PipelineBusy, check_same_config, exclusive, run_pipeline
+
+pytestmark = pytest.mark.slow
+CONFIG = str(ROOT / "conf/local.yaml")
+
+
+def _pipeline(tmp_path, run_id, *overrides, extra_env=None):
+    return submit("--config", CONFIG, "--run-id", run_id, "--root", str(tmp_path / "pipelines"), *TINY, *overrides,
+                  job="pipeline", cwd=tmp_path, extra_env=extra_env)  # fmt: skip
+
+
+def _files(directory):
+    """Every file under ``directory`` with its identity and modification time."""
+    found = {}
+    for dirpath, _, names in os.walk(directory):
+        for name in names:
+            stat = os.stat(os.path.join(dirpath, name))
+            found[os.path.relpath(os.path.join(dirpath, name), directory)] = (stat.st_ino, stat.st_mtime_ns)
+    return found
+
+
+def test_pipeline_runs_every_stage_and_a_rerun_changes_nothing(tmp_path):
+    first = _pipeline(tmp_path, "nightly-1")
+    assert first.returncode == cli.EXIT_OK, first.stdout[-3000:] + first.stderr[-5000:]
+    run_dir = tmp_path / "pipelines/nightly-1"
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "succeeded" and manifest["exit_code"] == 0 and manifest["attempt"] == 1
+    stages = manifest["stages"]
+    assert [stages[s]["status"] for s in ("data", "train", "evaluate")] == ["completed"] * 3
+    assert stages["data"]["action"] == "generated with Pythia"
+    listed = [o for s in stages.values() for o in s["outputs"]]
+    assert {o["kind"] for o in listed} >= {"dataset", "model", "metrics", "plots", "assignments"}
+    assert all(o["status"] == "complete" for o in listed)
+    evaluation = json.loads((run_dir / "evaluate/metrics.json").read_text())
+    trained = json.loads((run_dir / "train/metrics.json").read_text())
+    assert evaluation["by_split"]["test"]["clustering_accuracy"] == pytest.approx(trained["clustering_accuracy"])
+    assert "evaluate: completed" in first.stdout
+    before = _files(run_dir)
+
+    second = _pipeline(tmp_path, "nightly-1")
+    assert second.returncode == cli.EXIT_OK, second.stderr[-5000:]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert [manifest["stages"][s]["status"] for s in ("data", "train", "evaluate")] == ["skipped"] * 3
+    assert manifest["attempt"] == 2 and manifest["earlier_attempts"][0]["status"] == "succeeded"
+    after = _files(run_dir)
+    assert {k: v for k, v in after.items() if k != "manifest.json"} == {
+        k: v for k, v in before.items() if k != "manifest.json"
+    }  # nothing rewritten, nothing added
+
+    changed = _pipeline(tmp_path, "nightly-1", "train.epochs=3")
+    assert changed.returncode == cli.EXIT_BAD_INPUT
+    assert "started with another configuration (changed: train.epochs)" in changed.stdout + changed.stderr
+    assert json.loads((run_dir / "manifest.json").read_text()) == manifest
+
+    missing = _pipeline(tmp_path, "bad-input", f"data.path={tmp_path / 'nowhere'}")
+    assert missing.returncode == cli.EXIT_BAD_INPUT
+    assert "is not a complete ucluster dataset" in missing.stdout + missing.stderr
+    failed = json.loads((tmp_path / "pipelines/bad-input/manifest.json").read_text())
+    assert failed["stages"]["data"]["status"] == "failed" and failed["exit_code"] == cli.EXIT_BAD_INPUT
+    assert failed["stages"]["train"]["status"] == "pending"
+
+
+def test_pipeline_prepares_hls4ml_files_and_resumes_after_a_training_failure(tmp_path):
+    write_file(tmp_path / "jets_a.h5", jet_values(300, seed=3))
+    hls4ml = [f"pipeline.hls4ml_input={tmp_path / '*.h5'}", "pipeline.mass_window=[1,250]"]
+    failed = _pipeline(tmp_path, "from-h5", *hls4ml, extra_env={"UCLUSTER_INJECT_FAULT": "kill:1:1:0"})
+    assert failed.returncode == cli.EXIT_TRAINING_FAILED, failed.stderr[-5000:]
+    run_dir = tmp_path / "pipelines/from-h5"
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["stages"]["data"]["status"] == "completed"
+    assert manifest["stages"]["data"]["action"] == "prepared from hls4ml files"
+    assert manifest["stages"]["train"]["status"] == "failed" and "exit code 137" in manifest["stages"]["train"]["error"]
+    assert manifest["stages"]["evaluate"]["status"] == "pending" and manifest["exit_code"] == 3
+    assert not (run_dir / "train/metrics.json").exists() and (run_dir / "train/checkpoints/LATEST").exists()
+
+    resumed = _pipeline(tmp_path, "from-h5", *hls4ml)
+    assert resumed.returncode == cli.EXIT_OK, resumed.stderr[-5000:]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    stages = manifest["stages"]
+    assert stages["data"]["status"] == "skipped"
+    assert stages["train"]["status"] == "completed" and stages["train"]["resumed"] is True
+    assert stages["evaluate"]["status"] == "completed"
+    assert [a["exit_code"] for a in manifest["earlier_attempts"]] == [cli.EXIT_TRAINING_FAILED]
+    history = json.loads((run_dir / "train/history.json").read_text())
+    assert [h["epoch"] for h in history] == [0, 1]
+
+
+def test_one_attempt_per_run_id_at_a_time(spark, tmp_path):
+    cfg = config.load(CONFIG, [f"pipeline.root={tmp_path}"])
+    with exclusive(tmp_path / "busy"), pytest.raises(PipelineBusy, match="another attempt of this run id"):
+        run_pipeline(spark, cfg, "busy")
+    with pytest.raises(config.ConfigError, match="--run-id"):
+        run_pipeline(spark, cfg, "../escape")
+
+
+def test_a_rerun_may_change_only_settings_that_do_not_change_the_result(tmp_path):
+    stored = config.load(CONFIG).to_dict()
+    check_same_config(stored, config.load(CONFIG, ["run.verbose=2", "pipeline.root=elsewhere"]), tmp_path)
+    with pytest.raises(config.ConfigError, match=r"changed: model.n_clusters, train.seed"):
+        check_same_config(stored, config.load(CONFIG, ["train.seed=1", "model.n_clusters=4"]), tmp_path)

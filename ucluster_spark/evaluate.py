@@ -1,0 +1,269 @@
+"""Driver side: assign every jet of a dataset to a cluster with a trained run, as one Spark job, and score it.
+
+The executors run ``inference.assign_frames`` through ``mapInPandas`` (TensorFlow is imported there only); the
+driver plans, then reads small aggregates (counts per cluster and class, mass histograms, a sample of embeddings)
+back from the written assignments. ``OUT_DIR`` (assignments, metrics.json, plots) is staged and renamed into
+place when complete.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ucluster_spark import metrics, plots, schema, store
+from ucluster_spark.config import Config, EvaluateConfig
+from ucluster_spark.data.dataset import DatasetError, DatasetInfo, load_info
+from ucluster_spark.schema import CLUSTER, EMBEDDING
+
+ASSIGNMENTS = "assignments"
+METRICS = "metrics.json"
+PLOTS = "plots"
+
+
+class EvaluationError(RuntimeError):
+    """The assignment job failed (not because of its inputs)."""
+
+
+@dataclass
+class TrainedRun:
+    """What evaluation needs from a finished training run directory."""
+
+    run_dir: Path
+    cfg: Config
+    history: list[dict[str, Any]]
+    centroids: np.ndarray
+
+    @property
+    def soft_assignment_alpha(self) -> float:
+        """The alpha of the last training epoch (the hardness the model was trained to); alpha0 if the clustering
+        loss never ran."""
+        last = self.history[-1].get("alpha", 0.0) if self.history else 0.0
+        return float(last) if last > 0 else self.cfg.loss.alpha0
+
+
+def read_trained_run(run_dir: str | Path) -> TrainedRun:
+    layout = store.RunLayout(run_dir)
+    if not layout.metrics.is_file() or not layout.weights.is_file():
+        raise FileNotFoundError(
+            f"{layout.root}: not a finished training run (needs {layout.metrics.name} and {layout.weights}); "
+            "train it to the end first, or --resume it"
+        )
+    cfg = Config.from_dict(store.read_json(layout.model_config), str(layout.model_config))
+    history = store.read_json(layout.history) if layout.history.is_file() else []
+    centroids = store.read_json(layout.metrics).get("centroids")
+    if centroids is None:  # a run from before metrics.json recorded them: read the weights (imports TensorFlow)
+        from ucluster_spark.inference import load_run
+
+        centroids = load_run(layout.root)[1].centroids.numpy()
+    centroids = np.asarray(centroids, np.float32)
+    return TrainedRun(layout.root, cfg, history, centroids)
+
+
+def check_inputs_match(info: DatasetInfo, run: TrainedRun, data_dir: str | Path) -> None:
+    """The model reads constituents as (max_constituents, features) in a fixed feature order: refuse anything
+    else by name, before a single task starts."""
+    d = run.cfg.data
+    wanted = (d.feature_set, list(schema.feature_names(d.feature_set)), d.max_constituents)
+    found = (info.feature_set, list(info.feature_names), info.max_constituents)
+    if wanted != found:
+        raise DatasetError(
+            f"{store.local_path(data_dir)}: dataset has feature set {found[0]!r} {found[1]} with {found[2]} "
+            f"constituents per jet, but the model in {run.run_dir} was trained on {wanted[0]!r} {wanted[1]} with "
+            f"{wanted[2]}; prepare the dataset with the model's data settings"
+        )
+
+
+def read_jets(spark, root: Path, splits: list[str]):
+    """The columns assignment needs from the chosen splits, one DataFrame (partitions follow the files)."""
+    from pyspark.sql import functions as F
+
+    frames = [
+        spark.read.parquet(store.file_url(root / split))
+        .select(schema.JET_ID, schema.LABEL, schema.MASS, schema.CONSTITUENTS)
+        .withColumn(schema.SPLIT, F.lit(split))
+        for split in splits
+    ]
+    jets = frames[0]
+    for frame in frames[1:]:
+        jets = jets.unionByName(frame)
+    return jets
+
+
+def task_threads(spark) -> int:
+    """TensorFlow threads per assignment task: the cores Spark gives each task."""
+    return int(spark.sparkContext.getConf().get("spark.task.cpus", "1"))
+
+
+def score(counts_rows, splits: list[str], n_clusters: int, classes: list[str]) -> dict[str, Any]:
+    """metrics.json's numbers from (split, cluster, label, count) rows: Hungarian accuracy, NMI, ARI over all
+    the assigned jets and per split when every jet is labelled, else cluster sizes only."""
+    by_split = {s: np.zeros((n_clusters, len(classes)), np.int64) for s in splits}
+    sizes = {s: np.zeros(n_clusters, np.int64) for s in splits}
+    unlabelled = 0
+    for split, cluster, label, count in counts_rows:
+        sizes[split][cluster] += count
+        if label is None:
+            unlabelled += count
+        else:
+            by_split[split][cluster, label] += count
+    if unlabelled:
+        result: dict[str, Any] = {
+            "labelled": False,
+            "unlabelled_jets": int(unlabelled),
+            "n_jets": int(sum(v.sum() for v in sizes.values())),
+            "cluster_sizes": [int(v) for v in sum(sizes.values())],
+            "by_split": {s: {"n_jets": int(v.sum()), "cluster_sizes": v.tolist()} for s, v in sizes.items()},
+        }
+        return result
+    total = sum(by_split.values())
+    return {
+        "labelled": True,
+        **metrics.summarize(total, classes),
+        "by_split": {s: metrics.summarize(c, classes) for s, c in by_split.items() if c.sum()},
+    }
+
+
+def mass_histograms(assignments, n_clusters: int) -> np.ndarray:
+    """``plots.mass_histogram`` of every assigned jet, computed by Spark (uniform bins, last bin = overflow)."""
+    from pyspark.sql import functions as F
+
+    width = float(plots.MASS_EDGES[1] - plots.MASS_EDGES[0])
+    last = len(plots.MASS_EDGES) - 2
+    binned = F.least(F.greatest(F.floor(F.col(schema.MASS) / width), F.lit(0)), F.lit(last)).cast("int")
+    counts = np.zeros((n_clusters, last + 1), np.int64)
+    for row in assignments.groupBy(CLUSTER, binned.alias("bin")).count().collect():
+        counts[row[CLUSTER], row["bin"]] = row["count"]
+    return counts
+
+
+def embedding_sample(assignments, n_jets: int, total: int, seed: int):
+    """About ``n_jets`` assigned jets (embedding, cluster, label) for the scatter plot."""
+    fraction = min(1.0, 1.5 * n_jets / max(total, 1))
+    return assignments.select(EMBEDDING, CLUSTER, schema.LABEL).sample(fraction=fraction, seed=seed).limit(n_jets)
+
+
+def draw(out: Path, result: dict[str, Any], sample, histograms, run: TrainedRun, classes: list[str]) -> list[str]:
+    """The evaluation's PNGs under ``out``; returns their file names."""
+    out.mkdir(parents=True, exist_ok=True)
+    drawn = []
+    if result["labelled"]:
+        mapping = {int(k): classes.index(v) for k, v in result["cluster_to_class"].items()}
+        drawn.append(plots.confusion_matrix(np.asarray(result["confusion_matrix"]), classes, mapping,
+                                            out / plots.FILE_NAMES["confusion"]))  # fmt: skip
+    if len(sample):
+        z = np.stack(sample[EMBEDDING].to_numpy())
+        labels = sample[schema.LABEL].to_numpy(dtype=np.int64) if result["labelled"] else None
+        drawn.append(plots.embedding(z, sample[CLUSTER].to_numpy(), labels, classes, run.centroids,
+                                     out / plots.FILE_NAMES["embedding"]))  # fmt: skip
+    drawn.append(plots.mass_per_cluster(histograms, out / plots.FILE_NAMES["mass"]))
+    return [p.name for p in drawn]
+
+
+def evaluate(
+    spark,
+    run_dir: str | Path,
+    data_dir: str | Path | None,
+    output: str | Path,
+    settings: EvaluateConfig | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Assign every jet of ``data_dir`` (default: the run's own dataset) and write ``output``:
+    ``assignments/`` (parquet, ``inference.ASSIGNMENT_COLUMNS``), ``metrics.json`` and ``plots/``."""
+    from ucluster_spark.data.sources import CounterParam
+
+    settings = settings or EvaluateConfig()
+    run = read_trained_run(run_dir)
+    root = store.local_path(data_dir) if data_dir else training_dataset(run)
+    info = load_info(root)
+    check_inputs_match(info, run, root)
+    splits = [s for s in settings.splits if info.n_jets(s)]
+    if not splits:
+        raise DatasetError(f"{root}: no jets in the split(s) {settings.splits} to assign")
+    classes = list(info.classes)
+    final = store.local_path(output)
+    if final.exists() and not overwrite:
+        raise FileExistsError(f"{final} already exists; choose another --output or pass --overwrite")
+
+    loads = spark.sparkContext.accumulator(0)
+    tasks_per_process = spark.sparkContext.accumulator(Counter(), CounterParam())
+    run_path, alpha, batch = str(run.run_dir), run.soft_assignment_alpha, settings.batch_size
+    threads = task_threads(spark)
+
+    def body(frames):  # shipped to executors: plain values and accumulators only
+        import os
+
+        from ucluster_spark.inference import assign_frames  # TensorFlow: in the executors only
+
+        tasks_per_process.add(Counter({f"{os.uname().nodename}:{os.getpid()}": 1}))
+        yield from assign_frames(
+            frames, run_dir=run_path, alpha=alpha, batch_size=batch, threads=threads, on_load=lambda: loads.add(1)
+        )
+
+    jets = read_jets(spark, root, splits)
+    n_jets = sum(info.n_jets(s) for s in splits)
+    print(f"[evaluate] assigning {n_jets} jets of {root} ({', '.join(splits)}) with {run.run_dir}", file=sys.stderr)
+    with store.atomic_directory(final, overwrite=overwrite) as staging:
+        started = time.time()
+        try:
+            jets.mapInPandas(body, schema=schema.assignment_spark_schema()).write.parquet(
+                store.file_url(staging / ASSIGNMENTS)
+            )
+        except Exception as err:
+            raise EvaluationError(f"cluster assignment of {root} with {run.run_dir} failed: {err}") from err
+        seconds = time.time() - started
+        assignments = spark.read.parquet(store.file_url(staging / ASSIGNMENTS))
+        rows = assignments.groupBy(schema.SPLIT, CLUSTER, schema.LABEL).count().collect()
+        result = score([tuple(r) for r in rows], splits, run.cfg.model.n_clusters, classes)
+        assigned = result["n_jets"]
+        if assigned != n_jets:
+            raise EvaluationError(f"{assigned} jets assigned but the dataset metadata lists {n_jets}")
+        cores = spark.sparkContext.defaultParallelism
+        result.update(
+            {
+                "model": str(run.run_dir),
+                "data": str(root),
+                "splits": splits,
+                "classes": classes,
+                "soft_assignment_alpha": alpha,
+                "throughput": {
+                    "assignment_seconds": round(seconds, 3),
+                    "jets_per_second": round(n_jets / seconds, 1),
+                    "cores": cores,
+                    "jets_per_second_per_core": round(n_jets / seconds / cores, 1),
+                    "tasks": sum(tasks_per_process.value.values()),
+                    "executor_processes": len(tasks_per_process.value),
+                    "model_loads": loads.value,
+                },
+            }
+        )
+        sample = embedding_sample(assignments, settings.plot_jets, n_jets, run.cfg.train.seed).toPandas()
+        histograms = mass_histograms(assignments, run.cfg.model.n_clusters)
+        result["plots"] = draw(staging / PLOTS, result, sample, histograms, run, classes)
+        warnings = metrics.collapse_warnings(result["cluster_sizes"], [])
+        result["warnings"] = warnings
+        store.atomic_write_json(staging / METRICS, result)
+    print(summary_line(result, final), file=sys.stderr)
+    return result
+
+
+def training_dataset(run: TrainedRun) -> Path:
+    """The dataset a run was trained on (from its metrics.json)."""
+    train_url = store.read_json(store.RunLayout(run.run_dir).metrics)["data"]["train_url"]
+    return store.local_path(train_url).parent
+
+
+def summary_line(result: dict[str, Any], output: Path) -> str:
+    t = result["throughput"]
+    head = f"[evaluate] {result['n_jets']} jets -> {output}: "
+    if result["labelled"]:
+        head += f"clustering accuracy {result['clustering_accuracy']:.4f} (NMI {result['nmi']:.3f}), "
+    else:
+        head += f"cluster sizes {result['cluster_sizes']} (no labels), "
+    return head + f"{t['jets_per_second']:.0f} jets/s ({t['jets_per_second_per_core']:.0f} per core)"

@@ -1,0 +1,29 @@
+"""Driver side: what the notebooks in ``notebooks/`` share, so they run on Databricks and as plain Python.
+
+On Databricks the notebooks get ``dbutils`` (widgets, which a job's parameters fill) and ``dbfs:/`` paths;
+elsewhere the same parameters come from ``UCLUSTER_<NAME>`` environment variables or the defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def parameters(defaults: dict[str, str], dbutils: Any = None) -> dict[str, str]:
+    """Text widgets named like ``defaults`` on Databricks; environment variables ``UCLUSTER_<NAME>`` elsewhere."""
+    if dbutils is not None:
+        for name, default in defaults.items():
+            dbutils.widgets.text(name, default)
+        return {name: dbutils.widgets.get(name) for name in defaults}
+    return {name: os.environ.get(f"UCLUSTER_{name.upper()}", default) for name, default in defaults.items()}
+
+
+def work_root(dbutils: Any = None) -> str:
+    """Where the notebooks write by default: DBFS (mounted at /dbfs on every node) or a local directory."""
+    return "dbfs:/ucluster" if dbutils is not None else "notebook-work"
+
+
+def overrides(text: str) -> list[str]:
+    """A widget's ``section.key=value`` overrides, separated by spaces or newlines."""
+    return text.split()

@@ -1,0 +1,244 @@
+"""Driver side: the scheduled step, data -> train -> evaluate, safe to rerun with the same run id.
+
+Everything of one run id lives in ``<pipeline.root>/<run id>/``::
+
+    config.yaml     the configuration of the first attempt (a rerun with another one is refused)
+    manifest.json   every stage and output with its status, rewritten atomically after each change
+    data/           the generated or prepared dataset (absent when data.path names an existing one)
+    train/          the training run directory (checkpoints while running; metrics.json when finished)
+    evaluate/       assignments/, metrics.json, plots/ of the evaluation
+
+Each output is complete or absent (every stage writes atomically), so a rerun skips what exists, resumes training
+from its last checkpoint, and redoes only what is missing. One attempt at a time per run id (a file lock).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import re
+import shutil
+import sys
+import time
+import traceback
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ucluster_spark import checkpoint, schema, store, tracking
+from ucluster_spark.config import Config, ConfigError
+
+STAGES = ("data", "train", "evaluate")
+MANIFEST = "manifest.json"
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+IGNORED_FOR_RERUN = {("pipeline", "root"), ("run", "verbose"), ("run", "start_timeout"), ("run", "spark_conf")}
+"""Settings a rerun may change: they do not change what is computed."""
+
+
+class DataStageError(RuntimeError):
+    """Generating or preparing the dataset failed for a reason other than its input."""
+
+
+class PipelineBusy(ConfigError):
+    """Another attempt with the same run id is running."""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _flat(cfg_dict: dict[str, Any]) -> dict[tuple[str, str], Any]:
+    return {(section, key): value for section, values in cfg_dict.items() for key, value in values.items()}
+
+
+def check_same_config(stored: dict[str, Any], cfg: Config, run_dir: Path) -> None:
+    """A run id stands for one configuration: refuse a rerun that would compute something else."""
+    old, new = _flat(stored), _flat(cfg.to_dict())
+    changed = sorted(f"{s}.{k}" for s, k in old.keys() | new.keys() if (s, k) not in IGNORED_FOR_RERUN
+                     and old.get((s, k)) != new.get((s, k)))  # fmt: skip
+    if changed:
+        raise ConfigError(
+            f"{run_dir} was started with another configuration (changed: {', '.join(changed)}); "
+            "use a new --run-id for a new configuration"
+        )
+
+
+class Manifest:
+    """``manifest.json``: the state of every stage and output, for schedulers and people."""
+
+    def __init__(self, run_dir: Path, run_id: str):
+        self.path = run_dir / MANIFEST
+        previous = store.read_json(self.path) if self.path.exists() else {}
+        earlier = previous.get("earlier_attempts", [])
+        if previous:
+            earlier = [*earlier, {k: previous.get(k) for k in ("started_at", "finished_at", "status", "exit_code")}]
+        self.data: dict[str, Any] = {
+            "run_id": run_id,
+            "status": "running",
+            "exit_code": None,
+            "attempt": len(earlier) + 1,
+            "started_at": _now(),
+            "stages": {name: {"status": "pending", "outputs": []} for name in STAGES},
+            "earlier_attempts": earlier,
+        }
+        if "mlflow_run_id" in previous:
+            self.data["mlflow_run_id"] = previous["mlflow_run_id"]
+        self.save()
+
+    def save(self) -> None:
+        store.atomic_write_json(self.path, self.data)
+
+    def stage(self, name: str, **fields: Any) -> dict[str, Any]:
+        self.data["stages"][name].update(fields)
+        self.save()
+        return self.data["stages"][name]
+
+    def finish(self, status: str, exit_code: int) -> None:
+        self.data.update(status=status, exit_code=exit_code, finished_at=_now())
+        self.save()
+
+
+def outputs(paths: list[tuple[str, Path]]) -> list[dict[str, str]]:
+    """Each output with its status: outputs are written atomically, so one that exists is complete."""
+    return [{"kind": kind, "path": str(p), "status": "complete" if p.exists() else "missing"} for kind, p in paths]
+
+
+@contextlib.contextmanager
+def exclusive(run_dir: Path) -> Iterator[None]:
+    """One attempt per run id at a time; the lock dies with the process (no stale lock after a crash)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PipelineBusy(f"{run_dir}: another attempt of this run id is running") from None
+        yield
+
+
+def remove_stale_staging(run_dir: Path) -> None:
+    """Temporary directories of an attempt that was killed mid-write (never complete outputs)."""
+    for stale in run_dir.glob(".*.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+
+
+def _log(message: str) -> None:
+    print(f"[pipeline] {message}", file=sys.stderr, flush=True)
+
+
+def data_stage(spark, cfg: Config, run_dir: Path, manifest: Manifest) -> Path:
+    """The dataset training will read: prepared from hls4ml files, an existing one, or generated."""
+    from ucluster_spark.cli import parse_mass_window
+    from ucluster_spark.data.dataset import DatasetError, check_compatible, load_info
+    from ucluster_spark.data.sources import generate, prepare_hls4ml
+
+    p = cfg.pipeline
+    if not p.hls4ml_input and cfg.data.path:
+        root = store.local_path(cfg.data.path)
+        check_compatible(load_info(root), cfg.data, str(root))
+        manifest.stage("data", status="skipped", action="external dataset", outputs=outputs([("dataset", root)]))
+        return root
+    root = run_dir / "data"
+    action = "prepared from hls4ml files" if p.hls4ml_input else "generated with Pythia"
+    if (root / schema.METADATA_FILE).exists():
+        check_compatible(load_info(root), cfg.data, str(root))
+        manifest.stage("data", status="skipped", action=action, outputs=outputs([("dataset", root)]))
+        _log(f"data: {root} is complete, skipped")
+        return root
+    manifest.stage("data", status="running", action=action, started_at=_now())
+    started = time.time()
+    try:
+        if p.hls4ml_input:
+            window = parse_mass_window(",".join(str(v) for v in p.mass_window)) if p.mass_window else None
+            prepare_hls4ml(spark, p.hls4ml_input, root, cfg.data, window, p.drop_bad_jets, overwrite=root.exists())
+        else:
+            generate(spark, cfg.data, root, overwrite=root.exists())
+    except (DatasetError, ConfigError, FileNotFoundError):
+        raise
+    except Exception as err:
+        raise DataStageError(f"data stage ({action}) failed: {err}") from err
+    manifest.stage("data", status="completed", seconds=round(time.time() - started, 1),
+                   outputs=outputs([("dataset", root)]))  # fmt: skip
+    return root
+
+
+def train_stage(spark, cfg: Config, data_root: Path, run_dir: Path, manifest: Manifest) -> Path:
+    """Train (or resume, or skip) into ``run_dir/train``."""
+    from ucluster_spark.launcher import train
+
+    train_dir = run_dir / "train"
+    layout = store.RunLayout(train_dir)
+    listed = [("run directory", train_dir), ("model", layout.model_dir), ("metrics", layout.metrics),
+              ("plots", layout.plots)]  # fmt: skip
+    if layout.metrics.exists():
+        manifest.stage("train", status="skipped", outputs=outputs(listed))
+        _log(f"train: {train_dir} is finished, skipped")
+        return train_dir
+    resume = train_dir.exists() and checkpoint.latest(train_dir) is not None
+    manifest.stage("train", status="running", resumed=resume, started_at=_now())
+    started = time.time()
+    overrides = {"data": {"path": str(data_root)}, "run": {"output": str(train_dir)}}
+    train_cfg = Config.from_dict(_merge(cfg.to_dict(), overrides))
+    train(spark, train_cfg, resume=resume)
+    manifest.stage("train", status="completed", seconds=round(time.time() - started, 1), outputs=outputs(listed))
+    return train_dir
+
+
+def evaluate_stage(spark, cfg: Config, data_root: Path, train_dir: Path, run_dir: Path, manifest: Manifest) -> Path:
+    from ucluster_spark.evaluate import ASSIGNMENTS, METRICS, PLOTS, evaluate
+
+    out = run_dir / "evaluate"
+    listed = [("assignments", out / ASSIGNMENTS), ("metrics", out / METRICS), ("plots", out / PLOTS)]
+    if (out / METRICS).exists():
+        manifest.stage("evaluate", status="skipped", outputs=outputs(listed))
+        _log(f"evaluate: {out} is complete, skipped")
+        return out
+    manifest.stage("evaluate", status="running", started_at=_now())
+    started = time.time()
+    evaluate(spark, train_dir, data_root, out, cfg.evaluate)
+    manifest.stage("evaluate", status="completed", seconds=round(time.time() - started, 1), outputs=outputs(listed))
+    return out
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {section: {**values, **overrides.get(section, {})} for section, values in base.items()}
+
+
+def run_pipeline(spark, cfg: Config, run_id: str) -> dict[str, Any]:
+    """Run (or finish) pipeline ``run_id``; returns the manifest. Raises what the failing stage raised, after
+    recording it in the manifest."""
+    from ucluster_spark import cli
+
+    if not RUN_ID_PATTERN.match(run_id):
+        raise ConfigError(f"--run-id {run_id!r}: use letters, digits, '.', '_' and '-' (at most 128, not leading)")
+    run_dir = store.local_path(cfg.pipeline.root) / run_id
+    stored_config = run_dir / "config.yaml"
+    if stored_config.exists():
+        check_same_config(yaml.safe_load(stored_config.read_text()), cfg, run_dir)
+    with exclusive(run_dir):
+        remove_stale_staging(run_dir)
+        if not stored_config.exists():
+            cfg.dump(stored_config)
+        manifest = Manifest(run_dir, run_id)
+        _log(f"{run_dir} (attempt {manifest.data['attempt']})")
+        current = "data"
+        try:
+            data_root = data_stage(spark, cfg, run_dir, manifest)
+            current = "train"
+            train_dir = train_stage(spark, cfg, data_root, run_dir, manifest)
+            current = "evaluate"
+            out = evaluate_stage(spark, cfg, data_root, train_dir, run_dir, manifest)
+        except BaseException as err:
+            code = cli.exit_code_for(err)
+            manifest.stage(current, status="failed", error=f"{type(err).__name__}: {err}"[-20000:],
+                           traceback=traceback.format_exc()[-8000:])  # fmt: skip
+            manifest.finish("failed", code)
+            raise
+        mlflow_run = tracking.log_pipeline(run_id, manifest.data.get("mlflow_run_id"), train_dir, out)
+        if mlflow_run:
+            manifest.data["mlflow_run_id"] = mlflow_run
+        manifest.finish("succeeded", cli.EXIT_OK)
+        _log(f"succeeded: {run_dir / MANIFEST}")
+        return manifest.data

@@ -1,0 +1,209 @@
+"""The pictures people look at, as PNG files: each function takes plain arrays/dicts and a path.
+
+Used by rank 0 at the end of training, by the evaluate job on the driver and by the scaling benchmark; the inputs
+are small summaries (contingency matrix, histograms, a sample of embeddings), never the whole dataset. Every file
+is drawn under a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ucluster_spark import store
+
+MASS_EDGES = np.linspace(0.0, 300.0, 61)
+"""Jet-mass histogram bins (GeV) of the per-cluster mass plot: W, Z and top peaks at 80, 91 and 173."""
+
+FILE_NAMES = {
+    "confusion": "confusion_matrix.png",
+    "embedding": "embedding.png",
+    "curves": "training_curves.png",
+    "mass": "mass_per_cluster.png",
+    "scaling": "scaling.png",
+}
+
+
+@contextlib.contextmanager
+def _figure(path: str | Path, *subplots: int, width: float = 6.0, height: float = 4.5) -> Iterator[Any]:
+    """A matplotlib figure (Agg, no display needed) saved atomically to ``path`` when the block ends."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, cols = subplots or (1, 1)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    try:
+        yield fig, axes.ravel()
+        final = store.local_path(path)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staging = store.temporary_sibling(final)
+        fig.tight_layout()
+        fig.savefig(staging, dpi=110, format="png")
+        os.replace(staging, final)
+    finally:
+        plt.close(fig)
+
+
+def mass_histogram(cluster: np.ndarray, mass: np.ndarray, n_clusters: int) -> np.ndarray:
+    """(n_clusters, len(MASS_EDGES) - 1) counts; masses beyond the last edge go to the last bin. Histograms of
+    shards or partitions add up."""
+    bins = np.clip(np.searchsorted(MASS_EDGES, mass, side="right") - 1, 0, len(MASS_EDGES) - 2)
+    counts = np.zeros((n_clusters, len(MASS_EDGES) - 1), np.int64)
+    np.add.at(counts, (np.asarray(cluster, np.int64), bins), 1)
+    return counts
+
+
+def confusion_matrix(counts: np.ndarray, class_names: Sequence[str], mapping: dict[int, int], path) -> Path:
+    """Clusters x true classes, clusters ordered by the class the Hungarian matching gave them (matched cells on
+    the diagonal), coloured by the fraction of each class in each cluster, annotated with counts."""
+    counts = np.asarray(counts)
+    order = sorted(range(counts.shape[0]), key=lambda k: mapping.get(k, counts.shape[1] + k))
+    shown = counts[order]
+    fractions = shown / np.maximum(shown.sum(axis=0, keepdims=True), 1)
+    matched = sum(counts[k, c] for k, c in mapping.items())
+    with _figure(path) as (fig, (ax,)):
+        image = ax.imshow(fractions, cmap="Blues", vmin=0.0, vmax=1.0)
+        for i in range(shown.shape[0]):
+            for j in range(shown.shape[1]):
+                colour = "white" if fractions[i, j] > 0.6 else "black"
+                ax.text(j, i, f"{shown[i, j]}\n{fractions[i, j]:.0%}", ha="center", va="center", color=colour)
+        ax.set_xticks(range(len(class_names)), list(class_names))
+        ax.set_yticks(range(len(order)), [f"cluster {k}" for k in order])
+        ax.set_xlabel("true class")
+        ax.set_title(f"clustering accuracy {matched / max(counts.sum(), 1):.3f} ({counts.sum()} jets)")
+        fig.colorbar(image, ax=ax, label="fraction of the class")
+    return store.local_path(path)
+
+
+def embedding(
+    z: np.ndarray,
+    cluster: np.ndarray,
+    labels: np.ndarray | None,
+    class_names: Sequence[str],
+    centroids: np.ndarray,
+    path,
+) -> Path:
+    """The embedding projected to its first two principal components, coloured by cluster and (if labels exist)
+    by true class, with the centroids. A collapsed embedding shows up as a line or a point."""
+    from sklearn.decomposition import PCA
+
+    z = np.asarray(z, np.float64)
+    pca = PCA(n_components=min(2, z.shape[1], len(z))).fit(z)
+    xy, centres = pca.transform(z), pca.transform(np.asarray(centroids, np.float64))
+    if xy.shape[1] == 1:
+        xy, centres = np.c_[xy, np.zeros(len(xy))], np.c_[centres, np.zeros(len(centres))]
+    panels = [("cluster", cluster, [f"cluster {k}" for k in range(len(centroids))])]
+    if labels is not None:
+        panels.append(("true class", labels, list(class_names)))
+    explained = ", ".join(f"{v:.0%}" for v in pca.explained_variance_ratio_)
+    with _figure(path, 1, len(panels)) as (fig, axes):
+        for ax, (title, colour_by, names) in zip(axes, panels, strict=True):
+            for index, name in enumerate(names):
+                chosen = np.asarray(colour_by) == index
+                ax.scatter(xy[chosen, 0], xy[chosen, 1], s=4, alpha=0.5, label=f"{name} ({chosen.sum()})")
+            ax.scatter(centres[:, 0], centres[:, 1], marker="X", s=120, c="black", label="centroids")
+            ax.set_xlabel("PC 1")
+            ax.set_ylabel("PC 2")
+            ax.set_title(f"embedding z by {title} ({len(z)} jets; PCs explain {explained})", fontsize=9)
+            legend = ax.legend(fontsize=7)
+            for handle in legend.legend_handles:  # equal-sized markers: the points are tiny, the centroids large
+                handle.set_sizes([30])
+    return store.local_path(path)
+
+
+def training_curves(history: list[dict[str, Any]], pretrain_epochs: int, path) -> Path:
+    """Losses, validation clustering accuracy / NMI and the embedding's spread per epoch (a dimension whose
+    spread falls to zero is dead; all of them falling is a collapse)."""
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = [h["epoch"] + 1 for h in history]
+    with _figure(path, 1, 3, width=5.0) as (fig, (losses, quality, spread)):
+        for key, label in (("focal_loss", "focal (aux)"), ("clustering_loss_per_jet", "clustering, per jet")):
+            losses.plot(epochs, [h[key] for h in history], marker=".", label=label)
+        losses.set_yscale("symlog", linthresh=1e-3)
+        losses.set_title("training losses (means over ranks)")
+        scored = [h for h in history if "val_clustering_accuracy" in h]
+        for key, label in (("val_clustering_accuracy", "clustering accuracy"), ("val_nmi", "NMI")):
+            quality.plot([h["epoch"] + 1 for h in scored], [h[key] for h in scored], marker=".", label=label)
+        quality.set_ylim(0.0, 1.0)
+        quality.set_title("validation (Hungarian matching, whole split)")
+        stds = [h["val_embedding_std"] for h in history if "val_embedding_std" in h]
+        if stds:
+            for dim, values in enumerate(np.asarray(stds).T):
+                spread.plot(epochs[: len(values)], values, marker=".", label=f"z[{dim}]")
+        spread.set_yscale("log")
+        spread.set_title("validation embedding std per dimension")
+        for ax in (losses, quality, spread):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if 0 < pretrain_epochs < (epochs[-1] if epochs else 0):
+                ax.axvline(pretrain_epochs + 0.5, ls="--", color="grey", label="clustering loss on")
+            ax.set_xlabel("epoch")
+            ax.legend(fontsize=7)
+    return store.local_path(path)
+
+
+def mass_per_cluster(histograms: np.ndarray, path, title: str = "") -> Path:
+    """Jet-mass distribution of each cluster (``mass_histogram`` counts), as step histograms."""
+    histograms = np.asarray(histograms)
+    with _figure(path) as (fig, (ax,)):
+        for k, counts in enumerate(histograms):
+            ax.stairs(counts, MASS_EDGES, label=f"cluster {k} ({counts.sum()} jets)", linewidth=1.5)
+        ax.set_xlabel(f"jet mass [GeV] (last bin: >= {MASS_EDGES[-2]:.0f})")
+        ax.set_ylabel(f"jets / {MASS_EDGES[1] - MASS_EDGES[0]:.0f} GeV")
+        ax.set_title(title or "jet mass per cluster")
+        ax.legend(fontsize=8)
+    return store.local_path(path)
+
+
+def scaling(report: dict[str, Any], path) -> Path:
+    """The scaling benchmark: steady throughput per layout against perfect scaling, and where each run's wall
+    time went."""
+    summary = report["summary"]
+    rates = summary["steady_jets_per_second"]
+    names = sorted(rates, key=lambda n: (not n.startswith("bare"), n))
+    with _figure(path, 1, 2) as (fig, (left, right)):
+        colours = ["grey" if n.startswith("bare") else "C0" for n in names]
+        bars = left.bar(names, [rates[n] for n in names], color=colours)
+        left.bar_label(bars, fmt="%.0f")
+        per_rank = report["threads_per_rank"]
+        ideals = []
+        for name, run in report["runs"].items():
+            if run["threads_per_rank"] == per_rank and run["num_proc"] > 1:
+                ideal, at = run["num_proc"] * rates[f"stack_1x{per_rank}"], names.index(name)
+                ideals.append(ideal)
+                left.hlines(ideal, at - 0.4, at + 0.4, ls="--", color="C1", label="perfect scaling")
+        left.set_ylabel("training jets / s (steady state)")
+        efficiency = ", ".join(f"{n} ranks {e:.2f}" for n, e in summary["scaling_efficiency"].items())
+        left.set_title(f"overhead vs bare {summary['overhead_vs_bare']:.1%}; efficiency {efficiency}", fontsize=10)
+        left.tick_params(axis="x", labelsize=8)
+        left.set_ylim(top=1.25 * max([*rates.values(), *ideals]))
+        handles, labels = left.get_legend_handles_labels()
+        if handles:
+            left.legend(handles[:1], labels[:1], loc="upper right", fontsize=8)
+
+        runs = report["runs"]
+        parts = [
+            ("launch -> ranks ready", lambda r: r["launch_seconds"]),
+            ("rank set-up", lambda r: r["rank_setup_seconds"]),
+            ("epochs (training)", lambda r: sum(e["seconds"] for e in r["epochs"])),
+            ("between epochs (validation, checkpoint)", lambda r: r["between_epochs_seconds"]),
+            ("test evaluation, outputs, shutdown", lambda r: r["finish_seconds"]),
+        ]
+        stack_names = list(runs)
+        left_edge = [0.0] * len(stack_names)
+        for label, part in parts:
+            widths = [part(runs[n]) for n in stack_names]
+            right.barh(stack_names, widths, left=left_edge, label=label)
+            left_edge = [a + b for a, b in zip(left_edge, widths, strict=True)]
+        spark_seconds = summary["startup_seconds"]["spark_session"]
+        right.set_xlabel(f"seconds (plus {spark_seconds:.1f} s Spark session start, once)")
+        right.set_title("where the wall time of each run goes")
+        right.legend(fontsize=8, loc="lower right")
+    return store.local_path(path)
