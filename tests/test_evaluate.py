@@ -1,6 +1,7 @@
 """Cluster assignment as a Spark job: real executors running the trained model through mapInPandas."""
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -140,6 +141,18 @@ def test_a_dataset_with_other_inputs_is_refused_before_any_output(spark, finishe
     assert not (tmp_path / "out").exists()
 
 
+def test_a_dataset_with_its_features_in_another_order_is_refused(spark, finished_run, synthetic_dataset, tmp_path):
+    _, run_dir, _ = finished_run
+    root = tmp_path / "reordered"
+    shutil.copytree(synthetic_dataset[0], root)
+    meta = json.loads((root / schema.METADATA_FILE).read_text())
+    meta["feature_names"] = meta["feature_names"][::-1]  # e.g. written by another version of the feature code
+    (root / schema.METADATA_FILE).write_text(json.dumps(meta))
+    with pytest.raises(DatasetError, match=r"dataset has feature set 'ucluster8' \['costhetarel'"):
+        evaluate(spark, run_dir, root, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_an_unfinished_run_is_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a finished training run"):
         read_trained_run(tmp_path)
@@ -185,6 +198,12 @@ def test_runs_are_logged_to_mlflow_when_it_is_configured(finished_run, evaluatio
                                                                                        "plots/train")}  # fmt: skip
     evaluated = client.get_run(tracking.log_evaluation(out))
     assert evaluated.data.metrics["eval_clustering_accuracy"] == pytest.approx(result["clustering_accuracy"])
+
+    pipeline_run = client.get_run(tracking.log_pipeline("nightly-7", None, run_dir, out))
+    assert pipeline_run.data.tags["ucluster.pipeline_run_id"] == "nightly-7"
+    assert {"test_clustering_accuracy", "eval_clustering_accuracy", "loss"} <= set(pipeline_run.data.metrics)
+    assert tracking.log_pipeline("nightly-7", pipeline_run.info.run_id, run_dir, out) == pipeline_run.info.run_id
+    assert len(client.search_runs([pipeline_run.info.experiment_id])) == 3  # a rerun logs nothing again
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens: logging fails, quietly
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
