@@ -215,12 +215,12 @@ def run_pipeline(spark, cfg: Config, run_id: str) -> dict[str, Any]:
         raise ConfigError(f"--run-id {run_id!r}: use letters, digits, '.', '_' and '-' (at most 128, not leading)")
     run_dir = store.local_path(cfg.pipeline.root) / run_id
     stored_config = run_dir / "config.yaml"
-    if stored_config.exists():
-        check_same_config(yaml.safe_load(stored_config.read_text()), cfg, run_dir)
-    with exclusive(run_dir):
-        remove_stale_staging(run_dir)
-        if not stored_config.exists():
+    with exclusive(run_dir):  # under the lock: two first attempts cannot both write their config
+        if stored_config.exists():
+            check_same_config(yaml.safe_load(stored_config.read_text()), cfg, run_dir)
+        else:
             cfg.dump(stored_config)
+        remove_stale_staging(run_dir)
         manifest = Manifest(run_dir, run_id)
         _log(f"{run_dir} (attempt {manifest.data['attempt']})")
         current = "data"

@@ -141,6 +141,7 @@ def training_curves(history: list[dict[str, Any]], pretrain_epochs: int, path) -
         spread.set_yscale("log")
         spread.set_title("validation embedding std per dimension")
         for ax in (losses, quality, spread):
+            ax.set_xlim(0.5, max(epochs, default=1) + 0.5)  # the same epochs on every panel
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             if 0 < pretrain_epochs < (epochs[-1] if epochs else 0):
                 ax.axvline(pretrain_epochs + 0.5, ls="--", color="grey", label="clustering loss on")
