@@ -153,6 +153,19 @@ def test_a_dataset_with_its_features_in_another_order_is_refused(spark, finished
     assert not (tmp_path / "out").exists()
 
 
+def test_a_malformed_jet_fails_the_job_naming_it_and_writes_nothing(spark, finished_run, tmp_path):
+    _, run_dir, _ = finished_run
+    frame = synthetic_jets(10, seed=2)
+    frame.at[3, schema.CONSTITUENTS] = frame.at[3, schema.CONSTITUENTS][:-8]  # one particle short
+    root = tmp_path / "malformed"
+    df = spark.createDataFrame(frame, schema=schema.spark_schema())
+    write_dataset(spark, df, root, config.load(None, ["data.files_per_split=2"]).data, {"generator": "test"})
+    wrong = frame.at[3, schema.JET_ID]
+    with pytest.raises(DatasetError, match=rf"jet '{wrong}': column 'constituents' holds 792 values, the model"):
+        evaluate(spark, run_dir, root, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.tmp-*"))
+
+
 def test_an_unfinished_run_is_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a finished training run"):
         read_trained_run(tmp_path)

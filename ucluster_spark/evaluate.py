@@ -19,7 +19,7 @@ import numpy as np
 
 from ucluster_spark import metrics, plots, schema, store
 from ucluster_spark.config import Config, EvaluateConfig
-from ucluster_spark.data.dataset import DatasetError, DatasetInfo, load_info
+from ucluster_spark.data.dataset import DatasetError, DatasetInfo, input_error_from, load_info
 from ucluster_spark.schema import CLUSTER, EMBEDDING
 
 ASSIGNMENTS = "assignments"
@@ -216,6 +216,9 @@ def evaluate(
                 store.file_url(staging / ASSIGNMENTS)
             )
         except Exception as err:
+            bad_row = input_error_from(err)  # a malformed jet is bad input, not a failed job
+            if bad_row is not None:
+                raise DatasetError(f"{root}: {bad_row}") from None
             raise EvaluationError(f"cluster assignment of {root} with {run.run_dir} failed: {err}") from err
         seconds = time.time() - started
         assignments = spark.read.parquet(store.file_url(staging / ASSIGNMENTS))

@@ -17,6 +17,7 @@ import numpy as np
 
 from ucluster_spark import store
 from ucluster_spark.config import Config
+from ucluster_spark.data.ingest import InputFileError
 from ucluster_spark.model import UCluster, build_model
 from ucluster_spark.schema import (
     ASSIGNMENT_COLUMNS,
@@ -78,7 +79,7 @@ class Assigner:
         expected = self.shape[0] * self.shape[1]
         for jet_id, values in zip(frame[JET_ID], flat, strict=True):
             if len(values) != expected:
-                raise ValueError(
+                raise InputFileError(
                     f"jet {jet_id!r}: column {CONSTITUENTS!r} holds {len(values)} values, the model expects "
                     f"{self.shape[0]} particles x {self.shape[1]} features = {expected}"
                 )
