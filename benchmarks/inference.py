@@ -95,10 +95,10 @@ def main() -> None:
     args = parser.parse_args()
 
     from ucluster_spark import store
-    from ucluster_spark.evaluate import read_trained_run, training_dataset
+    from ucluster_spark.evaluate import read_trained_run
 
     run_dir = store.local_path(args.model)
-    data_dir = store.local_path(args.data) if args.data else training_dataset(read_trained_run(run_dir))
+    data_dir = store.local_path(args.data) if args.data else read_trained_run(run_dir).dataset
     output = store.local_path(args.output)
     report = {
         "model": str(run_dir),

@@ -39,6 +39,8 @@ class TrainedRun:
     cfg: Config
     history: list[dict[str, Any]]
     centroids: np.ndarray
+    dataset: Path
+    """The dataset the run was trained on (the default to assign)."""
 
     @property
     def soft_assignment_alpha(self) -> float:
@@ -57,13 +59,15 @@ def read_trained_run(run_dir: str | Path) -> TrainedRun:
         )
     cfg = Config.from_dict(store.read_json(layout.model_config), str(layout.model_config))
     history = store.read_json(layout.history) if layout.history.is_file() else []
-    centroids = store.read_json(layout.metrics).get("centroids")
+    finished = store.read_json(layout.metrics)
+    centroids = finished.get("centroids")
     if centroids is None:  # a run from before metrics.json recorded them: read the weights (imports TensorFlow)
         from ucluster_spark.inference import load_run
 
         centroids = load_run(layout.root)[1].centroids.numpy()
     centroids = np.asarray(centroids, np.float32)
-    return TrainedRun(layout.root, cfg, history, centroids)
+    dataset = store.local_path(finished["data"]["train_url"]).parent
+    return TrainedRun(layout.root, cfg, history, centroids, dataset)
 
 
 def check_inputs_match(info: DatasetInfo, run: TrainedRun, data_dir: str | Path) -> None:
@@ -180,7 +184,7 @@ def evaluate(
 
     settings = settings or EvaluateConfig()
     run = read_trained_run(run_dir)
-    root = store.local_path(data_dir) if data_dir else training_dataset(run)
+    root = store.local_path(data_dir) if data_dir else run.dataset
     info = load_info(root)
     check_inputs_match(info, run, root)
     splits = [s for s in settings.splits if info.n_jets(s)]
@@ -254,12 +258,6 @@ def evaluate(
         store.atomic_write_json(staging / METRICS, result)
     print(summary_line(result, final), file=sys.stderr)
     return result
-
-
-def training_dataset(run: TrainedRun) -> Path:
-    """The dataset a run was trained on (from its metrics.json)."""
-    train_url = store.read_json(store.RunLayout(run.run_dir).metrics)["data"]["train_url"]
-    return store.local_path(train_url).parent
 
 
 def summary_line(result: dict[str, Any], output: Path) -> str:

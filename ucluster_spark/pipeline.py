@@ -121,7 +121,10 @@ def exclusive(run_dir: Path) -> Iterator[None]:
 def remove_stale_staging(run_dir: Path) -> None:
     """Temporary directories of an attempt that was killed mid-write (never complete outputs)."""
     for stale in run_dir.glob(".*.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
 
 
 def _log(message: str) -> None:
@@ -130,7 +133,6 @@ def _log(message: str) -> None:
 
 def data_stage(spark, cfg: Config, run_dir: Path, manifest: Manifest) -> Path:
     """The dataset training will read: prepared from hls4ml files, an existing one, or generated."""
-    from ucluster_spark.cli import parse_mass_window
     from ucluster_spark.data.dataset import DatasetError, check_compatible, load_info
     from ucluster_spark.data.sources import generate, prepare_hls4ml
 
@@ -151,7 +153,7 @@ def data_stage(spark, cfg: Config, run_dir: Path, manifest: Manifest) -> Path:
     started = time.time()
     try:
         if p.hls4ml_input:
-            window = parse_mass_window(",".join(str(v) for v in p.mass_window)) if p.mass_window else None
+            window = (p.mass_window[0], p.mass_window[1]) if p.mass_window else None  # checked by Config.validate
             prepare_hls4ml(spark, p.hls4ml_input, root, cfg.data, window, p.drop_bad_jets, overwrite=root.exists())
         else:
             generate(spark, cfg.data, root, overwrite=root.exists())
