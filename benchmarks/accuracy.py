@@ -1,57 +1,83 @@
 """Clustering accuracy of UCluster trained without labels, against k-means / GMM on jet observables.
 
-    .venv/bin/python benchmarks/accuracy.py --data DATASET_DIR [--config conf/accuracy.yaml] [--output RUN_DIR]
+    .venv/bin/python benchmarks/accuracy.py --data DATASET_DIR [--config conf/accuracy.yaml] --output RUN_DIR
+                                            [--seeds 7,8,9] [--results benchmarks/results/accuracy.json]
                                             [section.key=value ...]
+    .venv/bin/python benchmarks/accuracy.py --data DATASET_DIR --report-only RUN_DIR [...]
+    .venv/bin/python benchmarks/accuracy.py --readme-table benchmarks/results/accuracy.json
 
-Trains through the full stack (Spark local[2] + petastorm + horovod.spark.run), then prints one JSON document:
-test accuracy / NMI / ARI, the best validation epoch, the schedule and data size, the wall time, the
-observable baselines on the same test split, and diagnostics of what limits the accuracy (supervised probes, with
-labels, of the auxiliary target's observables and of the learned embedding). The same JSON is written to
-RUN_DIR/benchmark.json; ``--report-only RUN_DIR`` recomputes it for a finished run.
+Trains through the full stack (Spark local[2] + petastorm + horovod.spark.run) once per seed (run directories
+RUN_DIR-s<seed>; one seed: RUN_DIR itself), then prints one JSON document: per seed the test accuracy / NMI / ARI,
+the k-means start (validation and test) and what the clustering phase added to it, the validation curve with the
+cluster sizes, the wall time; over the seeds the mean and spread; the observable baselines on the same test split;
+and diagnostics of what limits the accuracy (supervised probes, with labels, of the auxiliary target's
+observables and of the learned embedding). Each run's report is also written to RUN_DIR/benchmark.json.
+
+Resumable: a seed whose run is finished is only reported, one with a checkpoint is resumed, so a long benchmark
+killed with its session continues where it stopped when the same command is run again.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
+import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+READOUT = ("clustering_accuracy", "nmi", "ari")
 
 
-def build_report(run_dir, data_dir, cfg, wall_seconds: float | None) -> dict:
-    """The benchmark's numbers from a finished run directory, plus the observable baselines on the same split."""
+def run_report(run_dir, data_dir, cfg, wall_seconds: float | None) -> dict:
+    """One finished run: its test metrics, the k-means start, the validation curve and the diagnostics."""
     from ucluster_spark import store
-    from ucluster_spark.baselines import observable_baselines
 
     layout = store.RunLayout(run_dir)
     history = json.loads(layout.history.read_text())
     m = json.loads(layout.metrics.read_text())
-    clustered = [h for h in history if "val_clustering_accuracy" in h]
+    pretrain = cfg.train.pretrain_epochs
+    start = history[pretrain - 1] if pretrain else {}
+    clustered = [h for h in history[pretrain:] if "val_clustering_accuracy" in h]
     best = max(clustered, key=lambda h: h["val_clustering_accuracy"]) if clustered else None
-    return {
+    report = {
         "run_dir": str(run_dir),
+        "seed": cfg.train.seed,
         "test_clustering_accuracy": m["clustering_accuracy"],
         "test_nmi": m["nmi"],
         "test_ari": m["ari"],
         "test_jets": m["n_jets"],
         "test_confusion_matrix": m["confusion_matrix"],
+        "test_cluster_sizes": m["cluster_sizes"],
         "cluster_to_class": m["cluster_to_class"],
+        "kmeans_start": {
+            "val_clustering_accuracy": start.get("val_clustering_accuracy"),
+            "val_cluster_sizes": start.get("val_cluster_sizes"),
+            "test_clustering_accuracy": start.get("kmeans_start_test_accuracy"),
+            "test_nmi": start.get("kmeans_start_test_nmi"),
+        },
         "best_val_epoch": best and {k: best[k] for k in ("epoch", "val_clustering_accuracy", "val_nmi")},
-        "val_accuracy_curve": [round(h["val_clustering_accuracy"], 4) for h in clustered],
+        "val_curve": [
+            {k: h.get(k) for k in ("epoch", "alpha", "learning_rate", "val_clustering_accuracy", "val_nmi",
+                                   "val_cluster_sizes", "train_cluster_sizes", "clustering_loss_per_jet")}
+            for h in history[max(pretrain - 1, 0):]
+        ],  # fmt: skip
         "train_jets": m["data"]["n_train"],
         "epochs": cfg.train.epochs,
-        "pretrain_epochs": cfg.train.pretrain_epochs,
+        "pretrain_epochs": pretrain,
         "global_batch": m["global_batch"],
+        "steps_per_epoch": history[0]["global_step"],
         "train_seconds": sum(h["seconds"] for h in history),
         "wall_seconds": wall_seconds,
-        "baselines": observable_baselines(data_dir, cfg.data.classes, seed=cfg.train.seed),
-        "diagnostics": diagnostics(run_dir, data_dir, cfg, m),
+        "diagnostics": diagnostics(data_dir, cfg, m, run_dir),
     }
+    kmeans_test = report["kmeans_start"]["test_clustering_accuracy"]
+    report["lift_over_kmeans_start_test"] = None if kmeans_test is None else m["clustering_accuracy"] - kmeans_test
+    return report
 
 
-def diagnostics(run_dir, data_dir, cfg, metrics: dict) -> dict:
+def diagnostics(data_dir, cfg, metrics: dict, run_dir) -> dict:
     """What limits the accuracy, measured with labels (never used in training): the class information in the
     auxiliary target alone, and in the learned embedding z (supervised probes on train -> test)."""
     from ucluster_spark.baselines import aux_target_ceiling, supervised_accuracy
@@ -62,47 +88,139 @@ def diagnostics(run_dir, data_dir, cfg, metrics: dict) -> dict:
     _, model = load_run(run_dir)
     z_train, train_columns = embeddings_of(model, metrics["data"]["train_url"], cfg, 0, 1, columns=["label"])
     z_test, test_columns = embeddings_of(model, metrics["data"]["test_url"], cfg, 0, 1, columns=["label"])
-    y_train, y_test = train_columns["label"], test_columns["label"]
     return {
         "aux_targets": cfg.data.aux_mass_columns,
         "aux_targets_supervised_accuracy": aux_target_ceiling(data_dir, cfg.data.aux_mass_columns, seed),
-        "embedding_supervised_accuracy": supervised_accuracy(z_train, y_train, z_test, y_test, seed),
+        "embedding_supervised_accuracy": supervised_accuracy(
+            z_train, train_columns["label"], z_test, test_columns["label"], seed
+        ),
         "embedding_std_test": z_test.std(axis=0).round(5).tolist(),
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="prepared or generated dataset directory")
-    parser.add_argument("--config", default=str(ROOT / "conf/accuracy.yaml"))
-    parser.add_argument("--output", help="run directory (default runs/<timestamp>)")
-    parser.add_argument("--report-only", metavar="RUN_DIR", help="skip training: report on a finished run")
-    parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args()
+def aggregate(runs: list[dict]) -> dict:
+    """Mean and spread (max - min, and standard deviation) of the test metrics and the lift over the seeds."""
+    out = {"seeds": [r["seed"] for r in runs]}
+    keys = [f"test_{k}" for k in READOUT] + ["lift_over_kmeans_start_test"]
+    for key in keys:
+        values = [r[key] for r in runs if r[key] is not None]
+        if values:
+            out[key] = {
+                "mean": statistics.fmean(values),
+                "spread": max(values) - min(values),
+                "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                "values": values,
+            }
+    return out
 
-    from ucluster_spark import config, store
+
+def train_or_resume(cfg) -> float | None:
+    """Train the run directory ``cfg.run.output`` to completion; the wall time, or None if it was already done."""
+    from ucluster_spark import checkpoint, store
     from ucluster_spark.launcher import train
     from ucluster_spark.spark import get_session
 
-    overrides = [*args.overrides, f"data.path={args.data}"] + ([f"run.output={args.output}"] if args.output else [])
-    cfg = config.load(args.config, overrides)
-    if args.report_only:  # recompute the report; keep the wall time measured when the run trained
-        previous = Path(args.report_only) / "benchmark.json"
-        wall = json.loads(previous.read_text()).get("wall_seconds") if previous.exists() else None
-        report = build_report(args.report_only, args.data, cfg, wall)
-        store.atomic_write_json(previous, report)
-        print(json.dumps(report, indent=2))
-        return
+    run_dir = Path(cfg.run.output)
+    if store.RunLayout(run_dir).metrics.exists():
+        return None
+    resume = checkpoint.latest(run_dir) is not None
+    print(f"[accuracy] {'resuming' if resume else 'training'} {run_dir}", file=sys.stderr)
     start = time.time()
     spark = get_session("ucluster-accuracy")
     try:
-        result = train(spark, cfg)
+        train(spark, cfg, resume=resume)
     finally:
         spark.stop()
-    wall = time.time() - start
-    report = build_report(result.run_dir, args.data, cfg, wall)
-    store.atomic_write_json(Path(result.run_dir) / "benchmark.json", report)
-    print(json.dumps(report, indent=2))
+    return time.time() - start
+
+
+def readme_table(results: dict) -> str:
+    """The README's accuracy table, generated from the committed results file."""
+    agg, runs = results["aggregate"], results["runs"]
+    base = results["baselines"]
+    lines = [
+        "| | test accuracy | NMI | ARI | k-means start (test) | lift |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        start = r["kmeans_start"]["test_clustering_accuracy"]
+        lift = r["lift_over_kmeans_start_test"]
+        lines.append(
+            f"| UCluster, seed {r['seed']} | {r['test_clustering_accuracy']:.3f} | {r['test_nmi']:.3f} | "
+            f"{r['test_ari']:.3f} | {'' if start is None else f'{start:.3f}'} | "
+            f"{'' if lift is None else f'{lift:+.3f}'} |"
+        )
+    if len(runs) > 1:
+        acc = agg["test_clustering_accuracy"]
+        lines.append(
+            f"| **UCluster, {len(runs)} seeds** | **{acc['mean']:.3f}** (spread {acc['spread']:.3f}) | "
+            f"{agg['test_nmi']['mean']:.3f} | {agg['test_ari']['mean']:.3f} | | "
+            + (f"{agg['lift_over_kmeans_start_test']['mean']:+.3f} |" if "lift_over_kmeans_start_test" in agg else "|")
+        )
+    for name, label in (("kmeans", "k-means"), ("gaussian_mixture", "Gaussian mixture")):
+        b = base[name]
+        lines.append(
+            f"| {label} on {', '.join(base['observables'])} | {b['clustering_accuracy']:.3f} | {b['nmi']:.3f} | "
+            f"{b['ari']:.3f} | | |"
+        )
+    lines.append(
+        f"| supervised gradient boosting on the same observables (uses labels) | "
+        f"{base['supervised_gradient_boosting_accuracy']:.3f} | | | | |"
+    )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", help="prepared or generated dataset directory")
+    parser.add_argument("--config", default=str(ROOT / "conf/accuracy.yaml"))
+    parser.add_argument("--output", help="run directory (one seed) or its prefix (RUN_DIR-s<seed>)")
+    parser.add_argument("--seeds", help="comma-separated train.seed values (default: the config's)")
+    parser.add_argument("--results", help="also write the JSON here (e.g. benchmarks/results/accuracy.json)")
+    parser.add_argument("--report-only", metavar="RUN_DIR", help="skip training: report on a finished run")
+    parser.add_argument("--readme-table", metavar="RESULTS", help="print the README table of a results file")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    if args.readme_table:
+        print(readme_table(json.loads(Path(args.readme_table).read_text())))
+        return
+    if not args.data or not (args.output or args.report_only):
+        parser.error("--data and --output (or --report-only) are required")
+
+    from ucluster_spark import config, store
+    from ucluster_spark.baselines import observable_baselines
+
+    base_cfg = config.load(args.config, [*args.overrides, f"data.path={args.data}"])
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [base_cfg.train.seed]
+    runs = []
+    for seed in seeds:
+        if args.report_only:
+            run_dir = Path(args.report_only)
+        else:
+            run_dir = Path(args.output if len(seeds) == 1 else f"{args.output}-s{seed}")
+        cfg = config.load(
+            args.config, [*args.overrides, f"data.path={args.data}", f"train.seed={seed}", f"run.output={run_dir}"]
+        )
+        previous = run_dir / "benchmark.json"
+        wall = None if args.report_only else train_or_resume(cfg)
+        if wall is None and previous.exists():  # keep the wall time measured when the run trained
+            wall = json.loads(previous.read_text()).get("wall_seconds")
+        report = run_report(run_dir, args.data, cfg, wall)
+        store.atomic_write_json(previous, report)
+        runs.append(report)
+        print(f"[accuracy] seed {seed}: test accuracy {report['test_clustering_accuracy']:.4f}", file=sys.stderr)
+    results = {
+        "command": " ".join(["benchmarks/accuracy.py", *sys.argv[1:]]),
+        "data": {"path": args.data, "train_jets": runs[0]["train_jets"], "test_jets": runs[0]["test_jets"]},
+        "config": base_cfg.to_dict(),
+        "aggregate": aggregate(runs),
+        "baselines": observable_baselines(args.data, base_cfg.data.classes, seed=base_cfg.train.seed),
+        "runs": runs,
+    }
+    text = json.dumps(results, indent=2)
+    if args.results:
+        store.atomic_write_text(args.results, text + "\n")
+    print(text)
 
 
 if __name__ == "__main__":

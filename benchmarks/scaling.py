@@ -56,7 +56,7 @@ def bare_loop(cfg, train_dir: str, threads: int) -> dict[str, Any]:
     from ucluster_spark.losses import alpha_for_epoch
     from ucluster_spark.model import build_model
     from ucluster_spark.schema import CONSTITUENTS, feature_names
-    from ucluster_spark.train import configure_threads, make_optimizer, make_train_step
+    from ucluster_spark.train import configure_threads, make_batch_norm_schedule, make_optimizer, make_train_step
 
     t, d = cfg.train, cfg.data
     configure_threads(replace(t, intra_op_threads=threads, inter_op_threads=threads))
@@ -68,20 +68,21 @@ def bare_loop(cfg, train_dir: str, threads: int) -> dict[str, Any]:
 
     tf.random.set_seed(t.seed)
     model = build_model(cfg)
-    _, optimizer = make_optimizer(cfg, model, workers=1)
+    steps = len(x) // t.batch_size
+    _, optimizer = make_optimizer(cfg, model, workers=1, steps_per_epoch=steps)
+    bn_momentum = make_batch_norm_schedule(cfg, model, steps)
     alpha = tf.Variable(0.0, trainable=False)
     beta = tf.Variable(0.0, trainable=False)
-    step = make_train_step(model, optimizer, cfg, alpha, beta, average_gradients=False)
+    step = make_train_step(model, optimizer, cfg, alpha, beta, average_gradients=False, bn_momentum=bn_momentum)
     batch_spec = {CONSTITUENTS: tf.TensorSpec([t.batch_size, d.max_constituents, n_features], tf.float32)}
     batch_spec.update({c: tf.TensorSpec([t.batch_size], tf.float32) for c in d.aux_mass_columns})
     flops_per_step = float_ops(step.get_concrete_function(batch_spec, tf.TensorSpec([], tf.float32)).graph)
 
     one = tf.constant(1.0)  # gradient weight: one process, full batches
     rng = np.random.default_rng(t.seed)
-    steps = len(x) // t.batch_size
     epochs = []
     for epoch in range(t.epochs):
-        alpha.assign(alpha_for_epoch(epoch, t.pretrain_epochs, cfg.loss.alpha0))
+        alpha.assign(alpha_for_epoch(epoch, t.pretrain_epochs, cfg.loss.alpha_start, cfg.loss.alpha_step))
         beta.assign(cfg.loss.clustering_weight if epoch >= t.pretrain_epochs else 0.0)
         order = rng.permutation(len(x))
         start, cpu = time.time(), time.process_time()

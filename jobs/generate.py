@@ -1,6 +1,7 @@
 """Generate W/Z/top (or g/q) jets with Pythia 8 + FastJet inside Spark tasks and write a dataset.
 
-spark-submit jobs/generate.py --classes w,z,t --jets-per-class N --seed S --output DIR [--overwrite]
+spark-submit jobs/generate.py --classes w,z,t --jets-per-class N --seed S --output DIR [--mass-window 10,200]
+                              [--no-underlying-event] [--overwrite]
 """
 
 import sys

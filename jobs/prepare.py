@@ -15,10 +15,7 @@ def main(argv: list[str]) -> int:
     def build(spark, cfg):
         from ucluster_spark.data.sources import prepare_hls4ml
 
-        window = cli.parse_mass_window(args.mass_window)
-        return prepare_hls4ml(
-            spark, args.input, args.output, cfg.data, window, args.drop_bad_jets, overwrite=args.overwrite
-        )
+        return prepare_hls4ml(spark, args.input, args.output, cfg.data, args.drop_bad_jets, overwrite=args.overwrite)
 
     return cli.run_dataset_job("ucluster-prepare", args, build)
 

@@ -24,7 +24,7 @@ P = notebook.parameters(
         "hls4ml_input": "",  # glob of hls4ml .h5 files (source=hls4ml), e.g. /dbfs/data/hls4ml/train/*.h5
         "classes": "w,z,t",
         "jets_per_class": "200",  # source=generate
-        "mass_window": "",  # source=hls4ml, e.g. 10,200 (GeV, the paper's cut)
+        "mass_window": "",  # e.g. 10,200 (GeV, the paper's cut on the jet mass)
         "output": f"{notebook.work_root(DBUTILS)}/datasets/wzt",
         "overwrite": "false",
     },
@@ -40,11 +40,15 @@ from ucluster_spark.data.sources import generate, prepare_hls4ml
 from ucluster_spark.spark import get_session
 
 spark = get_session("ucluster-prepare")  # on Databricks: the cluster's session
-cfg = config.load(None, [f"data.classes=[{P['classes']}]", f"data.jets_per_class={P['jets_per_class']}"])
+window = cli.parse_mass_window(P["mass_window"] or None)
+cfg = config.load(
+    None,
+    [f"data.classes=[{P['classes']}]", f"data.jets_per_class={P['jets_per_class']}"]
+    + ([f"data.mass_window=[{window[0]},{window[1]}]"] if window else []),
+)
 overwrite = P["overwrite"].lower() == "true"
 if P["source"] == "hls4ml":
-    window = cli.parse_mass_window(P["mass_window"] or None)
-    info = prepare_hls4ml(spark, P["hls4ml_input"], P["output"], cfg.data, window, overwrite=overwrite)
+    info = prepare_hls4ml(spark, P["hls4ml_input"], P["output"], cfg.data, overwrite=overwrite)
 elif P["source"] == "generate":
     info = generate(spark, cfg.data, P["output"], overwrite=overwrite)
 else:

@@ -78,7 +78,6 @@ TINY = [
     "model.mlp1=[16,32]",
     "model.gap2_features=32",
     "model.mlp2=[32,32]",
-    "train.lr_halve_every_samples=64",
 ]
 
 

@@ -14,10 +14,10 @@ def test_every_shipped_config_loads():
 
 
 def test_overrides_are_typed_and_win_over_the_file():
-    cfg = load(ROOT / "conf/local.yaml", ["train.epochs=9", "data.classes=[w,t]", "loss.alpha0=2"])
+    cfg = load(ROOT / "conf/local.yaml", ["train.epochs=9", "data.classes=[w,t]", "loss.alpha_start=2"])
     assert cfg.train.epochs == 9
     assert cfg.data.classes == ["w", "t"]
-    assert cfg.loss.alpha0 == 2.0 and isinstance(cfg.loss.alpha0, float)
+    assert cfg.loss.alpha_start == 2.0 and isinstance(cfg.loss.alpha_start, float)
 
 
 @pytest.mark.parametrize(
@@ -32,11 +32,21 @@ def test_overrides_are_typed_and_win_over_the_file():
         ("epochs", "expected section.key=value"),
         ("data.aux_mass_columns=[mass,pt]", r"data.aux_mass_columns: \['pt'\] not in"),
         ("data.aux_mass_columns=[mass,mass]", "must list distinct columns"),
+        ("data.mass_window=[10]", r"data.mass_window must be \[LO, HI\] with LO < HI \(GeV\), or \[\] .*got \[10\]"),
+        ("data.mass_window=[200,10]", r"data.mass_window must be \[LO, HI\] with LO < HI"),
+        ("data.mass_window=[a,200]", r"data.mass_window must be \[LO, HI\]"),
+        ("data.underlying_event=maybe", "data.underlying_event: expected bool, got 'maybe'"),
+        ("pipeline.mass_window=[10,200]", "pipeline.mass_window is now data.mass_window"),
     ],
 )
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
         load(ROOT / "conf/local.yaml", [override])
+
+
+def test_mass_window_is_stored_as_floats():
+    assert load(None, ["data.mass_window=[10,200]"]).data.mass_window == [10.0, 200.0]
+    assert load(None).data.mass_window == [] and load(None).data.underlying_event is True
 
 
 def test_missing_and_malformed_files(tmp_path):

@@ -202,6 +202,18 @@ def test_every_data_setting_is_classified_for_the_generation_cache():
     base = DataConfig()
     assert generation_key(replace(base, aux_mass_columns=["sd_mass"], mass_bins=10)) == generation_key(base)
     assert generation_key(replace(base, files_per_split=2)) != generation_key(base)
+    keys = {
+        generation_key(base),
+        generation_key(replace(base, mass_window=[10.0, 200.0])),
+        generation_key(replace(base, mass_window=[10.0, 150.0])),
+        generation_key(replace(base, underlying_event=False)),
+    }
+    assert len(keys) == 4
+    from ucluster_spark.config import load
+
+    # The same window written as ints or floats is one setting.
+    windowed = load(None, ["data.mass_window=[10,200]"]).data
+    assert generation_key(windowed) == generation_key(replace(base, mass_window=[10.0, 200.0]))
 
 
 def test_observable_baselines_score_on_the_evaluation_split(synthetic_dataset):

@@ -88,7 +88,7 @@ def test_assignment_columns_are_consistent(evaluation):
     np.testing.assert_allclose(q.sum(axis=1), 1.0, atol=1e-5)
     np.testing.assert_array_equal(np.argmin(d, axis=1), a[schema.CLUSTER])
     np.testing.assert_array_equal(np.argmax(q, axis=1), a[schema.CLUSTER])
-    assert result["soft_assignment_alpha"] == 5.0  # the last training epoch's alpha
+    assert result["soft_assignment_alpha"] == 10.0  # the last training epoch's alpha
 
 
 def test_the_model_is_loaded_once_per_executor_process(evaluation):

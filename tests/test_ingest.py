@@ -72,7 +72,8 @@ def test_columns_are_found_by_name_in_a_subset_in_another_order(spark, tmp_path)
 def test_150_slot_files_are_truncated_to_the_leading_particles_and_mass_window_applies(spark, tmp_path):
     values = jet_values(40, slots=150, seed=3)
     write_file(tmp_path / "big.h5", values)
-    info = prepare_hls4ml(spark, str(tmp_path / "big.h5"), tmp_path / "ds", WZT, mass_window=(10.0, 200.0))
+    windowed = config.load(None, ["data.classes=[w,z,t]", "data.files_per_split=3", "data.mass_window=[10,200]"])
+    info = prepare_hls4ml(spark, str(tmp_path / "big.h5"), tmp_path / "ds", windowed.data)
     jets = read_all(tmp_path / "ds")
     inside = [i for i in range(40) if i % 5 >= 2 and 10 < values["j_mass"][i] < 200]
     assert sorted(jets) == sorted(f"big.h5:{i}" for i in inside)

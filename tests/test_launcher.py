@@ -61,3 +61,18 @@ def test_more_ranks_than_task_slots_are_refused_before_launch():
     message = rf"run.num_proc={too_many} ranks need {too_many} concurrent Spark task slots"
     with pytest.raises(LaunchError, match=message):
         check_slots(spark, too_many)
+
+
+def test_ranks_and_executors_start_with_the_malloc_thresholds_unless_switched_off(monkeypatch, spark):
+    from ucluster_spark import _env, config
+    from ucluster_spark.launcher import rank_environment
+
+    for key in _env.MALLOC_ENV:
+        monkeypatch.delenv(key, raising=False)
+    on = rank_environment(config.load(None))
+    assert {k: on[k] for k in _env.MALLOC_ENV} == _env.MALLOC_ENV
+    off = rank_environment(config.load(None, ["run.malloc_thresholds=false"]))
+    assert not set(_env.MALLOC_ENV) & set(off)
+    # Spark's Python workers (the evaluate job's executors) get them through spark.executorEnv.
+    for key, value in _env.MALLOC_ENV.items():
+        assert spark.sparkContext.getConf().get(f"spark.executorEnv.{key}") == value

@@ -46,7 +46,7 @@ def test_gap_layer_shapes_and_zero_padding():
     [
         GAPLayer(8, 3, 0.8, name="g"),
         ParticleDense(5, 0.7, name="p"),
-        MaskedPooling("max", name="m"),
+        MaskedPooling("max_real", name="m"),
         StepSeededDropout(0.2, seed=5, name="d"),
     ],
 )
@@ -105,16 +105,69 @@ def test_one_aux_output_per_target_column():
     assert build_model(cfg)(_jets(), training=False)["aux_logits"].shape == (4, 2, 20)
 
 
-def test_extra_zero_padded_slots_do_not_change_the_embedding():
+@pytest.mark.parametrize("pooling", ["mean_real", "mean_all_slots"])
+def test_extra_zero_padded_slots_change_the_embedding_only_through_the_slot_count(pooling):
     sizes = ["model.mlp1=[8,16]", "model.gap2_features=16", "model.mlp2=[16,16]", "model.aux_hidden=[16,8]"]
+    sizes.append(f"model.embedding_pooling={pooling}")
     small = build_model(config.load(None, [*sizes, "data.max_constituents=30"]))
     large = build_model(config.load(None, [*sizes, "data.max_constituents=50"]))
     large.set_weights(small.get_weights())  # no weight depends on the number of slots
     x = _jets()
     padded = np.concatenate([x, np.zeros((4, 20, 8), np.float32)], axis=1)
+    # Over real particles z ignores padding; over all slots (the original) it is the sum over particles / slots.
+    scale = 30 / 50 if pooling == "mean_all_slots" else 1.0
     np.testing.assert_allclose(
-        large(padded, training=False)["z"].numpy(), small(x, training=False)["z"].numpy(), rtol=1e-5, atol=1e-6
+        large(padded, training=False)["z"].numpy(), scale * small(x, training=False)["z"].numpy(), rtol=1e-5, atol=1e-6
     )
+
+
+def test_default_structure_is_the_original_as_run():
+    model = build_model(config.load(None))
+    backbone = model.backbone
+    # The embedding convolution reads every intermediate layer and both local features: 848 channels.
+    assert backbone.get_layer("skip").output.shape[-1] == 64 + 128 + 256 + 256 + 16 + 128 == 848
+    # The second MLP reads [raw features, GAPLayer 2], not the earlier layers.
+    assert backbone.get_layer("gap2_out").output.shape[-1] == 8 + 128
+    assert backbone.get_layer("z").mode == "mean_all_slots"
+    names = [layer.name for layer in backbone.layers]
+    assert {"aux_norm_0", "aux_norm_1"} <= set(names)  # batch norm in the head's hidden layers
+    assert not any(isinstance(layer, StepSeededDropout) for layer in backbone.layers)  # no dropout
+    # GAPLayer internals: batch norm on the self features, both attention logits and the edge features.
+    gap = backbone.get_layer("gap1")
+    norms = {layer.name for layer in gap.submodules if isinstance(layer, tf.keras.layers.BatchNormalization)}
+    assert norms == {"self_norm", "self_logit_norm", "edge_norm", "neighbour_logit_norm"}
+    assert model.centroids.shape == (3, 3)
+
+
+def test_a_wider_embedding_and_its_centroids():
+    cfg = config.load(None, ["model.embedding_dim=5", "model.mlp1=[8,16]", "model.gap2_features=16",
+                             "model.mlp2=[16,16]", "data.max_constituents=30"])  # fmt: skip
+    model = build_model(cfg)
+    out = model(_jets(), training=False)
+    assert out["z"].shape == (4, 5) and model.centroids.shape == (3, 5) and out["distances"].shape == (4, 3)
+
+
+def test_one_momentum_variable_drives_every_batch_norm():
+    from ucluster_spark.layers import share_batch_norm_momentum
+
+    model = build_model(config.load(None, ["model.mlp1=[8,16]", "model.gap2_features=16", "model.mlp2=[16,16]",
+                                           "data.max_constituents=30"]))  # fmt: skip
+    momentum = tf.Variable(0.0)
+    shared = share_batch_norm_momentum(model, momentum)
+    assert shared == 4 * 2 + 2 + 2 + 1 + 2  # two GAPLayers, the MLPs, the embedding conv, the head
+    norm = model.backbone.get_layer("embedding_conv").norm
+    x = _jets()
+
+    @tf.function
+    def step():
+        model(x, training=True)
+
+    step()  # momentum 0: the moving mean becomes the batch mean
+    first = norm.moving_mean.numpy().copy()
+    momentum.assign(1.0)  # momentum 1: the same traced function now leaves it alone
+    step()
+    np.testing.assert_array_equal(norm.moving_mean.numpy(), first)
+    assert not np.allclose(first, 0.0)
 
 
 def test_a_short_training_on_tiny_data_lowers_the_loss():

@@ -5,10 +5,13 @@ import tensorflow as tf
 from ucluster_spark.losses import (
     HalvingSchedule,
     alpha_for_epoch,
+    batch_norm_momentum,
+    cluster_balance_penalty,
     clustering_loss_per_jet,
     focal_loss,
     mass_bin,
     reduce_clustering_loss,
+    schedule_steps,
     soft_assignment,
 )
 
@@ -79,13 +82,13 @@ def test_sum_reduction_weighs_the_batch_size_and_mean_does_not():
         reduce_clustering_loss(per_jet, "max")
 
 
-def test_alpha_ramps_every_epoch_after_pretraining():
-    values = [alpha_for_epoch(e, pretrain_epochs=3, alpha0=5.0) for e in range(7)]
-    assert values == [0.0, 0.0, 0.0, 5.0, 10.0, 15.0, 20.0]
+def test_alpha_is_10_in_the_first_clustering_epoch_then_plus_5():
+    values = [alpha_for_epoch(e, pretrain_epochs=3, alpha_start=10.0, alpha_step=5.0) for e in range(7)]
+    assert values == [0.0, 0.0, 0.0, 10.0, 15.0, 20.0, 25.0]
 
 
-def test_learning_rate_halves_every_500k_samples_down_to_the_floor():
-    schedule = HalvingSchedule(1e-3, samples_per_step=1000, halve_every_samples=500_000, floor=1e-5)
+def test_learning_rate_halves_on_a_staircase_down_to_the_floor():
+    schedule = HalvingSchedule(1e-3, halve_every_steps=500, floor=1e-5)
     rate = {step: float(schedule(step).numpy()) for step in (0, 499, 500, 1000, 1499, 1500, 100_000)}
     assert rate[0] == pytest.approx(1e-3) and rate[499] == pytest.approx(1e-3)
     assert rate[500] == pytest.approx(5e-4) and rate[1000] == pytest.approx(2.5e-4)
@@ -94,10 +97,78 @@ def test_learning_rate_halves_every_500k_samples_down_to_the_floor():
     assert HalvingSchedule.from_config(schedule.get_config()).get_config() == schedule.get_config()
 
 
+@pytest.mark.parametrize("steps_per_epoch", [3, 600])
+def test_schedules_reach_their_floor_at_the_same_point_of_pretraining_on_any_dataset_size(steps_per_epoch):
+    # The original: 21 pre-training epochs of ~600 steps, halving every 500k samples (0.08 of pre-training):
+    # 1e-3 reaches 1e-5 after 7 halvings, in epoch 11; batch-norm momentum 0.5 reaches 0.99 after 6.
+    pretrain = 21
+    period = schedule_steps(0.08, pretrain, steps_per_epoch)
+    lr = HalvingSchedule(1e-3, period, 1e-5)
+    epoch_of_floor = next(e for e in range(40) if float(lr(e * steps_per_epoch).numpy()) == pytest.approx(1e-5))
+    assert epoch_of_floor == 12  # 7 x 0.08 x 21 = 11.76 epochs: the floor holds from epoch 12 on
+    momentum = [float(batch_norm_momentum(e * steps_per_epoch, 0.5, 0.99, period)) for e in range(pretrain)]
+    assert momentum[0] == pytest.approx(0.5) and momentum[2] == pytest.approx(0.75)
+    assert next(e for e, m in enumerate(momentum) if m == pytest.approx(0.99)) == 11  # 6 x 1.68 = 10.1 epochs
+    assert max(momentum) == pytest.approx(0.99)
+
+
+def test_without_pretraining_the_schedules_start_at_their_floor():
+    period = schedule_steps(0.08, 0, 100)
+    assert float(HalvingSchedule(1e-3, period, 1e-5)(1)) == pytest.approx(1e-5)
+    assert float(batch_norm_momentum(1, 0.5, 0.99, period)) == pytest.approx(0.99)
+
+
+def test_balance_penalty_is_zero_for_an_even_batch_and_log_k_for_one_cluster():
+    centroids = np.eye(3, dtype=np.float32)
+    even = np.repeat(np.eye(3, dtype=np.float32), 4, axis=0)  # 4 jets on each centroid
+    lumped = np.repeat(np.eye(3, dtype=np.float32)[:1], 12, axis=0)
+    dist = lambda z: tf.reduce_sum((z[:, None] - centroids[None]) ** 2, -1)  # noqa: E731
+    assert float(cluster_balance_penalty(dist(even), 100.0)) == pytest.approx(0.0, abs=1e-5)
+    assert float(cluster_balance_penalty(dist(lumped), 100.0)) == pytest.approx(np.log(3), rel=1e-4)
+
+
 def test_the_optimizer_advances_the_schedule_it_reads():
     var = tf.Variable(1.0)
-    optimizer = tf.keras.optimizers.Adam(HalvingSchedule(1e-3, 250_000, 500_000, 1e-5))
+    optimizer = tf.keras.optimizers.Adam(HalvingSchedule(1e-3, 2, 1e-5))
     for _ in range(3):
         optimizer.apply_gradients([(tf.constant(1.0), var)])
     assert int(optimizer.iterations.numpy()) == 3
     assert float(optimizer.learning_rate.numpy()) == pytest.approx(1e-3 / 2**1)
+
+
+def test_the_train_step_weighs_the_losses_as_the_original_ran():
+    """L = 1 x focal(gamma 2) + 10 x mean clustering loss, recomputed by hand from the same forward pass."""
+    from tests.conftest import synthetic_jets
+    from ucluster_spark import config
+    from ucluster_spark.model import build_model
+    from ucluster_spark.schema import CONSTITUENTS, MASS
+    from ucluster_spark.train import make_optimizer, make_train_step
+
+    cfg = config.load(None, ["model.mlp1=[8,16]", "model.gap2_features=16", "model.mlp2=[16,16]",
+                             "model.aux_hidden=[16,8]", "data.max_constituents=30"])  # fmt: skip
+    assert (cfg.loss.focal_gamma, cfg.loss.focal_weight, cfg.loss.clustering_weight) == (2.0, 1.0, 10.0)
+    assert cfg.loss.clustering_reduction == "mean"
+    tf.keras.utils.set_random_seed(0)
+    model = build_model(cfg)
+    jets = synthetic_jets(6, max_constituents=30)
+    x = np.stack(jets["constituents"]).reshape(-1, 30, 8).astype(np.float32)
+    mass = jets["mass"].to_numpy(np.float32)
+    out = model(x, training=True)  # training-mode forward: batch statistics, as in the step
+    logits, z, mu = out["aux_logits"].numpy()[:, 0], out["z"].numpy(), model.centroids.numpy()
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    target = np.clip(np.digitize(mass, np.linspace(0, 200, 20)) - 1, 0, 19)
+    p_true = p[np.arange(len(target)), target]
+    focal = np.mean(-((1 - p_true) ** 2) * np.log(p_true))
+    alpha = 10.0
+    d = ((z[:, None, :] - mu[None]) ** 2).sum(-1)
+    w = np.exp(-alpha * (d - d.min(axis=1, keepdims=True)))
+    clustering = np.mean((d * w / w.sum(axis=1, keepdims=True)).sum(axis=1))
+
+    _, optimizer = make_optimizer(cfg, model, workers=1, steps_per_epoch=10)
+    step = make_train_step(model, optimizer, cfg, tf.Variable(alpha), tf.Variable(10.0), average_gradients=False)
+    losses, _ = step({CONSTITUENTS: tf.constant(x), MASS: tf.constant(mass)}, tf.constant(1.0))
+    loss, focal_step, clustering_step = losses.numpy()
+    assert focal_step == pytest.approx(focal, rel=1e-4)
+    assert clustering_step == pytest.approx(clustering, rel=1e-4)
+    assert loss == pytest.approx(focal + 10.0 * clustering, rel=1e-4)

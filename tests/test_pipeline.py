@@ -72,7 +72,7 @@ def test_pipeline_runs_every_stage_and_a_rerun_changes_nothing(tmp_path):
 
 def test_pipeline_prepares_hls4ml_files_and_resumes_after_a_training_failure(tmp_path):
     write_file(tmp_path / "jets_a.h5", jet_values(300, seed=3))
-    hls4ml = [f"pipeline.hls4ml_input={tmp_path / '*.h5'}", "pipeline.mass_window=[1,250]"]
+    hls4ml = [f"pipeline.hls4ml_input={tmp_path / '*.h5'}", "data.mass_window=[1,250]"]
     failed = _pipeline(tmp_path, "from-h5", *hls4ml, extra_env={"UCLUSTER_INJECT_FAULT": "kill:1:1:0"})
     assert failed.returncode == cli.EXIT_TRAINING_FAILED, failed.stderr[-5000:]
     run_dir = tmp_path / "pipelines/from-h5"
@@ -108,3 +108,5 @@ def test_a_rerun_may_change_only_settings_that_do_not_change_the_result(tmp_path
     check_same_config(stored, config.load(CONFIG, ["run.verbose=2", "pipeline.root=elsewhere"]), tmp_path)
     with pytest.raises(config.ConfigError, match=r"changed: model.n_clusters, train.seed"):
         check_same_config(stored, config.load(CONFIG, ["train.seed=1", "model.n_clusters=4"]), tmp_path)
+    with pytest.raises(config.ConfigError, match=r"changed: data.mass_window\)"):
+        check_same_config(stored, config.load(CONFIG, ["data.mass_window=[10,200]"]), tmp_path)

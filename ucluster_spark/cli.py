@@ -73,6 +73,10 @@ def _dataset_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classes", help="comma-separated classes among g,q,w,z,t (data.classes)")
     parser.add_argument("--max-constituents", type=int, help="particle slots per jet (data.max_constituents)")
     parser.add_argument("--files-per-split", type=int, help="parquet files per split (data.files_per_split)")
+    parser.add_argument(
+        "--mass-window",
+        help="LO,HI: keep jets with LO < mass < HI GeV, the plain jet mass (data.mass_window; the paper: 10,200)",
+    )
     parser.add_argument("overrides", nargs="*", metavar="data.key=value", help="config overrides")
 
 
@@ -81,6 +85,11 @@ def generate_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--jets-per-class", type=int, help="jets per class (data.jets_per_class)")
     parser.add_argument("--seed", type=int, help="generation seed; task i uses Pythia seed 100000*S+i+1")
     parser.add_argument("--tasks-per-class", type=int, help="Spark tasks per class (data.tasks_per_class)")
+    parser.add_argument(
+        "--no-underlying-event",
+        action="store_true",
+        help="switch off multi-parton interactions, PartonLevel:MPI = off (data.underlying_event=false)",
+    )
     _dataset_arguments(parser)
     return parser
 
@@ -88,7 +97,6 @@ def generate_parser(description: str) -> argparse.ArgumentParser:
 def prepare_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--input", required=True, help="glob (or comma-separated globs) of hls4ml HDF5 files")
-    parser.add_argument("--mass-window", help="LO,HI: keep jets with LO < j_mass < HI GeV (the paper: 10,200)")
     parser.add_argument(
         "--drop-bad-jets",
         action="store_true",
@@ -101,8 +109,11 @@ def prepare_parser(description: str) -> argparse.ArgumentParser:
 def data_config_from_args(args: argparse.Namespace) -> Config:
     """The data section from --config (optional), the dataset flags and data.key=value overrides."""
     overrides = list(args.overrides)
+    window = parse_mass_window(args.mass_window)
     flags = {
         "classes": f"[{args.classes}]" if args.classes else None,
+        "mass_window": f"[{window[0]!r},{window[1]!r}]" if window else None,
+        "underlying_event": "false" if getattr(args, "no_underlying_event", False) else None,
         "max_constituents": args.max_constituents,
         "files_per_split": args.files_per_split,
         "jets_per_class": getattr(args, "jets_per_class", None),

@@ -15,6 +15,8 @@ import yaml
 
 from ucluster_spark.schema import AUX_MASS_COLUMNS, FEATURE_SETS, KNOWN_CLASSES, SPLITS
 
+EMBEDDING_POOLINGS = ("mean_all_slots", "mean_real", "max_real")
+
 
 class ConfigError(ValueError):
     """A configuration file or override that cannot be used; the message names the key and the value."""
@@ -33,6 +35,13 @@ class DataConfig:
     generation_seed: int = 1
     tasks_per_class: int = 2
     """Spark tasks (each with its own Pythia seed) per class when generating."""
+    mass_window: list[float] = field(default_factory=list)
+    """[LO, HI] GeV: keep jets with LO < mass < HI (the plain jet mass; the original UCluster cut: [10, 200]) when
+    a dataset is generated or prepared from hls4ml files; empty: no cut. Generation still makes exactly
+    ``jets_per_class`` jets per class. A dataset given by ``path`` is used as it is."""
+    underlying_event: bool = True
+    """Generated jets include the underlying event (Pythia multi-parton interactions); false: ``PartonLevel:MPI =
+    off``."""
     max_constituents: int = 100
     feature_set: str = "ucluster8"
     split_fractions: dict[str, float] = field(default_factory=lambda: {"train": 0.7, "val": 0.1, "test": 0.2})
@@ -49,7 +58,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """ABCnet sizes (defaults: the values of the original UCluster jet model)."""
+    """ABCnet sizes and structure (defaults: the original UCluster jet model as it ran)."""
 
     k_neighbours: int = 10
     gap1_features: int = 16
@@ -57,24 +66,47 @@ class ModelConfig:
     gap2_features: int = 128
     mlp2: list[int] = field(default_factory=lambda: [256, 256])
     n_clusters: int = 3
-    """Clusters, and the dimension of the embedding z (as in the original, one dimension per cluster)."""
-    embedding_pooling: str = "mean"
+    embedding_dim: int = 0
+    """Dimension of the embedding z; 0: ``n_clusters`` (the original: one dimension per cluster). A wider z is an
+    option for the clustering step, not the original recipe."""
+    embedding_pooling: str = "mean_all_slots"
+    """How the per-particle embedding becomes z: ``mean_all_slots`` (the original: the average over every slot,
+    padding included, so z also carries the jet's multiplicity), ``mean_real`` (over real particles only),
+    ``max_real``."""
     aux_hidden: list[int] = field(default_factory=lambda: [256, 128])
-    aux_dropout: float = 0.1
-    batch_norm_momentum: float = 0.9
+    aux_batch_norm: bool = True
+    """Batch norm in the auxiliary head's hidden layers (as run): it makes the auxiliary loss blind to the scale
+    and offset of z, so the clustering loss can tighten z without fighting it."""
+    aux_dropout: float = 0.0
+    """Dropout after each hidden layer of the auxiliary head (as run: none)."""
+
+    @property
+    def z_dim(self) -> int:
+        """The embedding's dimension (``embedding_dim``, or one per cluster)."""
+        return self.embedding_dim or self.n_clusters
 
 
 @dataclass
 class LossConfig:
-    """L = focal(aux) + beta * L_clust, with the soft assignment hardened by alpha(epoch)."""
+    """L = focal_weight * focal(aux) + clustering_weight * L_clust, with the soft assignment hardened by alpha.
 
-    focal_gamma: float = 4.0
+    Defaults: the loss as run behind the original 0.81 (batch means, beta = 10, focal gamma = 2, multiplier 1)."""
+
+    focal_gamma: float = 2.0
+    """Focal-loss exponent (as run: 2; the original source's default, not what ran: 4)."""
+    focal_weight: float = 1.0
+    """Multiplier of the focal loss (as run: 1; the source's default: 10)."""
     clustering_weight: float = 10.0
-    clustering_reduction: str = "sum"
-    """``sum``: per-jet clustering losses summed over the rank's batch (the original's effective weighting,
-    beta x batch size against the batch-mean focal loss); ``mean``: averaged like the focal loss."""
-    alpha0: float = 5.0
-    """alpha = alpha0 * (epoch - pretrain_epochs + 1) once the clustering loss is on."""
+    clustering_reduction: str = "mean"
+    """``mean`` (as run): the batch mean of the per-jet clustering loss; ``sum``: summed over the rank's batch
+    (an earlier version of the original code), which makes the term batch-size times stronger."""
+    alpha_start: float = 10.0
+    """Softness of the assignment in the first clustering epoch (as run: 10)."""
+    alpha_step: float = 5.0
+    """Added to alpha every further clustering epoch (as run: 5)."""
+    balance_weight: float = 0.0
+    """Option, not the original: weight of a prior that keeps every cluster populated, log K minus the entropy of
+    the batch's mean soft assignment (0 when the batch spreads evenly over the K clusters)."""
 
 
 @dataclass
@@ -88,12 +120,25 @@ class TrainConfig:
     learning_rate: float = 1e-3
     scale_lr_by_workers: bool = False
     """Multiply the learning rate by num_proc (the usual rule when the global batch grows)."""
-    lr_halve_every_samples: int = 500_000
+    lr_halve_every: float = 0.08
+    """The learning rate halves every this fraction of pre-training (staircase), so it reaches its floor at the
+    same point of pre-training on any dataset size: the original halved every 500k samples of a pre-training of
+    21 epochs x ~300k jets (0.08), reaching 1e-5 in epoch 11 and running the whole clustering phase at the floor."""
     lr_floor: float = 1e-5
+    """The learning rate never goes below this; the clustering phase runs at it."""
+    bn_momentum_start: float = 0.5
+    bn_momentum_max: float = 0.99
+    bn_momentum_halve_every: float = 0.08
+    """Batch-norm momentum (of the moving statistics used for inference) 1 - (1 - start) / 2^n after n periods of
+    this fraction of pre-training, at most ``bn_momentum_max``: the original's 0.5 rising to 0.99 on the same
+    period as the learning rate. start = max gives a fixed momentum."""
     shuffle_buffer: int = 2048
     seed: int = 7
     intra_op_threads: int = 1
     inter_op_threads: int = 1
+    min_cluster_fraction: float = 0.0
+    """Option, not the original: after each clustering epoch, a centroid whose cluster held less than this fraction
+    of the epoch's training jets is re-seeded by splitting the largest cluster along its principal axis (0: never)."""
     kmeans_max_jets: int = 200_000
     """Centroid initialisation: k-means on at most this many training embeddings, gathered from all ranks."""
 
@@ -117,6 +162,10 @@ class RunConfig:
     bind_ranks_to_cores: bool = False
     """Bind each rank's threads to its own share of the cores it may use (as ``mpirun --bind-to core``): for
     executors running several ranks with no core to spare. Off on clusters whose executors share cores."""
+    malloc_thresholds: bool = True
+    """Start the ranks with glibc's mmap and trim thresholds raised (``ucluster_spark/_env.py``): the step's large
+    tensors are then reused from the heap instead of mapped and unmapped every step. Off: glibc's defaults (or
+    your own allocator settings, e.g. an ``LD_PRELOAD``-ed jemalloc)."""
     verbose: int = 1
     spark_conf: dict[str, str] = field(default_factory=dict)
 
@@ -139,10 +188,13 @@ class PipelineConfig:
 
     root: str = "pipelines"
     hls4ml_input: str = ""
-    """Glob(s) of hls4ml HDF5 files to prepare. Empty: use ``data.path`` if set, else generate with Pythia."""
-    mass_window: list[float] = field(default_factory=list)
-    """[LO, HI] GeV applied when preparing hls4ml files (the paper: [10, 200]); empty: no cut."""
+    """Glob(s) of hls4ml HDF5 files to prepare (with ``data.mass_window``). Empty: use ``data.path`` if set, else
+    generate with Pythia."""
     drop_bad_jets: bool = False
+
+
+MOVED_KEYS = {("pipeline", "mass_window"): "data.mass_window"}
+"""Keys that moved: a config that still uses the old name is refused with the new one."""
 
 
 @dataclass
@@ -164,6 +216,9 @@ class Config:
         unknown = sorted(set(raw) - set(sections))
         if unknown:
             raise ConfigError(f"{source}: unknown section(s) {unknown}; expected some of {sorted(sections)}")
+        for (section, key), now in MOVED_KEYS.items():
+            if isinstance(raw.get(section), dict) and key in raw[section]:
+                raise ConfigError(f"{source}: {section}.{key} is now {now}; rename it")
         built = {}
         for f in dataclasses.fields(cls):
             section_cls = f.default_factory().__class__  # type: ignore[misc]
@@ -210,22 +265,52 @@ class Config:
                 f"model.k_neighbours must be in [1, data.max_constituents={d.max_constituents}], got {m.k_neighbours}"
             )
         _positive("model.n_clusters", m.n_clusters)
-        if m.embedding_pooling not in ("mean", "max"):
-            raise ConfigError(f"model.embedding_pooling must be 'mean' or 'max', got {m.embedding_pooling!r}")
+        if m.embedding_dim < 0:
+            raise ConfigError(f"model.embedding_dim must be >= 0 (0: n_clusters), got {m.embedding_dim}")
+        if m.embedding_pooling not in EMBEDDING_POOLINGS:
+            raise ConfigError(
+                f"model.embedding_pooling must be one of {list(EMBEDDING_POOLINGS)}, got {m.embedding_pooling!r}"
+            )
+        if not 0.0 <= m.aux_dropout < 1.0:
+            raise ConfigError(f"model.aux_dropout must be in [0, 1), got {m.aux_dropout}")
         if lo.clustering_reduction not in ("sum", "mean"):
             raise ConfigError(f"loss.clustering_reduction must be 'sum' or 'mean', got {lo.clustering_reduction!r}")
+        for name in ("focal_gamma", "focal_weight", "clustering_weight", "alpha_start", "alpha_step", "balance_weight"):
+            if getattr(lo, name) < 0:
+                raise ConfigError(f"loss.{name} must be >= 0, got {getattr(lo, name)}")
         _positive("train.epochs", t.epochs)
         if not 0 <= t.pretrain_epochs <= t.epochs:
             raise ConfigError(f"train.pretrain_epochs must be in [0, train.epochs={t.epochs}], got {t.pretrain_epochs}")
         _positive("train.batch_size", t.batch_size)
+        _positive("train.learning_rate", t.learning_rate)
+        if not 0.0 <= t.min_cluster_fraction < 1.0 / m.n_clusters:
+            raise ConfigError(
+                f"train.min_cluster_fraction must be in [0, 1/model.n_clusters), got {t.min_cluster_fraction}"
+            )
+        _positive("train.lr_halve_every", t.lr_halve_every)
+        _positive("train.bn_momentum_halve_every", t.bn_momentum_halve_every)
+        if not 0 < t.lr_floor <= t.learning_rate:
+            raise ConfigError(f"train.lr_floor must be in (0, train.learning_rate={t.learning_rate}], got {t.lr_floor}")
+        if not 0.0 <= t.bn_momentum_start <= t.bn_momentum_max < 1.0:
+            raise ConfigError(
+                "train.bn_momentum_start <= train.bn_momentum_max < 1 is required, got "
+                f"{t.bn_momentum_start} and {t.bn_momentum_max}"
+            )
         _positive("run.num_proc", r.num_proc)
-        e, p = self.evaluate, self.pipeline
+        e = self.evaluate
         if not e.splits or any(s not in SPLITS for s in e.splits) or len(set(e.splits)) != len(e.splits):
             raise ConfigError(f"evaluate.splits must list distinct splits among {list(SPLITS)}, got {e.splits}")
         _positive("evaluate.batch_size", e.batch_size)
         _positive("evaluate.plot_jets", e.plot_jets)
-        if p.mass_window and (len(p.mass_window) != 2 or not p.mass_window[0] < p.mass_window[1]):
-            raise ConfigError(f"pipeline.mass_window must be [LO, HI] with LO < HI (GeV), got {p.mass_window}")
+        d.mass_window = _mass_window("data.mass_window", d.mass_window)
+
+
+def _mass_window(name: str, window: list) -> list[float]:
+    """``[]`` or ``[LO, HI]`` with LO < HI, as floats (so [10, 200] and [10.0, 200.0] are one setting)."""
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in window)
+    if window and (len(window) != 2 or not numbers or not window[0] < window[1]):
+        raise ConfigError(f"{name} must be [LO, HI] with LO < HI (GeV), or [] for no cut; got {window}")
+    return [float(v) for v in window]
 
 
 def _positive(name: str, value: float) -> None:

@@ -44,10 +44,10 @@ class TrainedRun:
 
     @property
     def soft_assignment_alpha(self) -> float:
-        """The alpha of the last training epoch (the hardness the model was trained to); alpha0 if the clustering
-        loss never ran."""
+        """The alpha of the last training epoch (the hardness the model was trained to); alpha_start if the
+        clustering loss never ran."""
         last = self.history[-1].get("alpha", 0.0) if self.history else 0.0
-        return float(last) if last > 0 else self.cfg.loss.alpha0
+        return float(last) if last > 0 else self.cfg.loss.alpha_start
 
 
 def read_trained_run(run_dir: str | Path) -> TrainedRun:

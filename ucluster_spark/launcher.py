@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ucluster_spark import checkpoint, store
+from ucluster_spark import _env, checkpoint, store
 from ucluster_spark.config import Config, ConfigError
 from ucluster_spark.data.dataset import DatasetError, DatasetInfo, check_filled, check_shardable
 from ucluster_spark.data.sources import locate_or_generate
@@ -173,6 +173,18 @@ def make_plan(root: Path, info: DatasetInfo, run_dir: Path) -> TrainingPlan:
     )
 
 
+def rank_environment(cfg: Config) -> dict[str, str]:
+    """The driver's environment for the rank processes, with or without the malloc thresholds
+    (``run.malloc_thresholds``; they act only when a process starts)."""
+    env = dict(os.environ)
+    for key, value in _env.MALLOC_ENV.items():
+        if cfg.run.malloc_thresholds:
+            env.setdefault(key, value)
+        else:
+            env.pop(key, None)
+    return env
+
+
 def run_horovod(spark, cfg: Config, plan: TrainingPlan) -> list[dict[str, Any]]:
     import horovod.spark
 
@@ -188,7 +200,7 @@ def run_horovod(spark, cfg: Config, plan: TrainingPlan) -> list[dict[str, Any]]:
                 use_mpi=not cfg.run.use_gloo,
                 start_timeout=cfg.run.start_timeout,
                 verbose=cfg.run.verbose,
-                env=dict(os.environ),
+                env=rank_environment(cfg),
                 stdout=sys.stdout,
                 stderr=sys.stderr,
             )

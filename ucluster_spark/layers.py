@@ -2,12 +2,15 @@
 
 Shapes: B jets, N particle slots, k neighbours, F features. ``mask`` is (B, N) float, 1 for real particles and 0
 for zero padding; padded particles are never chosen as neighbours while a jet has enough real ones, never weigh in
-attention or pooling, and come out as zeros.
+attention, batch-norm statistics or real-particle pooling, and come out as zeros (an average over all slots counts
+them as zeros, which is how the original's z carries the jet's multiplicity).
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
+
+from ucluster_spark.config import EMBEDDING_POOLINGS
 
 PADDING_DISTANCE = 1.0e3
 """Added to the distance of every padded particle so a kNN search ranks all of them last."""
@@ -29,18 +32,35 @@ def knn_indices(coords: tf.Tensor, mask: tf.Tensor, k: int) -> tf.Tensor:
     return indices
 
 
+def masked_batch_norm(name: str, momentum: float) -> tf.keras.layers.BatchNormalization:
+    """Batch norm whose statistics skip masked entries (``fused=False``: the fused kernel ignores the mask, and
+    padding would bias the statistics)."""
+    return tf.keras.layers.BatchNormalization(momentum=momentum, fused=False, name=name)
+
+
+def share_batch_norm_momentum(model: tf.keras.layers.Layer, momentum: tf.Variable) -> int:
+    """Point every batch norm inside ``model`` at one momentum variable, so a schedule can move it every step
+    without retracing the step function (non-fused batch norm reads ``momentum`` as a tensor). Returns how many
+    layers now share it."""
+    norms = [layer for layer in model.submodules if isinstance(layer, tf.keras.layers.BatchNormalization)]
+    for layer in norms:
+        layer.momentum = momentum
+    return len(norms)
+
+
 @tf.keras.utils.register_keras_serializable(package="ucluster_spark")
 class GAPLayer(tf.keras.layers.Layer):
-    """Graph attention pooling over each particle's k nearest neighbours.
+    """Graph attention pooling over each particle's k nearest neighbours, as in ABCnet/UCluster.
 
-    For particle i with neighbours j: edge features e_ij = W_e (x_i - x_j) (a 1x1 convolution with batch norm),
-    attention a_ij = softmax_j LeakyReLU(w_s . W_s x_i + w_n . e_ij), output ReLU(sum_j a_ij e_ij + b), and local
-    features max_j e_ij.
+    For particle i with neighbours j (i itself included):
+    edge features e_ij = ReLU(BN(W_e (x_i - x_j) + b_e)); self logit s_i = ReLU(BN(w_s . ReLU(BN(W_s x_i)) + c_s));
+    neighbour logit n_ij = ReLU(BN(w_n . e_ij + c_n)); attention a_ij = softmax_j LeakyReLU_0.2(s_i + n_ij);
+    output ReLU(sum_j a_ij e_ij + b); local features max_j e_ij.
 
     Args:
         features: output features per particle (F').
         k: neighbours per particle (the particle itself included).
-        batch_norm_momentum: momentum of the edge-feature batch norm.
+        batch_norm_momentum: initial momentum of the batch norms (a schedule may share a variable later).
 
     Call arguments:
         inputs: ``(x, coords, mask)`` with x (B, N, F), kNN coordinates (B, N, C), mask (B, N).
@@ -56,14 +76,15 @@ class GAPLayer(tf.keras.layers.Layer):
         self.features = int(features)
         self.k = int(k)
         self.batch_norm_momentum = float(batch_norm_momentum)
+        bn = self.batch_norm_momentum
         self.self_transform = tf.keras.layers.Dense(self.features, use_bias=False, name="self_transform")
+        self.self_norm = masked_batch_norm("self_norm", bn)
         self.self_logit = tf.keras.layers.Dense(1, name="self_logit")
-        self.edge_transform = tf.keras.layers.Dense(self.features, use_bias=False, name="edge_transform")
-        # fused=False: the fused kernel ignores the mask, and the padding would bias the statistics.
-        self.edge_norm = tf.keras.layers.BatchNormalization(
-            momentum=self.batch_norm_momentum, fused=False, name="edge_norm"
-        )
+        self.self_logit_norm = masked_batch_norm("self_logit_norm", bn)
+        self.edge_transform = tf.keras.layers.Dense(self.features, name="edge_transform")
+        self.edge_norm = masked_batch_norm("edge_norm", bn)
         self.neighbour_logit = tf.keras.layers.Dense(1, name="neighbour_logit")
+        self.neighbour_logit_norm = masked_batch_norm("neighbour_logit_norm", bn)
 
     def build(self, input_shape):
         self.output_bias = self.add_weight(
@@ -76,10 +97,13 @@ class GAPLayer(tf.keras.layers.Layer):
         indices = knn_indices(coords, mask, self.k)  # (B, N, k)
         neighbours = tf.gather(x, indices, batch_dims=1)  # (B, N, k, F)
         neighbour_mask = tf.gather(mask, indices, batch_dims=1)  # (B, N, k)
-        edges = self.edge_transform(x[:, :, None, :] - neighbours)  # (B, N, k, F')
         edge_mask = mask[:, :, None] * neighbour_mask  # statistics over real (particle, neighbour) pairs only
-        edges = self.edge_norm(edges, training=training, mask=edge_mask)
-        logits = self.self_logit(self.self_transform(x))[:, :, None, :] + self.neighbour_logit(edges)
+        edges = self.edge_transform(x[:, :, None, :] - neighbours)  # (B, N, k, F')
+        edges = tf.nn.relu(self.edge_norm(edges, training=training, mask=edge_mask))
+        new_features = tf.nn.relu(self.self_norm(self.self_transform(x), training=training, mask=mask))
+        self_logit = tf.nn.relu(self.self_logit_norm(self.self_logit(new_features), training=training, mask=mask))
+        neighbour_logit = self.neighbour_logit_norm(self.neighbour_logit(edges), training=training, mask=edge_mask)
+        logits = self_logit[:, :, None, :] + tf.nn.relu(neighbour_logit)  # (B, N, k, 1)
         logits = tf.nn.leaky_relu(tf.squeeze(logits, -1), alpha=0.2)  # (B, N, k)
         logits += _NEG_INF * (1.0 - neighbour_mask)
         attention = tf.nn.softmax(logits, axis=-1)
@@ -113,7 +137,7 @@ class ParticleDense(tf.keras.layers.Layer):
         self.units = int(units)
         self.batch_norm_momentum = float(batch_norm_momentum)
         self.dense = tf.keras.layers.Dense(self.units, use_bias=False, name="dense")
-        self.norm = tf.keras.layers.BatchNormalization(momentum=self.batch_norm_momentum, fused=False, name="norm")
+        self.norm = masked_batch_norm("norm", self.batch_norm_momentum)
 
     def call(self, inputs, training=None):
         x, mask = inputs
@@ -132,18 +156,27 @@ class ParticleDense(tf.keras.layers.Layer):
 
 @tf.keras.utils.register_keras_serializable(package="ucluster_spark")
 class MaskedPooling(tf.keras.layers.Layer):
-    """(B, N, F), (B, N) -> (B, F): mean or max over real particles only."""
+    """(B, N, F), (B, N) -> (B, F) per jet.
 
-    def __init__(self, mode: str = "mean", **kwargs):
+    Modes: ``mean_all_slots`` averages over all N slots, padding (zeros) included, as the original's average pool
+    did, so the result also scales with the number of particles; ``mean_real`` and ``max_real`` pool over real
+    particles only.
+    """
+
+    MODES = EMBEDDING_POOLINGS
+
+    def __init__(self, mode: str = "mean_all_slots", **kwargs):
         super().__init__(**kwargs)
-        if mode not in ("mean", "max"):
-            raise ValueError(f"MaskedPooling mode must be 'mean' or 'max'. Received: mode={mode!r}")
+        if mode not in self.MODES:
+            raise ValueError(f"MaskedPooling mode must be one of {self.MODES}. Received: mode={mode!r}")
         self.mode = mode
 
     def call(self, inputs):
         x, mask = inputs
         m = mask[..., None]
-        if self.mode == "mean":
+        if self.mode == "mean_all_slots":
+            return tf.reduce_mean(x * m, axis=1)
+        if self.mode == "mean_real":
             return tf.reduce_sum(x * m, axis=1) / tf.maximum(tf.reduce_sum(m, axis=1), 1.0)
         return tf.reduce_max(x + _NEG_INF * (1.0 - m), axis=1)
 

@@ -51,43 +51,61 @@ def reduce_clustering_loss(per_jet: tf.Tensor, reduction: str) -> tf.Tensor:
     raise ValueError(f"unknown clustering reduction {reduction!r}; expected 'sum' or 'mean'")
 
 
-def alpha_for_epoch(epoch: int, pretrain_epochs: int, alpha0: float) -> float:
-    """alpha = alpha0 * (epoch - pretrain + 1) with 0-based epochs; 0 while pre-training (clustering off)."""
+def cluster_balance_penalty(distances: tf.Tensor, alpha: tf.Tensor | float) -> tf.Tensor:
+    """log K - H(mean soft assignment over the batch): 0 when the batch's jets spread evenly over the K clusters,
+    log K when all sit in one. An option against emptying clusters (not part of the original recipe)."""
+    share = tf.reduce_mean(soft_assignment(distances, alpha), axis=0)  # (K,)
+    k = tf.cast(tf.shape(share)[0], share.dtype)
+    entropy = -tf.reduce_sum(share * tf.math.log(share + 1e-12))
+    return tf.math.log(k) - entropy
+
+
+def alpha_for_epoch(epoch: int, pretrain_epochs: int, alpha_start: float, alpha_step: float) -> float:
+    """alpha_start in the first clustering epoch, then + alpha_step per epoch (0-based epochs; the original:
+    10, 15, 20, ...); 0 while pre-training (clustering off)."""
     if epoch < pretrain_epochs:
         return 0.0
-    return float(alpha0 * (epoch - pretrain_epochs + 1))
+    return float(alpha_start + alpha_step * (epoch - pretrain_epochs))
+
+
+def halvings(step: tf.Tensor | int, halve_every_steps: float) -> tf.Tensor:
+    """Completed halving periods after ``step`` optimizer steps (a staircase, as the original's decays)."""
+    return tf.floor(tf.cast(step, tf.float64) / halve_every_steps)
 
 
 @tf.keras.utils.register_keras_serializable(package="ucluster_spark")
 class HalvingSchedule(tf.keras.optimizers.schedules.LearningRateSchedule):
-    """Learning rate halved every ``halve_every_samples`` global samples, never below ``floor``.
+    """Learning rate halved every ``halve_every_steps`` optimizer steps, never below ``floor``.
 
     Driven by the optimizer's own ``iterations`` counter, so the decay cannot silently read a step counter that
-    nothing advances (the defect that froze the rate in the earlier distributed port).
+    nothing advances (the defect that froze the rate in the earlier distributed port). The period comes from
+    ``schedule_steps``: a fraction of pre-training, so the floor is reached at the same point of it on any
+    dataset size.
     """
 
-    def __init__(self, initial: float, samples_per_step: int, halve_every_samples: int, floor: float):
+    def __init__(self, initial: float, halve_every_steps: float, floor: float):
         super().__init__()
-        if samples_per_step <= 0 or halve_every_samples <= 0:
-            raise ValueError(
-                f"samples_per_step and halve_every_samples must be > 0, "
-                f"got {samples_per_step} and {halve_every_samples}"
-            )
+        if halve_every_steps <= 0:
+            raise ValueError(f"halve_every_steps must be > 0, got {halve_every_steps}")
         self.initial = float(initial)
-        self.samples_per_step = int(samples_per_step)
-        self.halve_every_samples = int(halve_every_samples)
+        self.halve_every_steps = float(halve_every_steps)
         self.floor = float(floor)
 
     def __call__(self, step):
-        samples = tf.cast(step, tf.float64) * self.samples_per_step
-        halvings = tf.floor(samples / self.halve_every_samples)
-        rate = self.initial * tf.pow(tf.constant(0.5, tf.float64), halvings)
+        rate = self.initial * tf.pow(tf.constant(0.5, tf.float64), halvings(step, self.halve_every_steps))
         return tf.cast(tf.maximum(rate, self.floor), tf.float32)
 
     def get_config(self):
-        return {
-            "initial": self.initial,
-            "samples_per_step": self.samples_per_step,
-            "halve_every_samples": self.halve_every_samples,
-            "floor": self.floor,
-        }
+        return {"initial": self.initial, "halve_every_steps": self.halve_every_steps, "floor": self.floor}
+
+
+def batch_norm_momentum(step: tf.Tensor | int, start: float, maximum: float, halve_every_steps: float) -> tf.Tensor:
+    """The original's batch-norm decay: 1 - (1 - start) / 2^n after n periods, at most ``maximum``."""
+    rising = 1.0 - (1.0 - start) * tf.pow(tf.constant(0.5, tf.float64), halvings(step, halve_every_steps))
+    return tf.cast(tf.minimum(rising, maximum), tf.float32)
+
+
+def schedule_steps(fraction_of_pretraining: float, pretrain_epochs: int, steps_per_epoch: int) -> float:
+    """A period given as a fraction of pre-training, in optimizer steps. Without pre-training the period is tiny:
+    the schedules are at their floor (maximum) from the first step on."""
+    return max(fraction_of_pretraining * pretrain_epochs * steps_per_epoch, 1e-9)

@@ -2,7 +2,9 @@
 
 Mikuni & Canelli, "Unsupervised clustering for collider physics", Phys. Rev. D 103, 092007 (arXiv:2010.07106).
 The auxiliary head reads z itself (not features beside it): that is what stops the clustering loss from
-collapsing z onto one centroid. The batch norm before z's ReLU keeps every dimension spread across a batch.
+collapsing z onto one centroid. The batch norm before z's ReLU keeps every dimension spread across a batch, and the
+batch norm inside the head makes the auxiliary loss blind to z's scale and offset, so the clustering loss can
+tighten z without fighting it.
 """
 
 from __future__ import annotations
@@ -16,33 +18,45 @@ from ucluster_spark.schema import feature_names, knn_coordinate_indices
 
 
 def build_backbone(cfg: Config) -> tf.keras.Model:
-    """Functional ABCnet: (B, N, F) constituents -> {"z": (B, D), "aux_logits": (B, targets, mass_bins)}."""
+    """Functional ABCnet as the original UCluster ran it: (B, N, F) constituents -> {"z": (B, D),
+    "aux_logits": (B, targets, mass_bins)}.
+
+    Skip connections as run: the second MLP reads [raw features, GAPLayer 2], and the embedding convolution reads
+    every intermediate per-particle layer plus both GAPLayers' local features (64 + 128 + 256 + 256 + 16 + 128 =
+    848 channels at the default sizes).
+    """
     m, d = cfg.model, cfg.data
     n_features = len(feature_names(d.feature_set))
     coord_idx = knn_coordinate_indices(d.feature_set)
-    bn = m.batch_norm_momentum
+    bn = cfg.train.bn_momentum_start
 
-    x = tf.keras.Input(shape=(d.max_constituents, n_features), name="constituents")
-    mask = tf.keras.layers.Lambda(particle_mask, name="mask")(x)
+    x = tf.keras.Input(shape=(d.max_constituents, n_features), name="constituents")  # (B, N, F)
+    mask = tf.keras.layers.Lambda(particle_mask, name="mask")(x)  # (B, N)
     coords = tf.keras.layers.Lambda(lambda t: tf.gather(t, coord_idx, axis=-1), name="eta_phi")(x)
 
     att1, local1 = GAPLayer(m.gap1_features, m.k_neighbours, bn, name="gap1")([x, coords, mask])
-    per_particle = [x, att1]
     h = tf.keras.layers.Concatenate(name="gap1_out")([x, att1])
+    mlp_outputs = []
     for i, units in enumerate(m.mlp1):
         h = ParticleDense(units, bn, name=f"mlp1_{i}")([h, mask])
-        per_particle.append(h)
+        mlp_outputs.append(h)
     att2, local2 = GAPLayer(m.gap2_features, m.k_neighbours, bn, name="gap2")([h, h, mask])
-    h = tf.keras.layers.Concatenate(name="skip")([*per_particle, att2, local1, local2])
+    h = tf.keras.layers.Concatenate(name="gap2_out")([x, att2])
     for i, units in enumerate(m.mlp2):
         h = ParticleDense(units, bn, name=f"mlp2_{i}")([h, mask])
-    h = ParticleDense(m.n_clusters, bn, name="embedding_conv")([h, mask])
-    z = MaskedPooling(m.embedding_pooling, name="z")([h, mask])
+        mlp_outputs.append(h)
+    h = tf.keras.layers.Concatenate(name="skip")([*mlp_outputs, local1, local2])  # (B, N, 848)
+    h = ParticleDense(m.z_dim, bn, name="embedding_conv")([h, mask])
+    z = MaskedPooling(m.embedding_pooling, name="z")([h, mask])  # (B, D)
 
     a = z
     for i, units in enumerate(m.aux_hidden):
-        a = tf.keras.layers.Dense(units, activation="relu", name=f"aux_{i}")(a)
-        a = StepSeededDropout(m.aux_dropout, seed=cfg.train.seed * 100 + i, name=f"aux_dropout_{i}")(a)
+        a = tf.keras.layers.Dense(units, name=f"aux_{i}")(a)
+        if m.aux_batch_norm:
+            a = tf.keras.layers.BatchNormalization(momentum=bn, name=f"aux_norm_{i}")(a)
+        a = tf.keras.layers.ReLU(name=f"aux_relu_{i}")(a)
+        if m.aux_dropout:
+            a = StepSeededDropout(m.aux_dropout, seed=cfg.train.seed * 100 + i, name=f"aux_dropout_{i}")(a)
     n_targets = len(d.aux_mass_columns)
     a = tf.keras.layers.Dense(n_targets * d.mass_bins, name="aux_dense")(a)
     aux_logits = tf.keras.layers.Reshape((n_targets, d.mass_bins), name="aux_logits")(a)
@@ -58,8 +72,8 @@ class UCluster(tf.keras.Model):
         self.cfg_dict = cfg_dict
         cfg = Config.from_dict(cfg_dict)
         self.backbone = build_backbone(cfg)
-        k = cfg.model.n_clusters
-        self.centroids = self.add_weight(name="centroids", shape=(k, k), initializer="random_normal", trainable=True)
+        shape = (cfg.model.n_clusters, cfg.model.z_dim)
+        self.centroids = self.add_weight(name="centroids", shape=shape, initializer="random_normal", trainable=True)
 
     def call(self, x, training=None):
         out = self.backbone(x, training=training)

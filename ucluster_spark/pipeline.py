@@ -153,8 +153,7 @@ def data_stage(spark, cfg: Config, run_dir: Path, manifest: Manifest) -> Path:
     started = time.time()
     try:
         if p.hls4ml_input:
-            window = (p.mass_window[0], p.mass_window[1]) if p.mass_window else None  # checked by Config.validate
-            prepare_hls4ml(spark, p.hls4ml_input, root, cfg.data, window, p.drop_bad_jets, overwrite=root.exists())
+            prepare_hls4ml(spark, p.hls4ml_input, root, cfg.data, p.drop_bad_jets, overwrite=root.exists())
         else:
             generate(spark, cfg.data, root, overwrite=root.exists())
     except (DatasetError, ConfigError, FileNotFoundError):

@@ -159,33 +159,64 @@ def bind_rank_to_cores(local_rank: int, local_size: int) -> str:
     return f"each rank bound to {len(cores)} core(s), rank 0 to {cores}"
 
 
-def make_optimizer(cfg, model, workers: int):
+def make_optimizer(cfg, model, workers: int, steps_per_epoch: int):
     """Adam on the halving schedule; the learning-rate scaling rule (``scale_lr_by_workers``) is explicit."""
     import tensorflow as tf
 
-    from ucluster_spark.losses import HalvingSchedule
+    from ucluster_spark.losses import HalvingSchedule, schedule_steps
 
     t = cfg.train
     lr0 = t.learning_rate * (workers if t.scale_lr_by_workers else 1)
-    schedule = HalvingSchedule(lr0, t.batch_size * workers, t.lr_halve_every_samples, t.lr_floor)
+    period = schedule_steps(t.lr_halve_every, t.pretrain_epochs, steps_per_epoch)
+    schedule = HalvingSchedule(lr0, period, t.lr_floor)
     optimizer = tf.keras.optimizers.Adam(schedule)
     optimizer.build(model.trainable_variables)
     return schedule, optimizer
 
 
-def make_train_step(model, optimizer, cfg, alpha, beta, average_gradients: bool = True):
-    """One optimisation step on L = focal(aux) + beta * clustering(alpha), its gradient scaled by ``weight``
-    (``EpochPlan.gradient_weights``): a ``tf.function`` of (batch, weight) returning
-    ([loss, focal, mean clustering loss per jet], z). The scaling benchmark's bare loop runs the same step."""
+def make_batch_norm_schedule(cfg, model, steps_per_epoch: int):
+    """One momentum variable shared by every batch norm of ``model`` and a function of the optimizer step that gives
+    its value (the original's 0.5 rising to 0.99), assigned at the start of every step."""
     import tensorflow as tf
 
-    from ucluster_spark.losses import clustering_loss_per_jet, focal_loss, mass_bin, reduce_clustering_loss
+    from ucluster_spark.layers import share_batch_norm_momentum
+    from ucluster_spark.losses import batch_norm_momentum, schedule_steps
+
+    t = cfg.train
+    period = schedule_steps(t.bn_momentum_halve_every, t.pretrain_epochs, steps_per_epoch)
+    momentum = tf.Variable(t.bn_momentum_start, trainable=False, dtype=tf.float32, name="bn_momentum")
+    share_batch_norm_momentum(model, momentum)
+
+    def at_step(step):
+        return batch_norm_momentum(step, t.bn_momentum_start, t.bn_momentum_max, period)
+
+    return momentum, at_step
+
+
+def make_train_step(model, optimizer, cfg, alpha, beta, average_gradients: bool = True, bn_momentum=None):
+    """One optimisation step on L = focal_weight * focal(aux) + beta * clustering(alpha) [+ balance prior], its
+    gradient scaled by ``weight`` (``EpochPlan.gradient_weights``): a ``tf.function`` of (batch, weight) returning
+    ([loss, focal, mean clustering loss per jet], z). With ``bn_momentum`` = (variable, function of the step), the
+    batch-norm momentum follows its schedule. The scaling benchmark's bare loop runs the same step."""
+    import tensorflow as tf
+
+    from ucluster_spark.losses import (
+        cluster_balance_penalty,
+        clustering_loss_per_jet,
+        focal_loss,
+        mass_bin,
+        reduce_clustering_loss,
+        squared_distances,
+    )
     from ucluster_spark.schema import CONSTITUENTS
 
     d, lc = cfg.data, cfg.loss
 
     @tf.function(reduce_retracing=True)  # batch sizes differ by one jet between steps
     def train_step(batch, weight):
+        if bn_momentum is not None:
+            variable, at_step = bn_momentum
+            variable.assign(at_step(optimizer.iterations))
         with tf.GradientTape() as tape:
             out = model(batch[CONSTITUENTS], training=True)
             masses = tf.stack([batch[c] for c in d.aux_mass_columns], axis=-1)  # (B, targets)
@@ -193,7 +224,10 @@ def make_train_step(model, optimizer, cfg, alpha, beta, average_gradients: bool 
             focal = focal_loss(target, out["aux_logits"], lc.focal_gamma)
             per_jet = clustering_loss_per_jet(out["z"], model.centroids, alpha)
             clustering = reduce_clustering_loss(per_jet, lc.clustering_reduction)
-            loss = focal + beta * clustering
+            loss = lc.focal_weight * focal + beta * clustering
+            if lc.balance_weight:
+                balance = cluster_balance_penalty(squared_distances(out["z"], model.centroids), alpha)
+                loss += tf.sign(beta) * lc.balance_weight * balance  # only while the clustering loss is on
             weighted = loss * weight
         if average_gradients:
             import horovod.tensorflow as hvd
@@ -223,6 +257,7 @@ class Rank:
     beta: Any
     train_step: Any
     epoch_plan: EpochPlan
+    bn_momentum: Any
 
     @property
     def global_batch(self) -> int:
@@ -260,7 +295,8 @@ def start_rank(cfg, plan: TrainingPlan, rank: int, size: int) -> Rank:
     tf.keras.utils.set_random_seed(t.seed)  # Python, NumPy and TensorFlow: the initial weights are a function of it
     model = build_model(cfg)
     epoch_plan = shared_epoch_plan(plan.train_url, t.batch_size, rank, size, log)
-    schedule, optimizer = make_optimizer(cfg, model, size)
+    schedule, optimizer = make_optimizer(cfg, model, size, epoch_plan.steps)
+    bn_momentum = make_batch_norm_schedule(cfg, model, epoch_plan.steps)
     if plan.resume_from and rank == 0:
         checkpoint.restore(plan.resume_from, model, optimizer)
         log(f"resumed from {plan.resume_from} after {plan.epochs_done} epoch(s), step {int(optimizer.iterations)}")
@@ -270,7 +306,7 @@ def start_rank(cfg, plan: TrainingPlan, rank: int, size: int) -> Rank:
     beta = tf.Variable(0.0, trainable=False, dtype=tf.float32, name="beta")
     state = Rank(
         cfg, plan, rank, size, log, model, optimizer, schedule, alpha, beta,
-        make_train_step(model, optimizer, cfg, alpha, beta), epoch_plan,
+        make_train_step(model, optimizer, cfg, alpha, beta, bn_momentum=bn_momentum), epoch_plan, bn_momentum[0],
     )  # fmt: skip
     log(
         f"{size} rank(s), batch {t.batch_size}/rank = {state.global_batch} global, lr {schedule.initial:g} "
@@ -286,6 +322,7 @@ def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
     import numpy as np
     import tensorflow as tf
 
+    from ucluster_spark.centroids import ClusterMoments, reseed_starved_centroids
     from ucluster_spark.losses import alpha_for_epoch
     from ucluster_spark.metrics import collapse_warnings
 
@@ -293,9 +330,11 @@ def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
     # The last pre-training epoch sees every training jet once, in training mode: the embeddings it makes live
     # in the space the clustering loss will see (batch-norm batch statistics), as in the original.
     collect = epoch == t.pretrain_epochs - 1
+    clustering = epoch >= t.pretrain_epochs
+    moments = ClusterMoments.zeros(r.cfg.model.n_clusters, r.cfg.model.z_dim) if clustering else None
     pooled = []
-    r.alpha.assign(alpha_for_epoch(epoch, t.pretrain_epochs, lc.alpha0))
-    r.beta.assign(lc.clustering_weight if epoch >= t.pretrain_epochs else 0.0)
+    r.alpha.assign(alpha_for_epoch(epoch, t.pretrain_epochs, lc.alpha_start, lc.alpha_step))
+    r.beta.assign(lc.clustering_weight if clustering else 0.0)
     start, cpu_start = time.time(), time.process_time()
     sums = np.zeros(3)
     with r.one_pass(epoch) as train_ds:
@@ -307,28 +346,45 @@ def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
             sums += means.numpy()
             if collect:
                 pooled.append(z.numpy())
+            if moments is not None:
+                moments.add(z.numpy(), nearest_centroid(z.numpy(), r.model.centroids.numpy()))
     seconds, cpu_seconds = time.time() - start, time.process_time() - cpu_start
     sync_non_trainable(r.model)
     if collect:
         set_centroids_by_kmeans(r.model, np.concatenate(pooled), r.cfg, r.rank, r.log)
     # Horovod: epoch means over all ranks.
-    loss, focal, clustering = hvd.allreduce(
+    loss, focal, clustering_loss = hvd.allreduce(
         tf.constant(sums / r.epoch_plan.steps), op=hvd.Average, name="epoch_means"
     ).numpy()
+    train_cluster_sizes = []
+    if moments is not None:
+        # Horovod: every rank sums the same moments and takes the same re-seeding decision.
+        total = hvd.allreduce(tf.constant(moments.flat()), op=hvd.Sum, name="cluster_moments").numpy()
+        moments = ClusterMoments.from_flat(total, r.cfg.model.n_clusters, r.cfg.model.z_dim)
+        train_cluster_sizes = [int(n) for n in moments.counts]
+        if t.min_cluster_fraction:
+            centroids, moves = reseed_starved_centroids(r.model.centroids.numpy(), moments, t.min_cluster_fraction)
+            for dead, donor in moves:
+                r.log(f"epoch {epoch + 1}: cluster {dead} held {int(moments.counts[dead])} training jets; its centroid "
+                      f"re-seeded by splitting cluster {donor} ({int(moments.counts[donor])} jets)")  # fmt: skip
+            r.model.centroids.assign(centroids)
     record = {
         "epoch": epoch,
         "loss": float(loss),
         "focal_loss": float(focal),
-        "clustering_loss_per_jet": float(clustering),
+        "clustering_loss_per_jet": float(clustering_loss),
         "alpha": float(r.alpha.numpy()),
         "beta": float(r.beta.numpy()),
-        "learning_rate": float(r.schedule(r.optimizer.iterations).numpy()),
+        "learning_rate": float(r.schedule(r.optimizer.iterations - 1).numpy()),  # of the epoch's last step
+        "bn_momentum": float(r.bn_momentum.numpy()),
         "global_step": int(r.optimizer.iterations.numpy()),
         "started_at": start,
         "seconds": seconds,
         "cpu_seconds": cpu_seconds,  # rank 0's process, all its threads
         "jets_per_second": r.epoch_plan.jets / seconds,
     }
+    if train_cluster_sizes:
+        record["train_cluster_sizes"] = train_cluster_sizes  # nearest centroid during the epoch's steps
     if r.plan.n_val:
         val = evaluate_split(r.model, r.plan.val_url, r.cfg, r.plan.classes, r.rank, r.size)
         centroids_set = epoch >= t.pretrain_epochs - 1  # before that they are still random
@@ -338,6 +394,11 @@ def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
         record["val_warnings"] = collapse_warnings(val["cluster_sizes"] if centroids_set else [], val["embedding_std"])
         for warning in record["val_warnings"]:
             r.log(f"WARNING epoch {epoch + 1}: {warning}")
+    if collect and r.plan.n_test:
+        # The k-means start on the test split too: what the clustering phase adds is measured against it.
+        start = evaluate_split(r.model, r.plan.test_url, r.cfg, r.plan.classes, r.rank, r.size)
+        record["kmeans_start_test_accuracy"] = start["clustering_accuracy"]
+        record["kmeans_start_test_nmi"] = start["nmi"]
     r.log(f"epoch {epoch + 1}/{t.epochs} " + " ".join(f"{k}={_fmt(v)}" for k, v in record.items() if k != "epoch"))
     return record
 
@@ -451,6 +512,13 @@ def _fmt(value: Any) -> str:
     return json.dumps(value)
 
 
+def nearest_centroid(z, centroids):
+    """Index of each embedding's nearest centroid (numpy)."""
+    import numpy as np
+
+    return np.argmin(np.square(z[:, None, :] - centroids[None, :, :]).sum(axis=-1), axis=1)
+
+
 def sync_non_trainable(model) -> None:
     """Average batch-norm moving statistics over ranks: each rank updated them with its own batches only,
     and inference (k-means input, evaluation, the saved model) must be the same function on every rank."""
@@ -485,7 +553,7 @@ def embeddings_of(model, url: str, cfg, rank: int, size: int, columns: Sequence[
             zs.append(model.backbone(batch[CONSTITUENTS], training=False)["z"].numpy())
             for c in columns:
                 values[c].append(batch[c].numpy())
-    z = np.concatenate(zs) if zs else np.zeros((0, cfg.model.n_clusters), np.float32)
+    z = np.concatenate(zs) if zs else np.zeros((0, cfg.model.z_dim), np.float32)
     return z, {c: np.concatenate(v) if v else np.zeros(0) for c, v in values.items()}
 
 
@@ -526,7 +594,6 @@ def evaluate_split(
     import numpy as np
     import tensorflow as tf
 
-    from ucluster_spark.losses import squared_distances
     from ucluster_spark.metrics import contingency, summarize
     from ucluster_spark.plots import mass_histogram
     from ucluster_spark.schema import LABEL, MASS
@@ -534,15 +601,16 @@ def evaluate_split(
     z, columns = embeddings_of(model, url, cfg, rank, size, columns=(LABEL, MASS) if plot_jets else (LABEL,))
     labels = columns[LABEL]
     k = cfg.model.n_clusters
-    clusters = np.argmin(squared_distances(tf.constant(z), model.centroids).numpy(), axis=1)
+    clusters = nearest_centroid(z, model.centroids.numpy())
     counts = contingency(clusters, labels, k, len(classes))
     moments = np.concatenate([[len(z)], z.sum(axis=0), np.square(z).sum(axis=0)]).astype(np.float64)
     # Horovod: sum counts and moments over ranks (exact: no per-batch averaging).
     counts = hvd.allreduce(tf.constant(counts), op=hvd.Sum, name="eval_counts").numpy()
     moments = hvd.allreduce(tf.constant(moments), op=hvd.Sum, name="eval_moments").numpy()
     n = max(moments[0], 1.0)
-    mean = moments[1 : 1 + k] / n
-    std = np.sqrt(np.maximum(moments[1 + k :] / n - mean**2, 0.0))
+    dim = z.shape[1]
+    mean = moments[1 : 1 + dim] / n
+    std = np.sqrt(np.maximum(moments[1 + dim :] / n - mean**2, 0.0))
     result = summarize(counts, classes)
     result["embedding_mean"] = mean.round(6).tolist()
     result["embedding_std"] = std.round(6).tolist()
@@ -556,9 +624,9 @@ def evaluate_split(
         sample = hvd.allgather(tf.constant(sample), name="eval_plot_sample").numpy()
         result["plot"] = {
             "mass_histograms": histograms.numpy(),
-            "z": sample[:, :k],
-            "cluster": sample[:, k].astype(np.int64),
-            "label": sample[:, k + 1].astype(np.int64),
+            "z": sample[:, :dim],
+            "cluster": sample[:, dim].astype(np.int64),
+            "label": sample[:, dim + 1].astype(np.int64),
         }
     return result
 

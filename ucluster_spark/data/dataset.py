@@ -80,6 +80,8 @@ GENERATION_FIELDS = (
     "jets_per_class",
     "generation_seed",
     "tasks_per_class",
+    "mass_window",
+    "underlying_event",
     "max_constituents",
     "feature_set",
     "split_fractions",

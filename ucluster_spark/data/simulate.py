@@ -3,13 +3,16 @@
 Particle-level, hls4ml-like jets (see shared/reference/pythia_jets.md): 13 TeV pp, anti-kT R = 0.8 on all
 visible final-state particles, the two leading jets kept when 800 < pT < 1200 GeV and |eta| < 2. W, Z and top
 jets must lie within dR < 0.8 of the decaying particle with all its decay quarks inside; q/g jets are labelled
-by the hard outgoing parton within dR < 0.8 (c/b jets dropped).
+by the hard outgoing parton within dR < 0.8 (c/b jets dropped). Optionally only jets with LO < mass < HI are kept
+(the original UCluster selection: 10 < m_jet < 200 GeV), and the underlying event (multi-parton interactions) can be
+switched off.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -47,11 +50,14 @@ PROCESS_SETTINGS: dict[str, tuple[str, ...]] = {
     ),
     "t": ("Top:gg2ttbar = on", "Top:qqbar2ttbar = on", "24:onMode = off", "24:onIfAny = 1 2 3 4 5"),
 }
+NO_UNDERLYING_EVENT = ("PartonLevel:MPI = off",)
 DECAYING_ID = {"w": 24, "z": 23, "t": 6}
 JET_R = 0.8
 JET_PT_RANGE = (800.0, 1200.0)
 JET_ABS_ETA_MAX = 2.0
 EVENTS_PER_BATCH = 50
+MAX_REJECTED_BEFORE_FIRST = 1000
+"""A task whose first this-many jets all fall outside the mass window stops (the window keeps nothing)."""
 MAX_SEED = 900_000_000
 
 
@@ -84,11 +90,17 @@ def plan_tasks(classes: list[str], jets_per_class: int, tasks_per_class: int, ba
     return tasks
 
 
-def _pythia(class_name: str, seed: int):
+def settings(class_name: str, seed: int, underlying_event: bool = True) -> tuple[str, ...]:
+    """Every Pythia setting of one task."""
+    extra = () if underlying_event else NO_UNDERLYING_EVENT
+    return (*COMMON_SETTINGS, f"Random:seed = {seed}", *PROCESS_SETTINGS[class_name], *extra)
+
+
+def _pythia(class_name: str, seed: int, underlying_event: bool = True):
     import pythia8mc
 
     pythia = pythia8mc.Pythia("", False)
-    for line in (*COMMON_SETTINGS, f"Random:seed = {seed}", *PROCESS_SETTINGS[class_name]):
+    for line in settings(class_name, seed, underlying_event):
         if not pythia.readString(line):
             raise RuntimeError(f"Pythia rejected the setting {line!r}")
     if not pythia.init():
@@ -215,9 +227,37 @@ def _flat_int(array) -> np.ndarray:
     return ak.to_numpy(ak.flatten(array, axis=None)).astype(np.int64)
 
 
-def generate_jets(task: GenerationTask, max_constituents: int, feature_set: str, progress_every: float = 15.0):
+def _mass(jet_p4: np.ndarray) -> np.ndarray:
+    """Jet mass as stored (float32), so a window applied to it holds for the written column exactly."""
+    px, py, pz, energy = jet_p4.T
+    return np.sqrt(np.maximum(energy**2 - px**2 - py**2 - pz**2, 0.0)).astype(np.float32)
+
+
+def _in_window(chosen: list[int], jet_p4: np.ndarray, need: int, mass_window) -> tuple[list[int], int]:
+    """The first ``need`` chosen jets with LO < mass < HI, and how many of the jets up to the last one kept fell
+    outside the window (the jets after it are not needed, so they are not counted)."""
+    if mass_window is None:
+        return chosen[:need], 0
+    mass = _mass(jet_p4[chosen]) if chosen else np.zeros(0, np.float32)
+    inside = (mass > mass_window[0]) & (mass < mass_window[1])
+    kept = np.flatnonzero(inside)[:need]
+    examined = kept[-1] + 1 if len(kept) == need else len(chosen)
+    return [chosen[i] for i in kept], int((~inside[:examined]).sum())
+
+
+def generate_jets(
+    task: GenerationTask,
+    max_constituents: int,
+    feature_set: str,
+    progress_every: float = 15.0,
+    mass_window: tuple[float, float] | None = None,
+    underlying_event: bool = True,
+    rejected: Counter | None = None,
+):
     """Yield pandas frames of jets in the dataset schema until ``task.n_jets`` jets are made.
 
+    With ``mass_window`` (LO, HI) only jets with LO < mass < HI GeV count, and generation goes on until
+    ``task.n_jets`` of them are made; the jets outside it are counted in ``rejected["outside_mass_window"]``.
     Work is done per batch of events on flat numpy arrays; Python loops run over events, never over particles.
     """
     import awkward as ak
@@ -225,7 +265,9 @@ def generate_jets(task: GenerationTask, max_constituents: int, feature_set: str,
     import vector
 
     vector.register_awkward()
-    pythia = _pythia(task.class_name, task.seed)
+    rejected = Counter() if rejected is None else rejected
+    outside = 0
+    pythia = _pythia(task.class_name, task.seed, underlying_event)
     definition = fastjet.JetDefinition(fastjet.antikt_algorithm, JET_R)
     made, start, last_report = 0, time.time(), time.time()
     prefix = f"[generate {task.class_name} seed={task.seed}]"
@@ -243,9 +285,19 @@ def generate_jets(task: GenerationTask, max_constituents: int, feature_set: str,
         jets = sequence.inclusive_jets(min_pt=JET_PT_RANGE[0] * 0.9)
         jet_p4 = np.stack([_flat(jets[c]) for c in ("px", "py", "pz", "E")], axis=1)
         chosen = _select_jets(events, task.class_name, jet_p4, _offsets(jets.px))
+        chosen, n_outside = _in_window(chosen, jet_p4, task.n_jets - made, mass_window)
+        rejected["outside_mass_window"] += n_outside
+        outside += n_outside
+        if not made and not chosen and outside >= MAX_REJECTED_BEFORE_FIRST:
+            from ucluster_spark.data.ingest import InputFileError
+
+            raise InputFileError(
+                f"data.mass_window {list(mass_window)}: none of the first {outside} {task.class_name} jets has "
+                f"{mass_window[0]:g} < mass < {mass_window[1]:g} GeV; widen the window"
+            )
         if not chosen:
             continue
-        chosen = np.array(chosen[: task.n_jets - made])
+        chosen = np.array(chosen)
         # Constituents come in the same jet order as inclusive_jets (same sequence, same pT cut).
         kept = ak.flatten(sequence.constituents(min_pt=JET_PT_RANGE[0] * 0.9), axis=1)[chosen]
         frame = _jets_frame(task, made, jet_p4[chosen], kept, max_constituents, feature_set)
@@ -261,7 +313,7 @@ def _jets_frame(task, first_index, jet_p4, constituents, max_constituents, featu
     px, py, pz, energy = jet_p4.T
     pt = np.hypot(px, py)
     eta, phi = _eta_phi(px, py, pz)
-    mass = np.sqrt(np.maximum(energy**2 - px**2 - py**2 - pz**2, 0.0))
+    mass = _mass(jet_p4)
     particle_p4 = np.stack([_flat(constituents[c]) for c in ("px", "py", "pz", "E")], axis=1)
     offsets = _offsets(constituents.px)
     counts = np.diff(offsets)
@@ -295,9 +347,23 @@ def _jets_frame(task, first_index, jet_p4, constituents, max_constituents, featu
     return frame[list(schema.COLUMNS)]
 
 
-def generate_partition(frames: Iterator[pd.DataFrame], max_constituents: int, feature_set: str):
+def generate_partition(
+    frames: Iterator[pd.DataFrame],
+    max_constituents: int,
+    feature_set: str,
+    mass_window: tuple[float, float] | None = None,
+    underlying_event: bool = True,
+    rejected: Counter | None = None,
+):
     """``mapInPandas`` body: each input row is a GenerationTask; yields the jets of every task."""
     for frame in frames:
         for record in frame.to_dict("records"):
             task = GenerationTask(**record)
-            yield from generate_jets(task, max_constituents, feature_set)
+            yield from generate_jets(
+                task,
+                max_constituents,
+                feature_set,
+                mass_window=mass_window,
+                underlying_event=underlying_event,
+                rejected=rejected,
+            )

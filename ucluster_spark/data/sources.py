@@ -46,6 +46,10 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _mass_window(data: DataConfig) -> tuple[float, float] | None:
+    return (data.mass_window[0], data.mass_window[1]) if data.mass_window else None  # checked by Config.validate
+
+
 def generate(spark, data: DataConfig, output: str | Path, overwrite: bool = False) -> DatasetInfo:
     """Run Pythia inside Spark tasks (one task per (class, seed)) and write the dataset."""
     from ucluster_spark.data.simulate import generate_partition, plan_tasks
@@ -54,20 +58,37 @@ def generate(spark, data: DataConfig, output: str | Path, overwrite: bool = Fals
     rows = [asdict(t) for t in tasks]
     task_df = spark.createDataFrame(spark.sparkContext.parallelize(rows, numSlices=len(rows)))
     max_constituents, feature_set = data.max_constituents, data.feature_set
+    mass_window, underlying_event = _mass_window(data), data.underlying_event
+    dropped = spark.sparkContext.accumulator(Counter(), CounterParam())
 
     def body(frames):  # shipped to executors: plain values only
-        yield from generate_partition(frames, max_constituents, feature_set)
+        rejected: Counter = Counter()
+        yield from generate_partition(frames, max_constituents, feature_set, mass_window, underlying_event, rejected)
+        dropped.add(rejected)
 
-    _log(f"[generate] {len(tasks)} Pythia tasks: {data.jets_per_class} jets per class of {data.classes}")
+    _log(
+        f"[generate] {len(tasks)} Pythia tasks: {data.jets_per_class} jets per class of {data.classes}"
+        f"{f', {mass_window[0]:g} < mass < {mass_window[1]:g} GeV' if mass_window else ''}"
+        f"{'' if underlying_event else ', no underlying event (PartonLevel:MPI = off)'}"
+    )
     jets = task_df.mapInPandas(body, schema=schema.spark_schema())
-    source = {
-        "generator": "pythia8",
-        "classes": data.classes,
-        "jets_per_class": data.jets_per_class,
-        "generation_seed": data.generation_seed,
-        "tasks": len(tasks),
-    }
-    return write_dataset(spark, jets, output, data, source, overwrite=overwrite)
+
+    def source():
+        return {
+            "generator": "pythia8",
+            "classes": data.classes,
+            "jets_per_class": data.jets_per_class,
+            "generation_seed": data.generation_seed,
+            "tasks": len(tasks),
+            "mass_window": list(mass_window) if mass_window else None,
+            "underlying_event": underlying_event,
+            "dropped": {"outside_mass_window": int(dropped.value["outside_mass_window"])},
+        }
+
+    info = write_dataset(spark, jets, output, data, source, overwrite=overwrite)
+    if mass_window:
+        _log(f"[generate] dropped: {info.source['dropped']}")
+    return info
 
 
 def find_inputs(pattern: str) -> list[str]:
@@ -89,11 +110,11 @@ def prepare_hls4ml(
     pattern: str,
     output: str | Path,
     data: DataConfig,
-    mass_window: tuple[float, float] | None = None,
     drop_bad_jets: bool = False,
     overwrite: bool = False,
 ) -> DatasetInfo:
-    """Ingest hls4ml-layout HDF5 files inside executors and write the dataset."""
+    """Ingest hls4ml-layout HDF5 files inside executors (jets outside ``data.mass_window`` dropped) and write the
+    dataset."""
     from ucluster_spark.data.ingest import FileLayout, InputFileError, inspect_file, read_slice, slices
 
     paths = find_inputs(pattern)
@@ -107,6 +128,7 @@ def prepare_hls4ml(
 
     dropped = spark.sparkContext.accumulator(Counter(), CounterParam())
     classes, feature_set, max_constituents = list(data.classes), data.feature_set, data.max_constituents
+    mass_window = _mass_window(data)
     rows = [{"layout": json.dumps(asdict(layout)), "start": start, "stop": stop} for layout, start, stop in tasks]
     task_df = spark.createDataFrame(spark.sparkContext.parallelize(rows, numSlices=len(rows)))
 

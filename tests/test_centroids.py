@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+
+from ucluster_spark.centroids import ClusterMoments, reseed_starved_centroids
+
+
+def _moments(z, nearest, k):
+    moments = ClusterMoments.zeros(k, z.shape[1])
+    for part in np.array_split(np.arange(len(z)), 3):  # batch by batch, as in an epoch
+        moments.add(z[part], nearest[part])
+    return moments
+
+
+def test_moments_add_up_batches_and_survive_the_flat_round_trip():
+    rng = np.random.default_rng(0)
+    z, nearest = rng.normal(size=(50, 2)), rng.integers(0, 3, 50)
+    moments = ClusterMoments.from_flat(_moments(z, nearest, 3).flat(), 3, 2)
+    for k in range(3):
+        mine = z[nearest == k]
+        assert moments.counts[k] == len(mine)
+        np.testing.assert_allclose(moments.sums[k], mine.sum(axis=0))
+        np.testing.assert_allclose(moments.outer[k], mine.T @ mine)
+
+
+def test_a_starved_centroid_splits_the_largest_cluster_along_its_principal_axis():
+    rng = np.random.default_rng(1)
+    # Cluster 0: 400 jets stretched along x (two sub-modes at x = -1 and +1); cluster 1: 300 jets; cluster 2: 3.
+    big = np.concatenate([rng.normal([-1, 0], 0.1, (200, 2)), rng.normal([1, 0], 0.1, (200, 2))])
+    z = np.concatenate([big, rng.normal([0, 5], 0.1, (300, 2)), rng.normal([9, 9], 0.1, (3, 2))])
+    nearest = np.repeat([0, 1, 2], [400, 300, 3])
+    centroids = np.array([[0, 0], [0, 5], [9, 9]], np.float32)
+    new, moves = reseed_starved_centroids(centroids, _moments(z, nearest, 3), min_fraction=0.05)
+    assert moves == [(2, 0)]
+    halves = sorted([new[0], new[2]], key=lambda c: c[0])
+    np.testing.assert_allclose(halves[0], [-1.0, 0.0], atol=0.05)  # mean -+ one std along x (std ~1.005)
+    np.testing.assert_allclose(halves[1], [1.0, 0.0], atol=0.05)
+    np.testing.assert_array_equal(new[1], centroids[1])  # the others stay
+
+
+def test_nothing_moves_when_every_cluster_holds_enough_jets():
+    rng = np.random.default_rng(2)
+    z, nearest = rng.normal(size=(90, 3)), np.repeat([0, 1, 2], [30, 30, 30])
+    centroids = rng.normal(size=(3, 3)).astype(np.float32)
+    new, moves = reseed_starved_centroids(centroids, _moments(z, nearest, 3), min_fraction=0.1)
+    assert moves == [] and np.array_equal(new, centroids)
+
+
+@pytest.mark.parametrize("sizes, expected", [([500, 0, 0, 200], [(1, 0), (2, 3)]), ([1, 0, 0, 0], [])])
+def test_each_donor_is_split_once(sizes, expected):
+    rng = np.random.default_rng(3)
+    nearest = np.repeat(np.arange(4), sizes)
+    z = rng.normal(size=(len(nearest), 2))
+    _, moves = reseed_starved_centroids(np.zeros((4, 2)), _moments(z, nearest, 4), min_fraction=0.05)
+    assert moves == expected
