@@ -33,7 +33,8 @@ def test_train_job_writes_a_complete_run_directory(finished_run):
     # momentum follow the optimizer's own step counter in units of pre-training, whatever the dataset size: the
     # learning rate reaches its floor 0.56 of the way through pre-training (7 halvings of 0.08), the momentum 0.99
     # after 6, so on this tiny dataset too the clustering epoch runs entirely at the floor.
-    assert [h["alpha"] for h in history] == [0.0, 10.0] and [h["beta"] for h in history] == [0.0, 10.0]
+    alpha = config.load(ROOT / "conf/local.yaml").loss.alpha_start  # the first clustering epoch's
+    assert [h["alpha"] for h in history] == [0.0, alpha] and [h["beta"] for h in history] == [0.0, 10.0]
     assert [h["learning_rate"] for h in history] == pytest.approx([1e-5, 1e-5])
     assert [h["bn_momentum"] for h in history] == pytest.approx([0.99, 0.99])
     assert history[1]["global_step"] == 2 * history[0]["global_step"] > 0
@@ -119,7 +120,8 @@ def test_a_killed_rank_fails_the_job_and_the_run_resumes_from_its_checkpoint(fin
     assert pictures == ["confusion_matrix.png", "embedding.png", "mass_per_cluster.png", "training_curves.png"]
     assert all((run_dir / "plots" / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pictures)
     assert history[0] == saved["history"][0]  # the first epoch is the checkpoint's, not retrained
-    assert [h["alpha"] for h in history] == [0.0, 10.0]  # the schedule continues where it stopped
+    alpha = config.load(ROOT / "conf/local.yaml").loss.alpha_start
+    assert [h["alpha"] for h in history] == [0.0, alpha]  # the schedule continues where it stopped
     assert history[1]["global_step"] == 2 * history[0]["global_step"]
     assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 2
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["LATEST", "epoch-0001", "epoch-0002"]

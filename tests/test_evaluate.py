@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import submit, synthetic_jets
+from tests.conftest import ROOT, submit, synthetic_jets
 from ucluster_spark import cli, config, schema, store
 from ucluster_spark.data.dataset import DatasetError, write_dataset
 from ucluster_spark.evaluate import evaluate, read_trained_run, score
@@ -88,7 +88,7 @@ def test_assignment_columns_are_consistent(evaluation):
     np.testing.assert_allclose(q.sum(axis=1), 1.0, atol=1e-5)
     np.testing.assert_array_equal(np.argmin(d, axis=1), a[schema.CLUSTER])
     np.testing.assert_array_equal(np.argmax(q, axis=1), a[schema.CLUSTER])
-    assert result["soft_assignment_alpha"] == 10.0  # the last training epoch's alpha
+    assert result["soft_assignment_alpha"] == config.load(ROOT / "conf/local.yaml").loss.alpha_start  # last epoch's
 
 
 def test_the_model_is_loaded_once_per_executor_process(evaluation):

@@ -147,11 +147,12 @@ def test_a_wider_embedding_and_its_centroids():
     assert out["z"].shape == (4, 5) and model.centroids.shape == (3, 5) and out["distances"].shape == (4, 3)
 
 
-def test_one_momentum_variable_drives_every_batch_norm():
+def test_one_momentum_variable_drives_every_batch_norm(tmp_path):
     from ucluster_spark.layers import share_batch_norm_momentum
 
-    model = build_model(config.load(None, ["model.mlp1=[8,16]", "model.gap2_features=16", "model.mlp2=[16,16]",
-                                           "data.max_constituents=30"]))  # fmt: skip
+    model_cfg = config.load(None, ["model.mlp1=[8,16]", "model.gap2_features=16", "model.mlp2=[16,16]",
+                                   "data.max_constituents=30"])  # fmt: skip
+    model = build_model(model_cfg)
     momentum = tf.Variable(0.0)
     shared = share_batch_norm_momentum(model, momentum)
     assert shared == 4 * 2 + 2 + 2 + 1 + 2  # two GAPLayers, the MLPs, the embedding conv, the head
@@ -168,6 +169,13 @@ def test_one_momentum_variable_drives_every_batch_norm():
     step()
     np.testing.assert_array_equal(norm.moving_mean.numpy(), first)
     assert not np.allclose(first, 0.0)
+    # Sharing adds no weight: a model saved while training reloads into one built for inference.
+    assert len(model.weights) == len(build_model(model_cfg).weights)
+    path = str(tmp_path / "weights.h5")
+    model.save_weights(path)
+    fresh = build_model(model_cfg)
+    fresh.load_weights(path)
+    np.testing.assert_array_equal(fresh.backbone.get_layer("embedding_conv").norm.moving_mean.numpy(), first)
 
 
 def test_a_short_training_on_tiny_data_lowers_the_loss():

@@ -66,6 +66,11 @@ class ModelConfig:
     gap2_features: int = 128
     mlp2: list[int] = field(default_factory=lambda: [256, 256])
     n_clusters: int = 3
+    mask_padding: bool = True
+    """True: padded slots are masked out of every kNN search, attention, batch-norm statistic and pooling, and stay
+    zero. False (as the original ran): only the first kNN search skips them; otherwise padded slots are processed
+    like particles (their neighbours are the real particles nearest the jet axis) and count in the batch norms and
+    in z's average over all slots."""
     embedding_dim: int = 0
     """Dimension of the embedding z; 0: ``n_clusters`` (the original: one dimension per cluster). A wider z is an
     option for the clustering step, not the original recipe."""

@@ -38,13 +38,26 @@ def masked_batch_norm(name: str, momentum: float) -> tf.keras.layers.BatchNormal
     return tf.keras.layers.BatchNormalization(momentum=momentum, fused=False, name=name)
 
 
+class SharedMomentum:
+    """A batch norm's ``momentum`` that reads a variable each time Keras computes ``1 - momentum`` (tf_keras'
+    non-fused batch norm does exactly that when it updates its moving statistics), so a schedule can move it every
+    step without retracing. Deliberately not a ``tf.Variable`` attribute of the layer: Keras would track that as
+    one more weight of every batch norm and change the saved weights' layout."""
+
+    def __init__(self, variable: tf.Variable):
+        self.variable = variable
+
+    def __rsub__(self, other):
+        return other - self.variable.read_value()
+
+
 def share_batch_norm_momentum(model: tf.keras.layers.Layer, momentum: tf.Variable) -> int:
-    """Point every batch norm inside ``model`` at one momentum variable, so a schedule can move it every step
-    without retracing the step function (non-fused batch norm reads ``momentum`` as a tensor). Returns how many
-    layers now share it."""
+    """Point every batch norm inside ``model`` at one momentum variable. Returns how many layers now share it."""
     norms = [layer for layer in model.submodules if isinstance(layer, tf.keras.layers.BatchNormalization)]
     for layer in norms:
-        layer.momentum = momentum
+        if layer.fused:
+            raise ValueError(f"{layer.name}: a fused batch norm reads its momentum once, at tracing; use fused=False")
+        layer.momentum = SharedMomentum(momentum)
     return len(norms)
 
 
@@ -61,6 +74,9 @@ class GAPLayer(tf.keras.layers.Layer):
         features: output features per particle (F').
         k: neighbours per particle (the particle itself included).
         batch_norm_momentum: initial momentum of the batch norms (a schedule may share a variable later).
+        mask_padding: False: ``mask`` only pushes padded particles last in the kNN search, and padded slots take
+            part in everything else as in the original (a padded slot's neighbours are then the real particles
+            nearest to it, its output is not zero, and it counts in the batch-norm statistics).
 
     Call arguments:
         inputs: ``(x, coords, mask)`` with x (B, N, F), kNN coordinates (B, N, C), mask (B, N).
@@ -69,13 +85,16 @@ class GAPLayer(tf.keras.layers.Layer):
         ``(attention_features, local_features)``, each (B, N, F').
     """
 
-    def __init__(self, features: int, k: int, batch_norm_momentum: float = 0.9, **kwargs):
+    def __init__(
+        self, features: int, k: int, batch_norm_momentum: float = 0.9, mask_padding: bool = True, **kwargs
+    ):
         super().__init__(**kwargs)
         if features < 1 or k < 1:
             raise ValueError(f"GAPLayer needs features >= 1 and k >= 1. Received: features={features}, k={k}")
         self.features = int(features)
         self.k = int(k)
         self.batch_norm_momentum = float(batch_norm_momentum)
+        self.mask_padding = bool(mask_padding)
         bn = self.batch_norm_momentum
         self.self_transform = tf.keras.layers.Dense(self.features, use_bias=False, name="self_transform")
         self.self_norm = masked_batch_norm("self_norm", bn)
@@ -95,6 +114,8 @@ class GAPLayer(tf.keras.layers.Layer):
     def call(self, inputs, training=None):
         x, coords, mask = inputs
         indices = knn_indices(coords, mask, self.k)  # (B, N, k)
+        if not self.mask_padding:
+            mask = tf.ones_like(mask)  # as run: padded slots take part in everything but the kNN ranking
         neighbours = tf.gather(x, indices, batch_dims=1)  # (B, N, k, F)
         neighbour_mask = tf.gather(mask, indices, batch_dims=1)  # (B, N, k)
         edge_mask = mask[:, :, None] * neighbour_mask  # statistics over real (particle, neighbour) pairs only
@@ -119,7 +140,14 @@ class GAPLayer(tf.keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"features": self.features, "k": self.k, "batch_norm_momentum": self.batch_norm_momentum})
+        config.update(
+            {
+                "features": self.features,
+                "k": self.k,
+                "batch_norm_momentum": self.batch_norm_momentum,
+                "mask_padding": self.mask_padding,
+            }
+        )
         return config
 
 

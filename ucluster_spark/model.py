@@ -31,16 +31,18 @@ def build_backbone(cfg: Config) -> tf.keras.Model:
     bn = cfg.train.bn_momentum_start
 
     x = tf.keras.Input(shape=(d.max_constituents, n_features), name="constituents")  # (B, N, F)
-    mask = tf.keras.layers.Lambda(particle_mask, name="mask")(x)  # (B, N)
+    real = tf.keras.layers.Lambda(particle_mask, name="mask")(x)  # (B, N)
     coords = tf.keras.layers.Lambda(lambda t: tf.gather(t, coord_idx, axis=-1), name="eta_phi")(x)
+    # Masked: padded slots never count and stay zero. As run: only the first kNN search skips them.
+    mask = real if m.mask_padding else tf.keras.layers.Lambda(tf.ones_like, name="all_slots")(real)
 
-    att1, local1 = GAPLayer(m.gap1_features, m.k_neighbours, bn, name="gap1")([x, coords, mask])
+    att1, local1 = GAPLayer(m.gap1_features, m.k_neighbours, bn, m.mask_padding, name="gap1")([x, coords, real])
     h = tf.keras.layers.Concatenate(name="gap1_out")([x, att1])
     mlp_outputs = []
     for i, units in enumerate(m.mlp1):
         h = ParticleDense(units, bn, name=f"mlp1_{i}")([h, mask])
         mlp_outputs.append(h)
-    att2, local2 = GAPLayer(m.gap2_features, m.k_neighbours, bn, name="gap2")([h, h, mask])
+    att2, local2 = GAPLayer(m.gap2_features, m.k_neighbours, bn, m.mask_padding, name="gap2")([h, h, mask])
     h = tf.keras.layers.Concatenate(name="gap2_out")([x, att2])
     for i, units in enumerate(m.mlp2):
         h = ParticleDense(units, bn, name=f"mlp2_{i}")([h, mask])
