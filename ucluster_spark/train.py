@@ -232,9 +232,15 @@ def make_train_step(model, optimizer, cfg, alpha, beta, average_gradients: bool 
         if average_gradients:
             import horovod.tensorflow as hvd
 
-            # Horovod: gradients averaged over ranks.
-            tape = hvd.DistributedGradientTape(tape)
-        grads = tape.gradient(weighted, model.trainable_variables)
+            # Horovod: gradients averaged over ranks, each allreduce named by its variable's index. The default
+            # names come from the gradient ops, which differ between traces of the step: a rank that traces it for
+            # another batch size at another step than its peer would wait forever on a tensor the peer names
+            # differently.
+            grads = hvd.DistributedGradientTape(tape).gradient(
+                weighted, model.trainable_variables, use_generic_names=True
+            )
+        else:
+            grads = tape.gradient(weighted, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         return tf.stack([loss, focal, tf.reduce_mean(per_jet)]), out["z"]
 
