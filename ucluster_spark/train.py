@@ -206,7 +206,6 @@ def make_train_step(model, optimizer, cfg, alpha, beta, average_gradients: bool 
         focal_loss,
         mass_bin,
         reduce_clustering_loss,
-        squared_distances,
     )
     from ucluster_spark.schema import CONSTITUENTS
 
@@ -226,7 +225,7 @@ def make_train_step(model, optimizer, cfg, alpha, beta, average_gradients: bool 
             clustering = reduce_clustering_loss(per_jet, lc.clustering_reduction)
             loss = lc.focal_weight * focal + beta * clustering
             if lc.balance_weight:
-                balance = cluster_balance_penalty(squared_distances(out["z"], model.centroids), alpha)
+                balance = cluster_balance_penalty(out["distances"], alpha)
                 loss += tf.sign(beta) * lc.balance_weight * balance  # only while the clustering loss is on
             weighted = loss * weight
         if average_gradients:
@@ -353,7 +352,8 @@ def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
             if collect:
                 pooled.append(z.numpy())
             if moments is not None:
-                moments.add(z.numpy(), nearest_centroid(z.numpy(), r.model.centroids.numpy()))
+                z = z.numpy()
+                moments.add(z, nearest_centroid(z, r.model.centroids.numpy()))
     seconds, cpu_seconds = time.time() - start, time.process_time() - cpu_start
     sync_non_trainable(r.model)
     if collect:
