@@ -21,10 +21,11 @@ import sys
 import time
 from pathlib import Path
 
+from ucluster_spark import _env  # the runtime environment and its malloc settings; imports no TensorFlow
+
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MALLOC = {"MALLOC_MMAP_THRESHOLD_": None, "MALLOC_TRIM_THRESHOLD_": None}
 VARIANTS: dict[str, dict] = {
-    "glibc_default": {"env": DEFAULT_MALLOC, "jit": False},
+    "glibc_default": {"env": {key: None for key in _env.MALLOC_ENV}, "jit": False},
     "malloc_thresholds": {"env": {}, "jit": False},  # the project's runtime environment (ucluster_spark/_env.py)
     "malloc_thresholds_xla": {"env": {}, "jit": True},
     "malloc_thresholds_onednn_off": {"env": {"TF_ENABLE_ONEDNN_OPTS": "0"}, "jit": False},
@@ -79,9 +80,7 @@ def one_process(jit: bool, steps: int, batch_size: int) -> dict:
 
 
 def run_variant(name: str, steps: int, batch_size: int) -> dict:
-    env = dict(os.environ)
-    env.setdefault("MALLOC_MMAP_THRESHOLD_", "4294967296")
-    env.setdefault("MALLOC_TRIM_THRESHOLD_", "4294967296")
+    env = {**_env.MALLOC_ENV, **os.environ}
     for key, value in VARIANTS[name]["env"].items():
         if value is None:
             env.pop(key, None)
