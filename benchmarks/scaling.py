@@ -128,13 +128,15 @@ def gemm_peak(n: int = 1024, repeats: int = 20) -> float:
 
 
 def run_bare(
-    config_path: str, overrides: list[str], train_dir: str, threads: int, processes: int = 1
+    config_path: str, overrides: list[str], train_dir: str, threads: int, env: dict[str, str], processes: int = 1
 ) -> list[dict[str, Any]]:
     """``processes`` independent bare loops at once: with more than one, what the hardware itself gives to data
-    parallelism (shared memory bandwidth, clocks) without any communication, the ceiling for the stack's ranks."""
+    parallelism (shared memory bandwidth, clocks) without any communication, the ceiling for the stack's ranks.
+    ``env`` is the ranks' environment (malloc settings act only at process start), so both compare alike."""
     command = [sys.executable, __file__, "--config", config_path, "--bare-loop", train_dir, str(threads), *overrides]
     running = [
-        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(processes)
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for _ in range(processes)
     ]
     results = []
     for proc in running:
@@ -290,7 +292,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
 
-    from ucluster_spark import config, plots, store
+    from ucluster_spark import config, launcher, plots, store
 
     overrides = [*args.overrides] + ([f"data.path={args.data}"] if args.data else [])
     cfg = config.load(args.config, overrides)
@@ -320,7 +322,13 @@ def main() -> None:
             f"[scaling] bare loop, {per_rank} thread(s), {info.n_jets('train')} training jets in memory",
             file=sys.stderr,
         )
-        bare_args = (args.config, [*overrides, f"data.path={root}"], str(Path(root) / "train"), per_rank)
+        bare_args = (
+            args.config,
+            [*overrides, f"data.path={root}"],
+            str(Path(root) / "train"),
+            per_rank,
+            launcher.rank_environment(cfg),
+        )
         bares = {}
         for n in rank_counts:
             print(f"[scaling] {n} bare loop process(es) at once", file=sys.stderr, flush=True)
@@ -345,6 +353,7 @@ def main() -> None:
         "epochs": cfg.train.epochs,
         "horovod_cycle_time_ms": cfg.run.horovod_cycle_time_ms,
         "bind_ranks_to_cores": cfg.run.bind_ranks_to_cores,
+        "malloc_thresholds": cfg.run.malloc_thresholds,
         "summary": summarize(runs, bares, spark_seconds, per_rank, args.threads),
         "bare": {str(n): together for n, together in bares.items()},
         "runs": runs,
