@@ -12,7 +12,7 @@ from ucluster_spark import cli
 
 
 def main(argv: list[str]) -> int:
-    args = cli.evaluate_parser(__doc__).parse_args(argv)
+    args = cli.parse_args(cli.evaluate_parser(__doc__), argv)
 
     def body() -> int:
         from ucluster_spark import tracking

@@ -10,7 +10,7 @@ from ucluster_spark import cli
 
 
 def main(argv: list[str]) -> int:
-    args = cli.prepare_parser(__doc__).parse_args(argv)
+    args = cli.parse_args(cli.prepare_parser(__doc__), argv)
 
     def build(spark, cfg):
         from ucluster_spark.data.sources import prepare_hls4ml

@@ -10,7 +10,7 @@ from ucluster_spark import cli
 
 
 def main(argv: list[str]) -> int:
-    args = cli.train_parser(__doc__).parse_args(argv)
+    args = cli.parse_args(cli.train_parser(__doc__), argv)
 
     def body() -> int:
         from ucluster_spark import tracking

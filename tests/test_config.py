@@ -44,6 +44,15 @@ def test_bad_values_name_the_key(override, message):
         load(ROOT / "conf/local.yaml", [override])
 
 
+def test_exponent_numbers_are_floats_although_yaml_11_reads_them_as_strings(tmp_path):
+    cfg = load(None, ["train.lr_floor=1e-5", "train.learning_rate=2E-3"])
+    assert cfg.train.lr_floor == 1e-5 and cfg.train.learning_rate == 2e-3
+    (tmp_path / "c.yaml").write_text("train:\n  lr_floor: 3e-5\n")
+    assert load(tmp_path / "c.yaml").train.lr_floor == 3e-5
+    with pytest.raises(ConfigError, match="train.lr_floor: expected float, got 'e-5'"):
+        load(None, ["train.lr_floor=e-5"])
+
+
 def test_mass_window_is_stored_as_floats():
     assert load(None, ["data.mass_window=[10,200]"]).data.mass_window == [10.0, 200.0]
     assert load(None).data.mass_window == [] and load(None).data.underlying_event is True

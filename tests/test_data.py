@@ -118,7 +118,7 @@ def test_existing_dataset_is_refused_and_left_intact(spark, synthetic_dataset):
 
     root, info, _ = synthetic_dataset
     df = spark.createDataFrame(synthetic_jets(5), schema=schema.spark_schema())
-    with pytest.raises(DatasetError, match="already holds a dataset"):
+    with pytest.raises(DatasetError, match="already holds a ucluster dataset"):
         write_dataset(spark, df, root, config.load(None).data, {})
     assert load_info(root) == info
 

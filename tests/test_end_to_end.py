@@ -16,7 +16,7 @@ def test_train_job_writes_a_complete_run_directory(finished_run):
     work, run_dir, result = finished_run
     assert f"run directory: {run_dir}" in result.stdout
     assert "clustering accuracy (test," in result.stdout
-    output = result.stdout + result.stderr  # spark-submit merges the driver's (and ranks') stderr into stdout
+    output = result.stderr  # progress and the ranks' output: stderr (results alone on stdout)
     assert "[train] epoch 2/2" in output  # per-epoch progress from rank 0
     assert "[generate w" in output  # Pythia progress from the Spark tasks
     assert "[train] epoch 2/2" in (run_dir / "train.log").read_text()
@@ -85,7 +85,8 @@ def test_a_finished_run_directory_is_refused_before_any_work(finished_run):
         cwd=work,
     )
     assert result.returncode == cli.EXIT_BAD_INPUT
-    assert f"{run_dir} already holds a finished run" in result.stdout  # spark-submit merges python's stderr
+    assert f"{run_dir} already holds a finished run" in result.stderr  # stderr under spark-submit too
+    assert "error:" not in result.stdout
     assert not (work / "refused").exists()
     assert (run_dir / "metrics.json").read_bytes() == before
 
@@ -110,7 +111,7 @@ def test_a_killed_rank_fails_the_job_and_the_run_resumes_from_its_checkpoint(fin
 
     refused = submit("--config", str(ROOT / "conf/local.yaml"), *args, cwd=work)
     assert refused.returncode == cli.EXIT_BAD_INPUT
-    assert f"{run_dir} holds an unfinished run (last checkpoint epoch-0001)" in refused.stdout
+    assert f"{run_dir} holds an unfinished run (last checkpoint epoch-0001)" in refused.stderr
 
     resumed = submit("--resume", str(run_dir), cwd=work)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-6000:]

@@ -181,7 +181,7 @@ def test_glob_matching_nothing_and_existing_output(spark, tmp_path):
     _broken(tmp_path, name="ok.h5")
     prepare_hls4ml(spark, str(tmp_path / "ok.h5"), tmp_path / "ds", WZT)
     before = json.loads((tmp_path / "ds" / schema.METADATA_FILE).read_text())
-    with pytest.raises(DatasetError, match="already holds a dataset; pass --overwrite"):
+    with pytest.raises(DatasetError, match="already holds a ucluster dataset; pass --overwrite"):
         prepare_hls4ml(spark, str(tmp_path / "ok.h5"), tmp_path / "ds", WZT)
     assert json.loads((tmp_path / "ds" / schema.METADATA_FILE).read_text()) == before
     prepare_hls4ml(spark, str(tmp_path / "ok.h5"), tmp_path / "ds", WZT, overwrite=True)

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from ucluster_spark.launcher import FailureWatchdog, LaunchError, check_slots, restored_signal_handlers
+from ucluster_spark.config import ConfigError
+from ucluster_spark.launcher import FailureWatchdog, check_slots, restored_signal_handlers
 
 
 def _report(failures, rank, error="UnknownError: Gloo timeout"):
@@ -59,7 +60,7 @@ def test_more_ranks_than_task_slots_are_refused_before_launch():
     check_slots(spark, spark.sparkContext.defaultParallelism)
     too_many = spark.sparkContext.defaultParallelism + 1
     message = rf"run.num_proc={too_many} ranks need {too_many} concurrent Spark task slots"
-    with pytest.raises(LaunchError, match=message):
+    with pytest.raises(ConfigError, match=message):  # bad input (exit 2): a rerun cannot fix it
         check_slots(spark, too_many)
 
 

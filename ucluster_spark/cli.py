@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import io
+import os
+import re
+import stat
 import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ucluster_spark.config import Config, ConfigError, load
@@ -19,6 +24,57 @@ EXIT_EVALUATION_FAILED = 4
 """The cluster-assignment job failed (inputs were valid): may be transient, safe to rerun."""
 EXIT_DATA_FAILED = 5
 """Generating or preparing the dataset failed (inputs were valid): may be transient, safe to rerun."""
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """A job's arguments, with stderr sent where the caller expects it first (usage errors included)."""
+    use_real_stderr()
+    return parser.parse_args(argv)
+
+
+def use_real_stderr() -> None:
+    """spark-submit runs the driver's Python with its stderr merged into stdout (Spark's PythonRunner), so a
+    scheduler reading stdout would take errors for output. Send this process's stderr to spark-submit's own stderr:
+    by file descriptor (Linux /proc of the parent JVM) when that is a terminal, a pipe or a file opened for
+    appending, so native libraries' messages follow too; otherwise (a file opened without append, where writing
+    beside the JVM's own offset would overwrite its lines) Python's ``sys.stderr`` through the JVM itself."""
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:
+        return  # not started by spark-submit: stderr is already the caller's
+    parent = Path(f"/proc/{os.getppid()}")
+    try:
+        jvm_err, jvm_out, ours = os.stat(parent / "fd/2"), os.stat(parent / "fd/1"), os.fstat(2)
+        flags = re.search(r"flags:\s*([0-7]+)", (parent / "fdinfo/2").read_text())
+    except OSError:
+        return  # no /proc (not Linux): leave it merged
+    if flags is None or any((jvm_err.st_dev, jvm_err.st_ino) == (f.st_dev, f.st_ino) for f in (jvm_out, ours)):
+        return  # merged by the caller anyway (2>&1, one terminal), or already ours
+    if not stat.S_ISREG(jvm_err.st_mode) or int(flags.group(1), 8) & os.O_APPEND:
+        fd = os.open(parent / "fd/2", os.O_WRONLY | os.O_APPEND)
+        sys.stderr.flush()
+        os.dup2(fd, 2)
+        os.close(fd)
+        return
+    from pyspark.java_gateway import launch_gateway  # connects to spark-submit's gateway
+
+    sys.stderr.flush()
+    sys.stderr = _JvmStderr(launch_gateway().jvm.System.err)
+
+
+class _JvmStderr(io.TextIOBase):
+    """``sys.stderr`` written by the JVM's ``System.err`` (its own file offset)."""
+
+    def __init__(self, stream: Any):
+        self._stream = stream
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self._stream.print(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
 
 
 def train_parser(description: str) -> argparse.ArgumentParser:
@@ -49,8 +105,12 @@ def evaluate_parser(description: str) -> argparse.ArgumentParser:
 
 
 def evaluate_config_from_args(args: argparse.Namespace) -> Config:
-    overrides = list(args.overrides) + ([f"evaluate.splits=[{args.splits}]"] if args.splits else [])
-    return load(args.config, overrides)
+    flags = {"evaluate.splits": ("--splits", comma_list(args.splits))} if args.splits else {}
+    return load(args.config, list(args.overrides), flags)
+
+
+def comma_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 def pipeline_parser(description: str) -> argparse.ArgumentParser:
@@ -63,7 +123,7 @@ def pipeline_parser(description: str) -> argparse.ArgumentParser:
 
 
 def pipeline_config_from_args(args: argparse.Namespace) -> Config:
-    return load(args.config, list(args.overrides) + ([f"pipeline.root={args.root}"] if args.root else []))
+    return load(args.config, list(args.overrides), {"pipeline.root": ("--root", args.root)} if args.root else {})
 
 
 def _dataset_arguments(parser: argparse.ArgumentParser) -> None:
@@ -107,21 +167,20 @@ def prepare_parser(description: str) -> argparse.ArgumentParser:
 
 
 def data_config_from_args(args: argparse.Namespace) -> Config:
-    """The data section from --config (optional), the dataset flags and data.key=value overrides."""
-    overrides = list(args.overrides)
+    """The data section from --config (optional), the dataset flags and data.key=value overrides. Only the data
+    settings are checked: a data job does not use the model's."""
     window = parse_mass_window(args.mass_window)
     flags = {
-        "classes": f"[{args.classes}]" if args.classes else None,
-        "mass_window": f"[{window[0]!r},{window[1]!r}]" if window else None,
-        "underlying_event": "false" if getattr(args, "no_underlying_event", False) else None,
-        "max_constituents": args.max_constituents,
-        "files_per_split": args.files_per_split,
-        "jets_per_class": getattr(args, "jets_per_class", None),
-        "generation_seed": getattr(args, "seed", None),
-        "tasks_per_class": getattr(args, "tasks_per_class", None),
+        "data.classes": ("--classes", comma_list(args.classes) if args.classes else None),
+        "data.mass_window": ("--mass-window", list(window) if window else None),
+        "data.underlying_event": ("--no-underlying-event", False if getattr(args, "no_underlying_event", 0) else None),
+        "data.max_constituents": ("--max-constituents", args.max_constituents),
+        "data.files_per_split": ("--files-per-split", args.files_per_split),
+        "data.jets_per_class": ("--jets-per-class", getattr(args, "jets_per_class", None)),
+        "data.generation_seed": ("--seed", getattr(args, "seed", None)),
+        "data.tasks_per_class": ("--tasks-per-class", getattr(args, "tasks_per_class", None)),
     }
-    overrides += [f"data.{key}={value}" for key, value in flags.items() if value is not None]
-    return load(args.config, overrides)
+    return load(args.config, list(args.overrides), _given(flags), scope="data")
 
 
 def parse_mass_window(text: str | None) -> tuple[float, float] | None:
@@ -159,7 +218,7 @@ def run_dataset_job(app_name: str, args: argparse.Namespace, build: Callable[[An
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    overrides = list(args.overrides)
+    flags = {"data.path": ("--data", args.data), "run.num_proc": ("--num-proc", args.num_proc)}
     if args.resume is not None:
         from ucluster_spark.store import RunLayout
 
@@ -167,22 +226,17 @@ def config_from_args(args: argparse.Namespace) -> Config:
             raise ConfigError("--resume continues a run with its own config and directory: drop --config/--output")
         stored = RunLayout(args.resume).config
         if not stored.exists():
-            raise FileNotFoundError(f"{args.resume}: not a run directory (no {stored.name})")
-        return load(stored, overrides + _flag_overrides(args, output=False) + [f"run.output={args.resume}"])
+            raise FileNotFoundError(f"--resume {args.resume}: not a run directory (no {stored.name})")
+        flags["run.output"] = ("--resume", args.resume)
+        return load(stored, list(args.overrides), _given(flags))
     if args.config is None:
         raise ConfigError("--config is required (or --resume RUN_DIR)")
-    return load(args.config, overrides + _flag_overrides(args, output=True))
+    flags["run.output"] = ("--output", args.output)
+    return load(args.config, list(args.overrides), _given(flags))
 
 
-def _flag_overrides(args: argparse.Namespace, output: bool) -> list[str]:
-    overrides = []
-    if args.data is not None:
-        overrides.append(f"data.path={args.data}")
-    if output and args.output is not None:
-        overrides.append(f"run.output={args.output}")
-    if args.num_proc is not None:
-        overrides.append(f"run.num_proc={args.num_proc}")
-    return overrides
+def _given(flags: dict[str, tuple[str, object]]) -> dict[str, tuple[str, object]]:
+    return {key: flag for key, flag in flags.items() if flag[1] is not None}
 
 
 def exit_code_for(err: BaseException) -> int:

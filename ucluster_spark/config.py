@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,12 @@ EMBEDDING_POOLINGS = ("mean_all_slots", "mean_real", "max_real")
 
 
 class ConfigError(ValueError):
-    """A configuration file or override that cannot be used; the message names the key and the value."""
+    """A configuration file, override or flag that cannot be used; the message names where the value came from,
+    the key and the value."""
+
+
+SECTION_NAMES = ("data", "model", "loss", "train", "run", "evaluate", "pipeline")
+_KEY_MENTION = re.compile(rf"\b((?:{'|'.join(SECTION_NAMES)})\.[a-z_0-9]+)")
 
 
 @dataclass
@@ -216,23 +222,31 @@ class Config:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], source: str = "<dict>") -> Config:
-        sections = {f.name: f.type for f in dataclasses.fields(cls)}
-        unknown = sorted(set(raw) - set(sections))
+    def from_dict(cls, raw: dict[str, Any], source: str = "<dict>", scope: str = "all") -> Config:
+        """``scope="data"`` checks only what the data jobs use (a model setting cannot refuse a dataset)."""
+        try:
+            return cls._build(raw, scope)
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from None
+
+    @classmethod
+    def _build(cls, raw: dict[str, Any], scope: str) -> Config:
+        unknown = sorted(set(raw) - set(SECTION_NAMES))
         if unknown:
-            raise ConfigError(f"{source}: unknown section(s) {unknown}; expected some of {sorted(sections)}")
+            raise ConfigError(
+                f"section '{unknown[0]}': unknown section(s) {unknown}; expected some of {sorted(SECTION_NAMES)}"
+            )
         for (section, key), now in MOVED_KEYS.items():
             if isinstance(raw.get(section), dict) and key in raw[section]:
-                raise ConfigError(f"{source}: {section}.{key} is now {now}; rename it")
+                raise ConfigError(f"{section}.{key} is now {now}; rename it")
         built = {}
-        for f in dataclasses.fields(cls):
-            section_cls = f.default_factory().__class__  # type: ignore[misc]
-            values = raw.get(f.name) or {}
+        for name in SECTION_NAMES:
+            values = raw.get(name) or {}
             if not isinstance(values, dict):
-                raise ConfigError(f"{source}: section '{f.name}' must be a mapping, got {values!r}")
-            built[f.name] = _build_section(section_cls, values, f"{source}: {f.name}")
+                raise ConfigError(f"section '{name}' must be a mapping, got {values!r}")
+            built[name] = _build_section(_SECTION_CLASSES[name], values, name)
         config = cls(**built)
-        config.validate()
+        config.validate(scope)
         return config
 
     def dump(self, path: str | Path) -> None:
@@ -243,7 +257,8 @@ class Config:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
-    def validate(self) -> None:
+    def validate(self, scope: str = "all") -> None:
+        """Every message starts with the key it is about (``load`` uses that to name where the value came from)."""
         d, m, lo, t, r = self.data, self.model, self.loss, self.train, self.run
         unknown = [c for c in d.classes if c not in KNOWN_CLASSES]
         if unknown:
@@ -265,6 +280,9 @@ class Config:
             raise ConfigError(f"data.aux_mass_columns must list distinct columns, got {d.aux_mass_columns}")
         if unknown := [c for c in d.aux_mass_columns if c not in AUX_MASS_COLUMNS]:
             raise ConfigError(f"data.aux_mass_columns: {unknown} not in {list(AUX_MASS_COLUMNS)}")
+        d.mass_window = _mass_window("data.mass_window", d.mass_window)
+        if scope == "data":
+            return
         if m.k_neighbours < 1 or m.k_neighbours > d.max_constituents:
             raise ConfigError(
                 f"model.k_neighbours must be in [1, data.max_constituents={d.max_constituents}], got {m.k_neighbours}"
@@ -307,7 +325,6 @@ class Config:
             raise ConfigError(f"evaluate.splits must list distinct splits among {list(SPLITS)}, got {e.splits}")
         _positive("evaluate.batch_size", e.batch_size)
         _positive("evaluate.plot_jets", e.plot_jets)
-        d.mass_window = _mass_window("data.mass_window", d.mass_window)
 
 
 def _mass_window(name: str, window: list) -> list[float]:
@@ -327,7 +344,9 @@ def _build_section(section_cls: type, values: dict[str, Any], where: str) -> Any
     known = {f.name: f for f in dataclasses.fields(section_cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(known)}")
+        raise ConfigError(
+            f"{where}.{unknown[0]}: unknown key(s) {unknown} in {where}; expected some of {sorted(known)}"
+        )
     default = section_cls()
     kwargs = {}
     for name, value in values.items():
@@ -336,11 +355,19 @@ def _build_section(section_cls: type, values: dict[str, Any], where: str) -> Any
     return section_cls(**kwargs)
 
 
+def _yaml11_float(value: Any) -> Any:
+    """YAML 1.1 (PyYAML) reads ``1e-5`` as a string (it wants ``1.0e-5``): a number written that way is still one."""
+    if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value.strip()):
+        return float(value)
+    return value
+
+
 def _coerce(value: Any, expected: Any, where: str) -> Any:
     """Accept the YAML value when it has the default's type (ints widen to floats)."""
     if isinstance(expected, bool):
         ok = isinstance(value, bool)
     elif isinstance(expected, float):
+        value = _yaml11_float(value)
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         value = float(value) if ok else value
     elif isinstance(expected, int):
@@ -359,19 +386,41 @@ def _coerce(value: Any, expected: Any, where: str) -> Any:
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """``section.key=value`` with the value parsed as YAML (``3``, ``true``, ``[w,z]``, ``0.5``)."""
+    """``section.key=value``: the value as YAML (``3``, ``true``, ``[w,z]``, ``0.5``), except for a key whose
+    setting is a string, which takes the text as it is (``run.output=runs/a #1`` is that path, not ``runs/a``)."""
     if "=" not in text:
         raise ConfigError(f"override {text!r}: expected section.key=value")
     key, raw = text.split("=", 1)
     parts = key.strip().split(".")
     if len(parts) != 2 or not all(parts):
         raise ConfigError(f"override {text!r}: the key must be section.key, e.g. train.epochs=5")
-    return parts, yaml.safe_load(raw) if raw.strip() else ""
+    if isinstance(_default(*parts), str) or not raw.strip():
+        return parts, raw
+    try:
+        return parts, yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML") from None
 
 
-def load(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults, then the YAML file, then ``section.key=value`` overrides, then validation."""
+def _default(section: str, key: str) -> Any:
+    section_cls = _SECTION_CLASSES.get(section)
+    return getattr(section_cls(), key, None) if section_cls else None
+
+
+Flags = dict[str, tuple[str, Any]]
+"""Typed command-line flags: ``{"run.output": ("--output", "runs/a #1")}``, applied as they are."""
+
+
+def load(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    flags: Flags | None = None,
+    scope: str = "all",
+) -> Config:
+    """Defaults, then the YAML file, then ``section.key=value`` overrides, then typed flags, then validation.
+    An error names where the offending value came from: the flag, the override or the file."""
     raw: dict[str, Any] = {}
+    origin: dict[str, str] = {}
     source = "defaults"
     if path is not None:
         source = str(path)
@@ -385,10 +434,39 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
             raise ConfigError(f"{path}: not valid YAML: {err}") from err
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
-    for item in overrides or []:
-        (section, key), value = parse_override(item)
+        for section, values in raw.items():
+            origin[section] = source
+            for key in values if isinstance(values, dict) else ():
+                origin[f"{section}.{key}"] = source
+    settings = [(item, *parse_override(item)) for item in overrides or []]
+    settings += [(flag, dotted.split(".", 1), value) for dotted, (flag, value) in (flags or {}).items()]
+    for where, (section, key), value in settings:
+        where = where if where.startswith("--") else f"override {where!r}"
         raw.setdefault(section, {})
+        origin.setdefault(section, where)
         if not isinstance(raw[section], dict):
-            raise ConfigError(f"{source}: section '{section}' must be a mapping")
+            raise ConfigError(f"{origin[section]}: section '{section}' must be a mapping")
         raw[section][key] = value
-    return Config.from_dict(raw, source)
+        origin[f"{section}.{key}"] = where
+    try:
+        return Config._build(raw, scope)
+    except ConfigError as err:
+        raise ConfigError(f"{_blame(str(err), origin, source)}: {err}") from None
+
+
+def _blame(message: str, origin: dict[str, str], source: str) -> str:
+    """Where the values a message is about were set (flags and overrides before the file; the file if none)."""
+    mentioned = _KEY_MENTION.findall(message) or re.findall(r"section '(\w+)'", message)
+    places = list(dict.fromkeys(origin[key] for key in mentioned if key in origin))
+    return ", ".join(places) if places else source
+
+
+_SECTION_CLASSES: dict[str, type] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "loss": LossConfig,
+    "train": TrainConfig,
+    "run": RunConfig,
+    "evaluate": EvaluateConfig,
+    "pipeline": PipelineConfig,
+}

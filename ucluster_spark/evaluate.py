@@ -19,7 +19,7 @@ import numpy as np
 
 from ucluster_spark import metrics, plots, schema, store
 from ucluster_spark.config import Config, EvaluateConfig
-from ucluster_spark.data.dataset import DatasetError, DatasetInfo, input_error_from, load_info
+from ucluster_spark.data.dataset import DatasetError, DatasetInfo, check_files, input_error_from, load_info
 from ucluster_spark.schema import CLUSTER, EMBEDDING
 
 ASSIGNMENTS = "assignments"
@@ -170,6 +170,11 @@ def draw(out: Path, result: dict[str, Any], sample, histograms, run: TrainedRun,
     return [p.name for p in drawn]
 
 
+def is_evaluation_output(root: Path) -> bool:
+    """A directory this job wrote: its assignments and its metrics (written last)."""
+    return (root / METRICS).is_file() and (root / ASSIGNMENTS).is_dir()
+
+
 def evaluate(
     spark,
     run_dir: str | Path,
@@ -190,10 +195,10 @@ def evaluate(
     splits = [s for s in settings.splits if info.n_jets(s)]
     if not splits:
         raise DatasetError(f"{root}: no jets in the split(s) {settings.splits} to assign")
+    check_files(root, info, tuple(splits))  # before the job: a damaged dataset is bad input, named by its file
     classes = list(info.classes)
     final = store.local_path(output)
-    if final.exists() and not overwrite:
-        raise FileExistsError(f"{final} already exists; choose another --output or pass --overwrite")
+    store.check_replaceable(final, "cluster-assignment output", is_evaluation_output, overwrite)
 
     loads = spark.sparkContext.accumulator(0)
     tasks_per_process = spark.sparkContext.accumulator(Counter(), CounterParam())
@@ -213,7 +218,7 @@ def evaluate(
     jets = read_jets(spark, root, splits)
     n_jets = sum(info.n_jets(s) for s in splits)
     print(f"[evaluate] assigning {n_jets} jets of {root} ({', '.join(splits)}) with {run.run_dir}", file=sys.stderr)
-    with store.atomic_directory(final, overwrite=overwrite) as staging:
+    with store.atomic_directory(final, overwrite=True) as staging:
         started = time.time()
         try:
             jets.mapInPandas(body, schema=schema.assignment_spark_schema()).write.parquet(

@@ -20,7 +20,7 @@ from typing import Any
 
 from ucluster_spark import _env, checkpoint, store
 from ucluster_spark.config import Config, ConfigError
-from ucluster_spark.data.dataset import DatasetError, DatasetInfo, check_filled, check_shardable
+from ucluster_spark.data.dataset import DatasetError, DatasetInfo, check_files, check_filled, check_shardable
 from ucluster_spark.data.sources import locate_or_generate
 from ucluster_spark.train import ProgressLog, TrainingPlan, train_fn
 
@@ -37,12 +37,13 @@ class TrainingResult:
 
 
 def check_slots(spark, num_proc: int) -> None:
-    """horovod.spark.run needs num_proc tasks running at once; fail now rather than wait for the timeout."""
+    """horovod.spark.run needs num_proc tasks running at once: a configuration this application cannot host is bad
+    input (rerunning will not help), refused before anything is written."""
     cores = spark.sparkContext.defaultParallelism
     cores_per_task = int(spark.sparkContext.getConf().get("spark.task.cpus", "1"))
     slots = cores // cores_per_task
     if num_proc > slots:
-        raise LaunchError(
+        raise ConfigError(
             f"run.num_proc={num_proc} ranks need {num_proc} concurrent Spark task slots, but this application has "
             f"{slots} ({cores} cores / spark.task.cpus={cores_per_task}, master {spark.sparkContext.master}); "
             "lower --num-proc or give Spark more cores/executors"
@@ -188,7 +189,6 @@ def rank_environment(cfg: Config) -> dict[str, str]:
 def run_horovod(spark, cfg: Config, plan: TrainingPlan) -> list[dict[str, Any]]:
     import horovod.spark
 
-    check_slots(spark, cfg.run.num_proc)
     watchdog = FailureWatchdog(store.RunLayout(plan.run_dir).failures, cfg.run.failure_grace_seconds)
     try:
         with restored_signal_handlers(), watchdog:
@@ -213,6 +213,12 @@ def prepare_run_dir(run_dir: Path, resume: bool) -> Path | None:
     """Decide what happens to the run directory before any work: the checkpoint to resume from, or a clean start.
     A finished run (metrics.json present) is never touched."""
     layout = store.RunLayout(run_dir)
+    if layout.metrics.exists() and resume:
+        raise FileExistsError(
+            f"--resume {run_dir}: the run is finished ({layout.metrics.name} is written), nothing to resume; "
+            f"assign jets with it (jobs/evaluate.py --model {run_dir}), or train a new run from its settings "
+            f"(--config {layout.config} --output NEW_DIR)"
+        )
     if layout.metrics.exists():
         raise FileExistsError(f"{run_dir} already holds a finished run; choose another --output")
     last = checkpoint.latest(run_dir) if run_dir.exists() else None
@@ -249,6 +255,7 @@ def failure_hint(err: Exception, run_dir: Path) -> str:
 def train(spark, cfg: Config, resume: bool = False) -> TrainingResult:
     """The whole training step: data located or generated, ranks launched. The run directory holds a checkpoint
     after every epoch and is finished when ``metrics.json`` (written last, atomically) exists."""
+    check_slots(spark, cfg.run.num_proc)
     run_dir = store.local_path(cfg.run.output) if cfg.run.output else store.default_run_dir()
     resume_from = prepare_run_dir(run_dir, resume)
     state = checkpoint.read_state(resume_from) if resume_from else checkpoint.TrainingState(0, [])
@@ -258,6 +265,7 @@ def train(spark, cfg: Config, resume: bool = False) -> TrainingResult:
             "raise train.epochs to train longer"
         )
     root, info = locate_or_generate(spark, cfg.data)
+    check_files(root, info)  # before any rank starts: never train on part of a damaged dataset
     if info.n_jets("train") == 0 or info.n_jets("test") == 0:
         raise DatasetError(f"{root}: the train and test splits must both hold jets, got {info.counts}")
     check_shardable(root, cfg.run.num_proc, ("train", "test") + (("val",) if info.n_jets("val") else ()))

@@ -85,9 +85,7 @@ class GAPLayer(tf.keras.layers.Layer):
         ``(attention_features, local_features)``, each (B, N, F').
     """
 
-    def __init__(
-        self, features: int, k: int, batch_norm_momentum: float = 0.9, mask_padding: bool = True, **kwargs
-    ):
+    def __init__(self, features: int, k: int, batch_norm_momentum: float = 0.9, mask_padding: bool = True, **kwargs):
         super().__init__(**kwargs)
         if features < 1 or k < 1:
             raise ValueError(f"GAPLayer needs features >= 1 and k >= 1. Received: features={features}, k={k}")

@@ -214,6 +214,9 @@ def run_pipeline(spark, cfg: Config, run_id: str) -> dict[str, Any]:
 
     if not RUN_ID_PATTERN.match(run_id):
         raise ConfigError(f"--run-id {run_id!r}: use letters, digits, '.', '_' and '-' (at most 128, not leading)")
+    from ucluster_spark.launcher import check_slots
+
+    check_slots(spark, cfg.run.num_proc)  # a configuration this application cannot run: refused, nothing written
     run_dir = store.local_path(cfg.pipeline.root) / run_id
     stored_config = run_dir / "config.yaml"
     with exclusive(run_dir):  # under the lock: two first attempts cannot both write their config

@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,11 +44,40 @@ def temporary_sibling(final: Path) -> Path:
     return final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
 
 
+def _is_empty_directory(path: Path) -> bool:
+    return path.is_dir() and not any(path.iterdir())
+
+
+def _listing(path: Path, shown: int = 4) -> str:
+    if not path.is_dir():
+        return "a file"
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir())
+    more = f", … {len(names) - shown} more" if len(names) > shown else ""
+    return "holds " + ", ".join(names[:shown]) + more
+
+
+def check_replaceable(final: str | Path, kind: str, is_ours: Callable[[Path], bool], overwrite: bool) -> None:
+    """Only ever replace what this project wrote, proven by its marker file (``is_ours``), and only when asked:
+    anything else at ``final`` (a user's files, a file, another kind of output) is refused whatever the flag.
+    A missing path or an empty directory is free to use."""
+    final = local_path(final)
+    if not final.exists() or _is_empty_directory(final):
+        return
+    if not (final.is_dir() and is_ours(final)):
+        raise FileExistsError(
+            f"{final} exists and is not a {kind} ({_listing(final)}); refusing to write there, with or without "
+            "--overwrite: choose another --output"
+        )
+    if not overwrite:
+        raise FileExistsError(f"{final} already holds a {kind}; pass --overwrite to replace it")
+
+
 @contextlib.contextmanager
 def atomic_directory(final: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary directory that becomes ``final`` only if the block finishes without an exception."""
+    """Yield a temporary directory that becomes ``final`` only if the block finishes without an exception.
+    Callers that replace an existing output check first that it is theirs (``check_replaceable``)."""
     final = local_path(final)
-    if final.exists() and not overwrite:
+    if final.exists() and not overwrite and not _is_empty_directory(final):
         raise FileExistsError(f"{final} already exists; refusing to replace it")
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = temporary_sibling(final)
@@ -58,7 +87,7 @@ def atomic_directory(final: str | Path, overwrite: bool = False) -> Iterator[Pat
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if final.exists():
+    if final.exists():  # replaced by a rename: the old content stays whole until the new one is in place
         trash = temporary_sibling(final)
         final.rename(trash)
         staging.rename(final)

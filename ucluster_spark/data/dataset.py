@@ -16,7 +16,7 @@ import re
 import shutil
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +45,19 @@ class DatasetInfo:
     counts: dict[str, dict[str, int]]
     """split -> class name -> jets."""
     source: dict[str, Any]
+    files: dict[str, dict[str, int]] = field(default_factory=dict)
+    """split -> parquet file name -> jets (datasets written before it was recorded: empty, totals are checked)."""
 
     def n_jets(self, split: str) -> int:
         return int(sum(self.counts.get(split, {}).values()))
 
     def split_url(self, root: str | Path, split: str) -> str:
         return store.file_url(Path(store.local_path(root)) / split)
+
+
+def is_dataset(root: Path) -> bool:
+    """A directory this project wrote as a dataset (its metadata file is written last)."""
+    return (root / schema.METADATA_FILE).is_file()
 
 
 def load_info(root: str | Path) -> DatasetInfo:
@@ -136,9 +143,11 @@ def write_dataset(
     from pyspark.sql import functions as F
 
     final = store.local_path(output)
-    if final.exists() and not overwrite:
-        raise DatasetError(f"{final} already holds a dataset; pass --overwrite to replace it")
-    with store.atomic_directory(final, overwrite=overwrite) as staging:
+    try:
+        store.check_replaceable(final, "ucluster dataset", is_dataset, overwrite)
+    except FileExistsError as err:
+        raise DatasetError(str(err)) from None
+    with store.atomic_directory(final, overwrite=True) as staging:
         raw_dir = staging / "raw-unsplit"
         try:
             # One pass over the (possibly expensive) source, e.g. Pythia running inside the tasks.
@@ -161,6 +170,10 @@ def write_dataset(
                 .parquet(store.file_url(staging / split))
             )
         shutil.rmtree(raw_dir)
+        kept = sum(sum(per_class.values()) for per_class in counts.values())
+        if kept == 0:
+            provenance = source() if callable(source) else source
+            raise DatasetError(f"{final}: no jets kept" + _drop_reasons(provenance) + "; nothing was written")
         info = DatasetInfo(
             format_version=FORMAT_VERSION,
             feature_set=data.feature_set,
@@ -169,10 +182,58 @@ def write_dataset(
             classes=list(data.classes),
             counts=counts,
             source=source() if callable(source) else source,
+            files={split: parquet_rows(staging, split) for split in schema.SPLITS},
         )
         store.atomic_write_json(staging / schema.METADATA_FILE, asdict(info))
     print(f"[dataset] wrote {final}: " + format_counts(info), file=sys.stderr, flush=True)
     return info
+
+
+def _drop_reasons(provenance: dict[str, Any]) -> str:
+    dropped = {k: v for k, v in (provenance.get("dropped") or {}).items() if v}
+    read = provenance.get("jets_read")
+    if not dropped:
+        return f" from {read} jets read" if read is not None else ""
+    reasons = ", ".join(f"{count} {reason.replace('_', ' ')}" for reason, count in sorted(dropped.items()))
+    return f" from {read} jets read: dropped {reasons}" if read is not None else f": dropped {reasons}"
+
+
+def parquet_rows(root: str | Path, split: str) -> dict[str, int]:
+    """Jets per parquet file of one split, from the footers (no data is read)."""
+    import pyarrow.parquet as pq
+
+    rows = {}
+    for path in sorted((store.local_path(root) / split).glob("*.parquet")):
+        try:
+            rows[path.name] = pq.ParquetFile(path).metadata.num_rows
+        except Exception as err:  # pyarrow raises ArrowInvalid/OSError for truncated or foreign files
+            raise DatasetError(f"{path}: not a readable parquet file ({err}); the dataset is damaged") from None
+    return rows
+
+
+def check_files(root: str | Path, info: DatasetInfo, splits: tuple[str, ...] = schema.SPLITS) -> None:
+    """The parquet files of each split against the metadata, before any work reads them: a missing, extra or
+    truncated file would otherwise train or assign on part of the data and report the full count."""
+    root = store.local_path(root)
+    for split in splits:
+        found = parquet_rows(root, split)
+        listed = info.files.get(split)
+        if listed is not None and found != listed:
+            problems = [f"missing {name} ({rows} jets)" for name, rows in listed.items() if name not in found]
+            problems += [f"unexpected {name}" for name in found if name not in listed]
+            problems += [
+                f"{name} holds {found[name]} jets, the metadata lists {rows}"
+                for name, rows in listed.items()
+                if name in found and found[name] != rows
+            ]
+            raise DatasetError(f"{root / split}: the dataset is damaged: {'; '.join(problems)}; write it again")
+        total = sum(found.values())
+        if total != info.n_jets(split):
+            raise DatasetError(
+                f"{root / split}: the dataset is damaged: its {len(found)} parquet file(s) hold {total} jets, "
+                f"{schema.METADATA_FILE} lists {info.n_jets(split)} (a file missing, extra or truncated); "
+                "write it again"
+            )
 
 
 def row_groups(root: str | Path, split: str) -> int:

@@ -208,7 +208,7 @@ def read_slice(
         columns.append(np.where(is_real, values, 0.0))
     features = np.zeros((len(rows), max_constituents, len(columns)), np.float32)
     features[:, : order.shape[1]] = np.stack(columns, axis=-1)
-    flat = list(features.reshape(len(rows), -1))
+    flat = list(features.reshape(len(rows), max_constituents * len(columns)))  # a slice may keep no jet
     frame = pd.DataFrame(
         {
             schema.JET_ID: [f"{Path(path).name}:{start + r}" for r in rows],

@@ -96,6 +96,10 @@ def find_inputs(pattern: str) -> list[str]:
     paths = sorted({p for part in pattern.split(",") if part for p in glob.glob(part.strip())})
     if not paths:
         raise DatasetError(f"--input {pattern!r} matches no file")
+    if folders := [p for p in paths if Path(p).is_dir()]:
+        raise DatasetError(
+            f"--input {pattern!r}: {folders[0]} is a directory; give its HDF5 files, e.g. --input '{folders[0]}/*.h5'"
+        )
     clashes = [name for name, n in Counter(Path(p).name for p in paths).items() if n > 1]
     if clashes:
         raise DatasetError(
@@ -153,7 +157,8 @@ def prepare_hls4ml(
                     file=sys.stderr,
                     flush=True,
                 )
-                yield jets
+                if len(jets):  # a slice may keep no jet (mass window, classes, dropped jets): nothing to write
+                    yield jets
 
     jets = task_df.mapInPandas(body, schema=schema.spark_schema())
 
