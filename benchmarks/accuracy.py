@@ -59,9 +59,20 @@ def run_report(run_dir, data_dir, cfg, wall_seconds: float | None) -> dict:
         },
         "best_val_epoch": best and {k: best[k] for k in ("epoch", "val_clustering_accuracy", "val_nmi")},
         "val_curve": [
-            {k: h.get(k) for k in ("epoch", "alpha", "learning_rate", "val_clustering_accuracy", "val_nmi",
-                                   "val_cluster_sizes", "train_cluster_sizes", "clustering_loss_per_jet")}
-            for h in history[max(pretrain - 1, 0):]
+            {
+                k: h.get(k)
+                for k in (
+                    "epoch",
+                    "alpha",
+                    "learning_rate",
+                    "val_clustering_accuracy",
+                    "val_nmi",
+                    "val_cluster_sizes",
+                    "train_cluster_sizes",
+                    "clustering_loss_per_jet",
+                )
+            }
+            for h in history[max(pretrain - 1, 0) :]
         ],  # fmt: skip
         "train_jets": m["data"]["n_train"],
         "epochs": cfg.train.epochs,

@@ -17,10 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ucluster_spark import _env  # noqa: F401
-
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # tests.hls4ml_files makes the hls4ml-layout input
 
 
 def generation_per_core(classes: list[str], jets: int) -> dict[str, float]:
@@ -65,8 +62,8 @@ def spark_generation(spark, work: Path, classes: list[str], jets: int) -> dict[s
 
 
 def preparation(spark, work: Path, n_jets: int) -> tuple[dict[str, float], Path]:
-    from tests.hls4ml_files import jet_values, write_file
     from ucluster_spark import config
+    from ucluster_spark.data.hls4ml_synthetic import jet_values, write_file
     from ucluster_spark.data.sources import prepare_hls4ml
 
     (work / "h5").mkdir()
@@ -112,9 +109,9 @@ def reader_rate(root: Path, batch_size: int, batches: int) -> float:
 
 def training_step_rate(batch_size: int, steps: int) -> float:
     """Jets/s of one training step of the default model on one TensorFlow thread (what one rank consumes)."""
-    import tensorflow as tf
+    from ucluster_spark import config  # first: the package sets its runtime environment before TensorFlow
 
-    from ucluster_spark import config
+    import tensorflow as tf  # isort: skip
     from ucluster_spark.model import build_model
     from ucluster_spark.schema import CONSTITUENTS, MASS
     from ucluster_spark.train import make_batch_norm_schedule, make_optimizer, make_train_step

@@ -42,7 +42,6 @@ def forward_only(run_dir: Path, data_dir: Path, batch_size: int, jets: int = 409
     import numpy as np
     import pyarrow.parquet as pq
 
-    from ucluster_spark import _env  # noqa: F401  (before TensorFlow)
     from ucluster_spark.inference import Assigner, configure_threads
 
     configure_threads(1)
@@ -120,5 +119,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
     main()

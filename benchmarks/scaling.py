@@ -360,9 +360,10 @@ def main() -> None:
         "wall_seconds": time.time() - started,
     }
     store.atomic_write_json(output / "scaling.json", report)
-    plots.scaling(report, output / "scaling.png")
+    picture = output / plots.FILE_NAMES["scaling"]
+    plots.scaling(report, picture)
     print(json.dumps(report["summary"], indent=2))
-    print(f"[scaling] {output / 'scaling.json'}, {output / 'scaling.png'}", file=sys.stderr)
+    print(f"[scaling] {output / 'scaling.json'}, {picture}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -36,8 +36,6 @@ def one_process(jit: bool, steps: int, batch_size: int) -> dict:
     """Runs inside the child: time ``steps`` training steps after one warm-up step."""
     import numpy as np
 
-    from ucluster_spark import _env  # noqa: F401  (before TensorFlow)
-
     import tensorflow as tf  # isort: skip
 
     from ucluster_spark import config

@@ -35,17 +35,21 @@ P
 
 # COMMAND ----------
 
-from ucluster_spark import config, store, tracking
+from ucluster_spark import store, tracking
+from ucluster_spark.jobs.train import training_config
 from ucluster_spark.launcher import train
 from ucluster_spark.spark import get_session
 
 spark = get_session("ucluster-train")
 resume = P["resume"].lower() == "true"
-overrides = [f"data.path={P['data']}", f"run.num_proc={P['num_proc']}", *notebook.overrides(P["overrides"])]
-if resume:
-    cfg = config.load(store.RunLayout(P["run_dir"]).config, overrides)  # the run's own config
-else:
-    cfg = config.load(P["config"], [*overrides, f"run.output={P['run_dir']}"])
+cfg = training_config(  # the train job's own rules: a resumed run keeps its config.yaml
+    None if resume else P["config"],
+    resume=P["run_dir"] if resume else None,
+    output=None if resume else P["run_dir"],
+    data=P["data"],
+    num_proc=int(P["num_proc"]),
+    overrides=notebook.overrides(P["overrides"]),
+)
 result = train(spark, cfg, resume=resume)  # progress lines appear below as rank 0 writes them
 tracking.log_training(result.run_dir)  # MLflow, when configured (Databricks: the notebook's experiment)
 {k: result.metrics[k] for k in ("clustering_accuracy", "nmi", "ari", "n_jets", "cluster_to_class")}

@@ -41,7 +41,7 @@ tracking.log_evaluation(P["output"])
 
 # COMMAND ----------
 
-assignments = spark.read.parquet(store.file_url(store.local_path(P["output"]) / "assignments"))
+assignments = spark.read.parquet(store.file_url(store.EvaluationLayout(P["output"]).assignments))
 counts = assignments.groupBy("split", "cluster").count().orderBy("split", "cluster")
 if DBUTILS is not None:
     display(counts)  # noqa: F821

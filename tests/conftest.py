@@ -11,12 +11,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ucluster_spark import (
-    _env,  # noqa: F401  (before TensorFlow, in the test process too)
-    config,
-    schema,
-)
+from ucluster_spark import config, schema  # the package sets its runtime environment before TensorFlow
 from ucluster_spark.data.dataset import write_dataset
+
+
+@pytest.fixture
+def package_log(caplog):
+    """Records of the package's loggers (which do not propagate to the root logger once a job configured them)."""
+    import logging
+
+    logger = logging.getLogger("ucluster_spark")
+    logger.addHandler(caplog.handler)
+    caplog.handler.setLevel(logging.DEBUG)
+    previous = logger.level
+    logger.setLevel(logging.DEBUG)
+    yield caplog
+    logger.removeHandler(caplog.handler)
+    logger.setLevel(previous)
 
 
 @pytest.fixture(scope="session")

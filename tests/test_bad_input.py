@@ -9,11 +9,15 @@ import shutil
 import pytest
 
 from tests.conftest import ROOT, submit
-from tests.hls4ml_files import jet_values, write_file
-from ucluster_spark import cli, config, schema
+from ucluster_spark import cli, config, errors, schema
 from ucluster_spark.config import ConfigError
 from ucluster_spark.data.dataset import DatasetError, check_files, load_info, write_dataset
+from ucluster_spark.data.hls4ml_synthetic import jet_values, write_file
 from ucluster_spark.data.sources import prepare_hls4ml
+from ucluster_spark.jobs import evaluate as evaluate_job
+from ucluster_spark.jobs import pipeline as pipeline_job
+from ucluster_spark.jobs import prepare as prepare_job
+from ucluster_spark.jobs import train as train_job
 
 WZT = config.load(None, ["data.classes=[w,z,t]", "data.files_per_split=2"]).data
 
@@ -123,7 +127,7 @@ def test_evaluate_refuses_a_damaged_dataset_naming_the_file(spark, finished_run,
     with pytest.raises(DatasetError, match=f"missing {missing}"):
         evaluate(spark, finished_run[1], damaged, tmp_path / "out")
     assert not (tmp_path / "out").exists()
-    assert cli.exit_code_for(DatasetError("x")) == cli.EXIT_BAD_INPUT
+    assert errors.exit_code_for(DatasetError("x")) == errors.EXIT_BAD_INPUT
 
 
 # ---- 3. chunks that keep no jets ------------------------------------------------------------------------------------
@@ -161,7 +165,7 @@ def test_write_dataset_refuses_an_empty_frame(spark, tmp_path):
 
 
 def _train_config(*argv):
-    return cli.config_from_args(cli.train_parser("t").parse_args(["--config", str(ROOT / "conf/local.yaml"), *argv]))
+    return train_job.config_from_args(train_job.parser().parse_args(["--config", str(ROOT / "conf/local.yaml"), *argv]))
 
 
 def test_flag_values_are_typed_not_reparsed_as_yaml():
@@ -169,11 +173,11 @@ def test_flag_values_are_typed_not_reparsed_as_yaml():
     assert _train_config("--output", "2024").run.output == "2024"
     assert _train_config("--data", "yes").data.path == "yes"
     assert _train_config("run.output=runs/a #1").run.output == "runs/a #1"  # a string setting takes the text
-    args = cli.pipeline_parser("p").parse_args(["--config", str(ROOT / "conf/local.yaml"), "--run-id", "a"])
+    args = pipeline_job.parser().parse_args(["--config", str(ROOT / "conf/local.yaml"), "--run-id", "a"])
     args.root = "null"
-    assert cli.pipeline_config_from_args(args).pipeline.root == "null"
-    evaluate = cli.evaluate_parser("e").parse_args(["--model", "m", "--output", "o", "--splits", "test, val"])
-    assert cli.evaluate_config_from_args(evaluate).evaluate.splits == ["test", "val"]
+    assert pipeline_job.config_from_args(args).pipeline.root == "null"
+    evaluate = evaluate_job.parser().parse_args(["--model", "m", "--output", "o", "--splits", "test, val"])
+    assert evaluate_job.config_from_args(evaluate).evaluate.splits == ["test", "val"]
 
 
 @pytest.mark.parametrize(
@@ -209,10 +213,10 @@ def test_more_ranks_than_slots_is_bad_input_with_one_line_on_stderr(tmp_path):
     result = submit(
         "--config", str(ROOT / "conf/local.yaml"), "--output", str(tmp_path / "run"), "--num-proc", "3", cwd=tmp_path
     )
-    assert result.returncode == cli.EXIT_BAD_INPUT, result.stdout[-2000:] + result.stderr[-2000:]
+    assert result.returncode == errors.EXIT_BAD_INPUT, result.stdout[-2000:] + result.stderr[-2000:]
     assert result.stdout == ""  # under spark-submit too, errors go to stderr, results alone to stdout
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert errors == [
+    messages = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert messages == [
         "error: run.num_proc=3 ranks need 3 concurrent Spark task slots, but this application has 2 (2 cores / "
         "spark.task.cpus=1, master local[2]); lower --num-proc or give Spark more cores/executors"
     ]
@@ -223,7 +227,7 @@ def test_more_ranks_than_slots_is_bad_input_with_one_line_on_stderr(tmp_path):
         "--config", str(ROOT / "conf/local.yaml"), "--run-id", "r1", "--root", str(tmp_path / "pipelines"),
         "run.num_proc=3", job="pipeline", cwd=tmp_path,
     )  # fmt: skip
-    assert pipeline.returncode == cli.EXIT_BAD_INPUT and "Traceback" not in pipeline.stderr
+    assert pipeline.returncode == errors.EXIT_BAD_INPUT and "Traceback" not in pipeline.stderr
     assert "error: run.num_proc=3 ranks need 3" in pipeline.stderr and pipeline.stdout == ""
     assert not (tmp_path / "pipelines").exists()
 
@@ -249,11 +253,11 @@ def test_resume_of_a_finished_run_does_not_suggest_output(finished_run):
 
 
 def test_data_jobs_check_only_data_settings():
-    args = cli.prepare_parser("p").parse_args(["--input", "x.h5", "--output", "o", "--max-constituents", "5"])
+    args = prepare_job.parser().parse_args(["--input", "x.h5", "--output", "o", "--max-constituents", "5"])
     assert cli.data_config_from_args(args).data.max_constituents == 5  # model.k_neighbours=10 is not its business
     with pytest.raises(ConfigError, match="^--max-constituents: data.max_constituents must be > 0"):
         cli.data_config_from_args(
-            cli.prepare_parser("p").parse_args(["--input", "x.h5", "--output", "o", "--max-constituents", "0"])
+            prepare_job.parser().parse_args(["--input", "x.h5", "--output", "o", "--max-constituents", "0"])
         )
     with pytest.raises(ConfigError, match=r"model.k_neighbours must be in \[1, data.max_constituents=5\]"):
         _train_config("data.max_constituents=5")  # training does use it

@@ -26,4 +26,4 @@ def test_the_readme_accuracy_tables_are_the_committed_results_files(path):
 
 
 def test_the_accuracy_results_are_committed():
-    assert [p.name for p in RESULTS] == ["accuracy-nompi-options.json", "accuracy-nompi.json", "accuracy.json"]
+    assert [p.name for p in RESULTS] == ["accuracy-asrun-nompi.json", "accuracy-asrun.json", "accuracy.json"]

@@ -61,3 +61,19 @@ def test_only_the_newest_checkpoints_are_kept(tmp_path):
     for epoch in range(1, 5):
         checkpoint.save(tmp_path, model, optimizer, checkpoint.TrainingState(epoch, []), keep=2)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["LATEST", "epoch-0003", "epoch-0004"]
+
+
+def test_a_damaged_pointer_falls_back_to_the_newest_complete_checkpoint(tmp_path, package_log):
+    from ucluster_spark import errors
+
+    model, optimizer = _trained_pair()
+    for epoch in (1, 2):
+        checkpoint.save(tmp_path, model, optimizer, checkpoint.TrainingState(epoch, []), keep=2)
+    (tmp_path / "checkpoints" / "LATEST").write_text("epoch-0009\n")  # names a checkpoint that is not there
+    assert checkpoint.latest(tmp_path) == tmp_path / "checkpoints" / "epoch-0002"
+    assert "epoch-0009, which is missing or incomplete; using epoch-0002" in package_log.text
+    for old in (tmp_path / "checkpoints").glob("epoch-*"):
+        (old / checkpoint.STATE).unlink()
+    with pytest.raises(checkpoint.CheckpointDamaged, match="no complete checkpoint is left") as err:
+        checkpoint.latest(tmp_path)
+    assert errors.exit_code_for(err.value) == errors.EXIT_TRAINING_FAILED  # not bad input

@@ -1,13 +1,14 @@
 """The main job for real: spark-submit, Pythia inside Spark tasks, petastorm, 2 Horovod ranks over Gloo."""
 
 import json
-import sys
+import re
 
 import numpy as np
 import pytest
+from scipy.optimize import linear_sum_assignment
 
 from tests.conftest import ROOT, TINY, submit
-from ucluster_spark import cli, config, schema, store
+from ucluster_spark import config, errors, schema, store
 
 pytestmark = pytest.mark.slow
 
@@ -18,10 +19,19 @@ def test_train_job_writes_a_complete_run_directory(finished_run):
     assert "clustering accuracy (test," in result.stdout
     output = result.stderr  # progress and the ranks' output: stderr (results alone on stdout)
     assert "[train] epoch 2/2" in output  # per-epoch progress from rank 0
-    assert "[generate w" in output  # Pythia progress from the Spark tasks
+    assert "[simulate] w seed=" in output  # Pythia progress from the Spark tasks
     assert "[train] epoch 2/2" in (run_dir / "train.log").read_text()
+    # One console format (time, component, message); no Spark progress bar or petastorm chatter in between.
+    log_line = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[(train|launcher|simulate|dataset|sources)\] ")
+    assert all(log_line.match(line) for line in (run_dir / "train.log").read_text().splitlines())
+    assert any(log_line.match(line) and "[launcher]" in line for line in output.splitlines())
+    assert "[Stage " not in output and "Cache cleanup complete." not in result.stdout + output
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert 0.0 < metrics["clustering_accuracy"] <= 1.0
+    # The reported accuracy is the best one-to-one matching of clusters to classes in the reported confusion matrix.
+    confusion = np.array(metrics["confusion_matrix"])
+    rows, cols = linear_sum_assignment(-confusion)
+    assert metrics["clustering_accuracy"] == pytest.approx(confusion[rows, cols].sum() / confusion.sum())
+    assert confusion.sum() == metrics["n_jets"]
     assert metrics["n_jets"] == metrics["data"]["n_test"] == sum(metrics["cluster_sizes"])
     assert metrics["num_proc"] == 2
     history = json.loads((run_dir / "history.json").read_text())
@@ -84,7 +94,7 @@ def test_a_finished_run_directory_is_refused_before_any_work(finished_run):
         *TINY,
         cwd=work,
     )
-    assert result.returncode == cli.EXIT_BAD_INPUT
+    assert result.returncode == errors.EXIT_BAD_INPUT
     assert f"{run_dir} already holds a finished run" in result.stderr  # stderr under spark-submit too
     assert "error:" not in result.stdout
     assert not (work / "refused").exists()
@@ -101,7 +111,7 @@ def test_a_killed_rank_fails_the_job_and_the_run_resumes_from_its_checkpoint(fin
     failed = submit(
         "--config", str(ROOT / "conf/local.yaml"), *args, cwd=work, extra_env={FAULT_ENV: "kill:1:1:0"}, timeout=300
     )
-    assert failed.returncode == cli.EXIT_TRAINING_FAILED
+    assert failed.returncode == errors.EXIT_TRAINING_FAILED
     output = failed.stdout + failed.stderr
     assert "exit code 137 = a rank was killed" in output
     assert f"continue from checkpoint epoch-0001 with --resume {run_dir}" in output
@@ -110,7 +120,7 @@ def test_a_killed_rank_fails_the_job_and_the_run_resumes_from_its_checkpoint(fin
     saved = json.loads((run_dir / "checkpoints" / "epoch-0001" / "state.json").read_text())
 
     refused = submit("--config", str(ROOT / "conf/local.yaml"), *args, cwd=work)
-    assert refused.returncode == cli.EXIT_BAD_INPUT
+    assert refused.returncode == errors.EXIT_BAD_INPUT
     assert f"{run_dir} holds an unfinished run (last checkpoint epoch-0001)" in refused.stderr
 
     resumed = submit("--resume", str(run_dir), cwd=work)
@@ -153,7 +163,7 @@ def test_a_frozen_rank_is_stopped_and_the_job_fails_within_a_bounded_time(finish
         f"data.generated_root={work / 'generated'}", *TINY, "run.failure_grace_seconds=5",
         cwd=work, extra_env={FAULT_ENV: "stop:1:1:0", "HOROVOD_GLOO_TIMEOUT_SECONDS": "10"}, timeout=300,
     )  # fmt: skip
-    assert failed.returncode == cli.EXIT_TRAINING_FAILED, failed.stdout[-3000:] + failed.stderr[-3000:]
+    assert failed.returncode == errors.EXIT_TRAINING_FAILED, failed.stdout[-3000:] + failed.stderr[-3000:]
     output = failed.stdout + failed.stderr
     assert "rank 0 on" in output and "failed: " in output
     assert "were stopped by the driver: a rank stopped responding" in output
@@ -183,17 +193,14 @@ def test_a_second_run_reuses_the_generated_sample(finished_run, tmp_path):
 
 
 def _train_job():
-    sys.path.insert(0, str(ROOT / "jobs"))
-    try:
-        import train as train_job
-    finally:
-        sys.path.pop(0)
+    from ucluster_spark.jobs import train as train_job
+
     return train_job
 
 
 def test_bad_config_exits_with_the_bad_input_code(capsys):
     train_job = _train_job()
-    assert train_job.main(["--config", str(ROOT / "conf/local.yaml"), "train.epochs=zero"]) == cli.EXIT_BAD_INPUT
+    assert train_job.main(["--config", str(ROOT / "conf/local.yaml"), "train.epochs=zero"]) == errors.EXIT_BAD_INPUT
     assert "train.epochs: expected int, got 'zero'" in capsys.readouterr().err
 
 
@@ -207,7 +214,7 @@ def test_bad_config_exits_with_the_bad_input_code(capsys):
 )
 def test_resume_arguments_are_checked_before_any_work(args, message, tmp_path, capsys):
     argv = [a.format(tmp=tmp_path) for a in args]
-    assert _train_job().main(argv) == cli.EXIT_BAD_INPUT
+    assert _train_job().main(argv) == errors.EXIT_BAD_INPUT
     assert message in capsys.readouterr().err
 
 
@@ -220,7 +227,7 @@ def test_ranks_end_with_identical_weights_and_centroids(spark, synthetic_dataset
     result = train(spark, config.load(ROOT / "conf/local.yaml", overrides))
     first, second = result.rank_results
     assert (first["rank"], second["rank"]) == (0, 1)
-    assert first["weights_checksum"] == second["weights_checksum"]
+    assert first["weights_digest"] == second["weights_digest"]  # every weight, bit for bit
     assert first["centroids"] == second["centroids"]
     assert first["metrics"] == second["metrics"]  # whole-split metrics from summed per-rank counts
     history = json.loads((tmp_path / "run" / "history.json").read_text())

@@ -1,5 +1,6 @@
 """hls4ml HDF5 -> parquet through real Spark jobs, and every kind of bad input."""
 
+import importlib
 import json
 import subprocess
 import sys
@@ -7,9 +8,15 @@ import sys
 import numpy as np
 import pytest
 
-from tests.hls4ml_files import JET_COLUMNS, PARTICLE_COLUMNS, expected_features, jet_values, write_file
-from ucluster_spark import cli, config, schema
+from ucluster_spark import config, errors, schema
 from ucluster_spark.data.dataset import DatasetError, load_info
+from ucluster_spark.data.hls4ml_synthetic import (
+    JET_COLUMNS,
+    PARTICLE_COLUMNS,
+    expected_features,
+    jet_values,
+    write_file,
+)
 from ucluster_spark.data.sources import prepare_hls4ml
 from ucluster_spark.reader import open_shard
 
@@ -188,22 +195,18 @@ def test_glob_matching_nothing_and_existing_output(spark, tmp_path):
 
 
 def _job(name):
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "jobs"))
-    try:
-        return __import__(name)
-    finally:
-        sys.path.pop(0)
+    return importlib.import_module(f"ucluster_spark.jobs.{name}")
 
 
 def test_prepare_job_exit_codes_and_messages(tmp_path, capsys):
     prepare = _job("prepare")
     code = prepare.main(["--input", str(tmp_path / "x*.h5"), "--output", str(tmp_path / "ds"), "--classes", "w,y"])
-    assert code == cli.EXIT_BAD_INPUT
+    assert code == errors.EXIT_BAD_INPUT
     assert "data.classes: unknown class 'y'" in capsys.readouterr().err
     code = prepare.main(
         ["--input", str(tmp_path / "x*.h5"), "--output", str(tmp_path / "ds"), "--mass-window", "200,10"]
     )
-    assert code == cli.EXIT_BAD_INPUT
+    assert code == errors.EXIT_BAD_INPUT
     assert "--mass-window '200,10': LO must be below HI" in capsys.readouterr().err
 
 

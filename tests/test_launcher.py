@@ -1,6 +1,5 @@
 """Driver-side decisions of the launcher: the failure watchdog's timing and messages, the task-slot check."""
 
-import io
 import json
 import threading
 import time
@@ -18,18 +17,17 @@ def _report(failures, rank, error="UnknownError: Gloo timeout"):
     )
 
 
-def test_watchdog_stops_the_ranks_only_after_the_grace_period(tmp_path):
+def test_watchdog_stops_the_ranks_only_after_the_grace_period(tmp_path, package_log):
     aborted = threading.Event()
-    out = io.StringIO()
     failures = tmp_path / "failures"
     _report(failures, 1, "left from an earlier attempt")
-    with FailureWatchdog(failures, grace_seconds=1.0, out=out, interval=0.05, abort=aborted.set) as watchdog:
+    with FailureWatchdog(failures, grace_seconds=1.0, interval=0.05, abort=aborted.set) as watchdog:
         assert not failures.exists()  # stale reports are cleared before the ranks start
         time.sleep(0.3)
-        assert not aborted.is_set() and out.getvalue() == ""  # no failure: nothing happens
+        assert not aborted.is_set() and package_log.text == ""  # no failure: nothing happens
         _report(failures, 0)
         time.sleep(0.4)
-        assert "rank 0 failed (UnknownError: Gloo timeout); waiting up to 1 s" in out.getvalue()
+        assert "rank 0 failed (UnknownError: Gloo timeout); waiting up to 1 s" in package_log.text
         assert not aborted.is_set()  # within the grace period the others may still exit by themselves
         assert aborted.wait(3.0)
     assert watchdog.stopped_ranks

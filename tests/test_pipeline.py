@@ -6,8 +6,8 @@ import os
 import pytest
 
 from tests.conftest import ROOT, TINY, submit
-from tests.hls4ml_files import jet_values, write_file
-from ucluster_spark import cli, config
+from ucluster_spark import config, errors, store
+from ucluster_spark.data.hls4ml_synthetic import jet_values, write_file
 from ucluster_spark.pipeline import PipelineBusy, check_same_config, exclusive, run_pipeline
 
 pytestmark = pytest.mark.slow
@@ -31,7 +31,7 @@ def _files(directory):
 
 def test_pipeline_runs_every_stage_and_a_rerun_changes_nothing(tmp_path):
     first = _pipeline(tmp_path, "nightly-1")
-    assert first.returncode == cli.EXIT_OK, first.stdout[-3000:] + first.stderr[-5000:]
+    assert first.returncode == errors.EXIT_OK, first.stdout[-3000:] + first.stderr[-5000:]
     run_dir = tmp_path / "pipelines/nightly-1"
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "succeeded" and manifest["exit_code"] == 0 and manifest["attempt"] == 1
@@ -48,7 +48,7 @@ def test_pipeline_runs_every_stage_and_a_rerun_changes_nothing(tmp_path):
     before = _files(run_dir)
 
     second = _pipeline(tmp_path, "nightly-1")
-    assert second.returncode == cli.EXIT_OK, second.stderr[-5000:]
+    assert second.returncode == errors.EXIT_OK, second.stderr[-5000:]
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert [manifest["stages"][s]["status"] for s in ("data", "train", "evaluate")] == ["skipped"] * 3
     assert manifest["attempt"] == 2 and manifest["earlier_attempts"][0]["status"] == "succeeded"
@@ -58,15 +58,15 @@ def test_pipeline_runs_every_stage_and_a_rerun_changes_nothing(tmp_path):
     }  # nothing rewritten, nothing added
 
     changed = _pipeline(tmp_path, "nightly-1", "train.epochs=3")
-    assert changed.returncode == cli.EXIT_BAD_INPUT
+    assert changed.returncode == errors.EXIT_BAD_INPUT
     assert "started with another configuration (changed: train.epochs)" in changed.stdout + changed.stderr
     assert json.loads((run_dir / "manifest.json").read_text()) == manifest
 
     missing = _pipeline(tmp_path, "bad-input", f"data.path={tmp_path / 'nowhere'}")
-    assert missing.returncode == cli.EXIT_BAD_INPUT
+    assert missing.returncode == errors.EXIT_BAD_INPUT
     assert "is not a complete ucluster dataset" in missing.stdout + missing.stderr
     failed = json.loads((tmp_path / "pipelines/bad-input/manifest.json").read_text())
-    assert failed["stages"]["data"]["status"] == "failed" and failed["exit_code"] == cli.EXIT_BAD_INPUT
+    assert failed["stages"]["data"]["status"] == "failed" and failed["exit_code"] == errors.EXIT_BAD_INPUT
     assert failed["stages"]["train"]["status"] == "pending"
 
 
@@ -74,7 +74,7 @@ def test_pipeline_prepares_hls4ml_files_and_resumes_after_a_training_failure(tmp
     write_file(tmp_path / "jets_a.h5", jet_values(300, seed=3))
     hls4ml = [f"pipeline.hls4ml_input={tmp_path / '*.h5'}", "data.mass_window=[1,250]"]
     failed = _pipeline(tmp_path, "from-h5", *hls4ml, extra_env={"UCLUSTER_INJECT_FAULT": "kill:1:1:0"})
-    assert failed.returncode == cli.EXIT_TRAINING_FAILED, failed.stderr[-5000:]
+    assert failed.returncode == errors.EXIT_TRAINING_FAILED, failed.stderr[-5000:]
     run_dir = tmp_path / "pipelines/from-h5"
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["stages"]["data"]["status"] == "completed"
@@ -84,20 +84,23 @@ def test_pipeline_prepares_hls4ml_files_and_resumes_after_a_training_failure(tmp
     assert not (run_dir / "train/metrics.json").exists() and (run_dir / "train/checkpoints/LATEST").exists()
 
     resumed = _pipeline(tmp_path, "from-h5", *hls4ml)
-    assert resumed.returncode == cli.EXIT_OK, resumed.stderr[-5000:]
+    assert resumed.returncode == errors.EXIT_OK, resumed.stderr[-5000:]
     manifest = json.loads((run_dir / "manifest.json").read_text())
     stages = manifest["stages"]
     assert stages["data"]["status"] == "skipped"
     assert stages["train"]["status"] == "completed" and stages["train"]["resumed"] is True
     assert stages["evaluate"]["status"] == "completed"
-    assert [a["exit_code"] for a in manifest["earlier_attempts"]] == [cli.EXIT_TRAINING_FAILED]
+    assert [a["exit_code"] for a in manifest["earlier_attempts"]] == [errors.EXIT_TRAINING_FAILED]
     history = json.loads((run_dir / "train/history.json").read_text())
     assert [h["epoch"] for h in history] == [0, 1]
 
 
 def test_one_attempt_per_run_id_at_a_time(spark, tmp_path):
     cfg = config.load(CONFIG, [f"pipeline.root={tmp_path}"])
-    with exclusive(tmp_path / "busy"), pytest.raises(PipelineBusy, match="another attempt of this run id"):
+    with (
+        exclusive(store.PipelineLayout(tmp_path, "busy")),
+        pytest.raises(PipelineBusy, match="another attempt of this run id"),
+    ):
         run_pipeline(spark, cfg, "busy")
     with pytest.raises(config.ConfigError, match="--run-id"):
         run_pipeline(spark, cfg, "../escape")

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ucluster_spark import cli, schema
+from ucluster_spark import errors, schema
 from ucluster_spark.data import simulate
 from ucluster_spark.data.dataset import load_info
 from ucluster_spark.data.ingest import InputFileError
@@ -116,7 +116,7 @@ def test_generate_job_writes_and_reports_counts(tmp_path):
     assert info.classes == ["w", "t"] and sum(info.n_jets(s) for s in schema.SPLITS) == 16
     assert "jets: train" in result.stdout
     again = subprocess.run(_generate_cmd(tmp_path / "ds", 8), capture_output=True, text=True, timeout=600)
-    assert again.returncode == cli.EXIT_BAD_INPUT and "pass --overwrite" in again.stderr
+    assert again.returncode == errors.EXIT_BAD_INPUT and "pass --overwrite" in again.stderr
 
 
 def test_generate_job_mass_window_and_no_underlying_event_are_recorded(tmp_path):
@@ -142,13 +142,10 @@ def test_generate_job_mass_window_and_no_underlying_event_are_recorded(tmp_path)
     ],
 )
 def test_generate_job_refuses_bad_window_and_flags(tmp_path, capsys, flags, message):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "jobs"))
-    try:
-        generate = __import__("generate")
-    finally:
-        sys.path.pop(0)
+    from ucluster_spark.jobs import generate
+
     code = generate.main(["--classes", "w", "--jets-per-class", "2", "--output", str(tmp_path / "ds"), *flags])
-    assert code == cli.EXIT_BAD_INPUT
+    assert code == errors.EXIT_BAD_INPUT
     assert message in capsys.readouterr().err
     assert not (tmp_path / "ds").exists()
 
@@ -160,7 +157,7 @@ def test_a_killed_generate_job_leaves_no_dataset(tmp_path):
     )
     try:
         for line in proc.stdout:  # wait until Pythia runs inside the Spark tasks
-            if "[generate w" in line and "jets/s" in line:
+            if "[simulate] w seed=" in line and "jets/s" in line:
                 break
         os.killpg(proc.pid, signal.SIGKILL)
     finally:

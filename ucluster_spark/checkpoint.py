@@ -11,6 +11,7 @@ Runs inside the Horovod ranks (saving) and on the driver (finding the checkpoint
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +20,12 @@ from typing import Any
 import numpy as np
 
 from ucluster_spark import store
+from ucluster_spark.errors import TrainingFailed
 
-DIRECTORY = "checkpoints"
+log = logging.getLogger(__name__)
+
 LATEST = "LATEST"
-WEIGHTS = "weights.h5"
+WEIGHTS = store.WEIGHTS_FILE
 OPTIMIZER = "optimizer.npz"
 STATE = "state.json"
 
@@ -36,7 +39,7 @@ class TrainingState:
 
 
 def checkpoints_dir(run_dir: str | Path) -> Path:
-    return store.local_path(run_dir) / DIRECTORY
+    return store.RunLayout(run_dir).checkpoints
 
 
 def save(run_dir: str | Path, model, optimizer, state: TrainingState, keep: int = 2) -> Path:
@@ -53,15 +56,27 @@ def save(run_dir: str | Path, model, optimizer, state: TrainingState, keep: int 
     return final
 
 
+class CheckpointDamaged(TrainingFailed):
+    """A run's checkpoints were damaged after training wrote them (not an input error, and nothing to resume)."""
+
+
 def latest(run_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint of a run, or None."""
+    """The newest complete checkpoint of a run, or None. A pointer naming a checkpoint that is gone or incomplete
+    (deleted or damaged by hand or by a disk) falls back to the newest complete one, with a warning."""
     pointer = checkpoints_dir(run_dir) / LATEST
     if not pointer.exists():
         return None
-    path = pointer.parent / pointer.read_text().strip()
-    if not (path / STATE).exists():
-        raise FileNotFoundError(f"{pointer} names {path.name}, which is missing or incomplete")
-    return path
+    named = pointer.parent / pointer.read_text().strip()
+    if (named / STATE).is_file():
+        return named
+    complete = sorted(p for p in pointer.parent.glob("epoch-*") if (p / STATE).is_file())
+    if not complete:
+        raise CheckpointDamaged(
+            f"{pointer} names {named.name}, which is missing or incomplete, and no complete checkpoint is left: "
+            "this run cannot be resumed; train it again into a new --output"
+        )
+    log.warning("%s names %s, which is missing or incomplete; using %s", pointer, named.name, complete[-1].name)
+    return complete[-1]
 
 
 def read_state(checkpoint: str | Path) -> TrainingState:

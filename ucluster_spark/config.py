@@ -6,7 +6,6 @@ Only plain dicts (``to_dict``) travel to executors; ``from_dict`` rebuilds the o
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,12 +13,13 @@ from typing import Any
 
 import yaml
 
+from ucluster_spark.errors import BadInput
 from ucluster_spark.schema import AUX_MASS_COLUMNS, FEATURE_SETS, KNOWN_CLASSES, SPLITS
 
 EMBEDDING_POOLINGS = ("mean_all_slots", "mean_real", "max_real")
 
 
-class ConfigError(ValueError):
+class ConfigError(BadInput):
     """A configuration file, override or flag that cannot be used; the message names where the value came from,
     the key and the value."""
 
@@ -254,9 +254,6 @@ class Config:
 
         store.atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
     def validate(self, scope: str = "all") -> None:
         """Every message starts with the key it is about (``load`` uses that to name where the value came from)."""
         d, m, lo, t, r = self.data, self.model, self.loss, self.train, self.run
@@ -376,10 +373,8 @@ def _coerce(value: Any, expected: Any, where: str) -> Any:
         ok = isinstance(value, str)
     elif isinstance(expected, list):
         ok = isinstance(value, list)
-    elif isinstance(expected, dict):
+    else:  # every setting is a bool, number, string, list or dict
         ok = isinstance(value, dict)
-    else:
-        ok = True
     if not ok:
         raise ConfigError(f"{where}: expected {type(expected).__name__}, got {value!r}")
     return value

@@ -8,7 +8,7 @@ place when complete.
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -20,14 +20,13 @@ import numpy as np
 from ucluster_spark import metrics, plots, schema, store
 from ucluster_spark.config import Config, EvaluateConfig
 from ucluster_spark.data.dataset import DatasetError, DatasetInfo, check_files, input_error_from, load_info
+from ucluster_spark.errors import EvaluationFailed, InputMissing
 from ucluster_spark.schema import CLUSTER, EMBEDDING
 
-ASSIGNMENTS = "assignments"
-METRICS = "metrics.json"
-PLOTS = "plots"
+log = logging.getLogger(__name__)
 
 
-class EvaluationError(RuntimeError):
+class EvaluationError(EvaluationFailed):
     """The assignment job failed (not because of its inputs)."""
 
 
@@ -53,19 +52,14 @@ class TrainedRun:
 def read_trained_run(run_dir: str | Path) -> TrainedRun:
     layout = store.RunLayout(run_dir)
     if not layout.metrics.is_file() or not layout.weights.is_file():
-        raise FileNotFoundError(
+        raise InputMissing(
             f"{layout.root}: not a finished training run (needs {layout.metrics.name} and {layout.weights}); "
             "train it to the end first, or --resume it"
         )
     cfg = Config.from_dict(store.read_json(layout.model_config), str(layout.model_config))
     history = store.read_json(layout.history) if layout.history.is_file() else []
     finished = store.read_json(layout.metrics)
-    centroids = finished.get("centroids")
-    if centroids is None:  # a run from before metrics.json recorded them: read the weights (imports TensorFlow)
-        from ucluster_spark.inference import load_run
-
-        centroids = load_run(layout.root)[1].centroids.numpy()
-    centroids = np.asarray(centroids, np.float32)
+    centroids = np.asarray(finished["centroids"], np.float32)
     dataset = store.local_path(finished["data"]["train_url"]).parent
     return TrainedRun(layout.root, cfg, history, centroids, dataset)
 
@@ -170,11 +164,6 @@ def draw(out: Path, result: dict[str, Any], sample, histograms, run: TrainedRun,
     return [p.name for p in drawn]
 
 
-def is_evaluation_output(root: Path) -> bool:
-    """A directory this job wrote: its assignments and its metrics (written last)."""
-    return (root / METRICS).is_file() and (root / ASSIGNMENTS).is_dir()
-
-
 def evaluate(
     spark,
     run_dir: str | Path,
@@ -198,7 +187,9 @@ def evaluate(
     check_files(root, info, tuple(splits))  # before the job: a damaged dataset is bad input, named by its file
     classes = list(info.classes)
     final = store.local_path(output)
-    store.check_replaceable(final, "cluster-assignment output", is_evaluation_output, overwrite)
+    store.check_replaceable(
+        final, "cluster-assignment output", lambda p: store.EvaluationLayout(p).is_complete(), overwrite
+    )
 
     loads = spark.sparkContext.accumulator(0)
     tasks_per_process = spark.sparkContext.accumulator(Counter(), CounterParam())
@@ -217,12 +208,13 @@ def evaluate(
 
     jets = read_jets(spark, root, splits)
     n_jets = sum(info.n_jets(s) for s in splits)
-    print(f"[evaluate] assigning {n_jets} jets of {root} ({', '.join(splits)}) with {run.run_dir}", file=sys.stderr)
-    with store.atomic_directory(final, overwrite=True) as staging:
+    log.info("assigning %d jets of %s (%s) with %s", n_jets, root, ", ".join(splits), run.run_dir)
+    with store.atomic_directory(final, overwrite=True) as staging_root:
+        staging = store.EvaluationLayout(staging_root)
         started = time.time()
         try:
             jets.mapInPandas(body, schema=schema.assignment_spark_schema()).write.parquet(
-                store.file_url(staging / ASSIGNMENTS)
+                store.file_url(staging.assignments)
             )
         except Exception as err:
             bad_row = input_error_from(err)  # a malformed jet is bad input, not a failed job
@@ -230,7 +222,7 @@ def evaluate(
                 raise DatasetError(f"{root}: {bad_row}") from None
             raise EvaluationError(f"cluster assignment of {root} with {run.run_dir} failed: {err}") from err
         seconds = time.time() - started
-        assignments = spark.read.parquet(store.file_url(staging / ASSIGNMENTS))
+        assignments = spark.read.parquet(store.file_url(staging.assignments))
         rows = assignments.groupBy(schema.SPLIT, CLUSTER, schema.LABEL).count().collect()
         result = score([tuple(r) for r in rows], splits, run.cfg.model.n_clusters, classes)
         assigned = result["n_jets"]
@@ -257,17 +249,17 @@ def evaluate(
         )
         sample = embedding_sample(assignments, settings.plot_jets, n_jets, run.cfg.train.seed).toPandas()
         histograms = mass_histograms(assignments, run.cfg.model.n_clusters)
-        result["plots"] = draw(staging / PLOTS, result, sample, histograms, run, classes)
+        result["plots"] = draw(staging.plots, result, sample, histograms, run, classes)
         warnings = metrics.collapse_warnings(result["cluster_sizes"], [])
         result["warnings"] = warnings
-        store.atomic_write_json(staging / METRICS, result)
-    print(summary_line(result, final), file=sys.stderr)
+        store.atomic_write_json(staging.metrics, result)
+    log.info(summary_line(result, final))
     return result
 
 
 def summary_line(result: dict[str, Any], output: Path) -> str:
     t = result["throughput"]
-    head = f"[evaluate] {result['n_jets']} jets -> {output}: "
+    head = f"{result['n_jets']} jets -> {output}: "
     if result["labelled"]:
         head += f"clustering accuracy {result['clustering_accuracy']:.4f} (NMI {result['nmi']:.3f}), "
     else:

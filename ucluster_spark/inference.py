@@ -18,6 +18,7 @@ import numpy as np
 from ucluster_spark import store
 from ucluster_spark.config import Config
 from ucluster_spark.data.ingest import InputFileError
+from ucluster_spark.errors import InputMissing
 from ucluster_spark.model import UCluster, build_model
 from ucluster_spark.schema import (
     ASSIGNMENT_COLUMNS,
@@ -38,7 +39,7 @@ def load_run(run_dir: str | Path) -> tuple[Config, UCluster]:
     """(config the model was trained with, model with its weights and centroids) of a finished run."""
     layout = store.RunLayout(run_dir)
     if not layout.weights.is_file():
-        raise FileNotFoundError(f"{run_dir}: no trained model here (expected {layout.weights})")
+        raise InputMissing(f"{run_dir}: no trained model here (expected {layout.weights})")
     cfg = Config.from_dict(json.loads(layout.model_config.read_text()))
     model = build_model(cfg)
     model.load_weights(str(layout.weights))

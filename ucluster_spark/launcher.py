@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -22,10 +23,13 @@ from ucluster_spark import _env, checkpoint, store
 from ucluster_spark.config import Config, ConfigError
 from ucluster_spark.data.dataset import DatasetError, DatasetInfo, check_files, check_filled, check_shardable
 from ucluster_spark.data.sources import locate_or_generate
-from ucluster_spark.train import ProgressLog, TrainingPlan, train_fn
+from ucluster_spark.errors import InputMissing, OutputExists, TrainingFailed
+from ucluster_spark.train import TrainingPlan, train_fn
+
+log = logging.getLogger(__name__)
 
 
-class LaunchError(RuntimeError):
+class LaunchError(TrainingFailed):
     """The Spark application cannot host the requested ranks, or the ranks failed."""
 
 
@@ -89,10 +93,9 @@ class FailureWatchdog:
     forever. SIGTERM to this process is horovod's own abort path (its launcher then terminates every rank's
     command and the Spark job is cancelled)."""
 
-    def __init__(self, failures_dir: Path, grace_seconds: float, out=None, interval: float = 1.0, abort=None):
+    def __init__(self, failures_dir: Path, grace_seconds: float, interval: float = 1.0, abort=None):
         self.failures_dir = failures_dir
         self.grace_seconds = grace_seconds
-        self.out = out or sys.stderr
         self.abort = abort or (lambda: os.kill(os.getpid(), signal.SIGTERM))
         self.interval = interval
         self.stopped_ranks = False
@@ -123,19 +126,15 @@ class FailureWatchdog:
                 continue
             if first_seen is None:
                 first_seen = time.monotonic()
-                print(
-                    f"[launch] rank {reports[0]['rank']} failed ({reports[0]['error'][:300]}); "
-                    f"waiting up to {self.grace_seconds:g} s for the other ranks to exit",
-                    file=self.out,
-                    flush=True,
+                log.warning(
+                    "rank %s failed (%s); waiting up to %g s for the other ranks to exit",
+                    reports[0]["rank"],
+                    reports[0]["error"][:300],
+                    self.grace_seconds,
                 )
             elif time.monotonic() - first_seen >= self.grace_seconds:
                 self.stopped_ranks = True
-                print(
-                    f"[launch] ranks still running {self.grace_seconds:g} s after the first failure: stopping them",
-                    file=self.out,
-                    flush=True,
-                )
+                log.warning("ranks still running %g s after the first failure: stopping them", self.grace_seconds)
                 self.abort()
 
     def summary(self) -> str:
@@ -214,26 +213,26 @@ def prepare_run_dir(run_dir: Path, resume: bool) -> Path | None:
     A finished run (metrics.json present) is never touched."""
     layout = store.RunLayout(run_dir)
     if layout.metrics.exists() and resume:
-        raise FileExistsError(
+        raise OutputExists(
             f"--resume {run_dir}: the run is finished ({layout.metrics.name} is written), nothing to resume; "
             f"assign jets with it (jobs/evaluate.py --model {run_dir}), or train a new run from its settings "
             f"(--config {layout.config} --output NEW_DIR)"
         )
     if layout.metrics.exists():
-        raise FileExistsError(f"{run_dir} already holds a finished run; choose another --output")
+        raise OutputExists(f"{run_dir} already holds a finished run; choose another --output")
     last = checkpoint.latest(run_dir) if run_dir.exists() else None
     if resume:
         if last is None:
-            raise FileNotFoundError(f"{run_dir}: no checkpoint to resume from (a run writes one after every epoch)")
+            raise InputMissing(f"{run_dir}: no checkpoint to resume from (a run writes one after every epoch)")
         return last
     if last is not None:
-        raise FileExistsError(
+        raise OutputExists(
             f"{run_dir} holds an unfinished run (last checkpoint {last.name}); continue it with --resume {run_dir} "
             "or choose another --output"
         )
     if run_dir.exists() and any(run_dir.iterdir()):
         if not layout.config.exists():
-            raise FileExistsError(f"{run_dir} exists and is not a run directory; choose another --output")
+            raise OutputExists(f"{run_dir} exists and is not a run directory; choose another --output")
         shutil.rmtree(run_dir)  # a run that failed before its first checkpoint: nothing to keep
     return None
 
@@ -278,13 +277,15 @@ def train(spark, cfg: Config, resume: bool = False) -> TrainingResult:
     )
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.dump(store.RunLayout(run_dir).config)
-    print(
-        f"[launch] {cfg.run.num_proc} Horovod rank(s) (gloo={cfg.run.use_gloo}) on {root}"
-        + (f", resuming after epoch {state.epochs_done} from {resume_from}" if resume_from else ""),
-        file=sys.stderr,
-        flush=True,
+    log.info(
+        "%d Horovod rank(s) (gloo=%s) on %s%s",
+        cfg.run.num_proc,
+        cfg.run.use_gloo,
+        root,
+        f", resuming after epoch {state.epochs_done} from {resume_from}" if resume_from else "",
     )
-    with echo_file(run_dir / ProgressLog.FILE_NAME):
+    echo = echo_file(store.RunLayout(run_dir).train_log) if cfg.run.verbose else contextlib.nullcontext()
+    with echo:  # rank 0's progress on the console (run.verbose=0: only in train.log)
         try:
             results = sorted(run_horovod(spark, cfg, plan), key=lambda r: r["rank"])
         except LaunchError as err:

@@ -9,9 +9,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ucluster_spark import logs
+
 
 def parameters(defaults: dict[str, str], dbutils: Any = None) -> dict[str, str]:
-    """Text widgets named like ``defaults`` on Databricks; environment variables ``UCLUSTER_<NAME>`` elsewhere."""
+    """Text widgets named like ``defaults`` on Databricks; environment variables ``UCLUSTER_<NAME>`` elsewhere.
+    Also shows the package's progress in the notebook's output (``logs``), as the jobs do."""
+    logs.configure()
     if dbutils is not None:
         for name, default in defaults.items():
             dbutils.widgets.text(name, default)

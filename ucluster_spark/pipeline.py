@@ -1,6 +1,6 @@
 """Driver side: the scheduled step, data -> train -> evaluate, safe to rerun with the same run id.
 
-Everything of one run id lives in ``<pipeline.root>/<run id>/``::
+Everything of one run id lives in ``<pipeline.root>/<run id>/`` (names: ``store.PipelineLayout``)::
 
     config.yaml     the configuration of the first attempt (a rerun with another one is refused)
     manifest.json   every stage and output with its status, rewritten atomically after each change
@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import re
 import shutil
-import sys
 import time
 import traceback
 from collections.abc import Iterator
@@ -28,21 +28,23 @@ from typing import Any
 
 import yaml
 
-from ucluster_spark import checkpoint, schema, store, tracking
+from ucluster_spark import checkpoint, store, tracking
 from ucluster_spark.config import Config, ConfigError
+from ucluster_spark.errors import EXIT_OK, BadInput, Busy, DataFailed, exit_code_for
+
+log = logging.getLogger(__name__)
 
 STAGES = ("data", "train", "evaluate")
-MANIFEST = "manifest.json"
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 IGNORED_FOR_RERUN = {("pipeline", "root"), ("run", "verbose"), ("run", "start_timeout"), ("run", "spark_conf")}
 """Settings a rerun may change: they do not change what is computed."""
 
 
-class DataStageError(RuntimeError):
+class DataStageError(DataFailed):
     """Generating or preparing the dataset failed for a reason other than its input."""
 
 
-class PipelineBusy(ConfigError):
+class PipelineBusy(Busy):
     """Another attempt with the same run id is running."""
 
 
@@ -69,8 +71,8 @@ def check_same_config(stored: dict[str, Any], cfg: Config, run_dir: Path) -> Non
 class Manifest:
     """``manifest.json``: the state of every stage and output, for schedulers and people."""
 
-    def __init__(self, run_dir: Path, run_id: str):
-        self.path = run_dir / MANIFEST
+    def __init__(self, path: Path, run_id: str):
+        self.path = path
         previous = store.read_json(self.path) if self.path.exists() else {}
         earlier = previous.get("earlier_attempts", [])
         if previous:
@@ -107,14 +109,14 @@ def outputs(paths: list[tuple[str, Path]]) -> list[dict[str, str]]:
 
 
 @contextlib.contextmanager
-def exclusive(run_dir: Path) -> Iterator[None]:
+def exclusive(layout: store.PipelineLayout) -> Iterator[None]:
     """One attempt per run id at a time; the lock dies with the process (no stale lock after a crash)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / ".lock", "a") as handle:
+    layout.root.mkdir(parents=True, exist_ok=True)
+    with open(layout.lock, "a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise PipelineBusy(f"{run_dir}: another attempt of this run id is running") from None
+            raise PipelineBusy(f"{layout.root}: another attempt of this run id is running") from None
         yield
 
 
@@ -127,13 +129,9 @@ def remove_stale_staging(run_dir: Path) -> None:
             stale.unlink(missing_ok=True)
 
 
-def _log(message: str) -> None:
-    print(f"[pipeline] {message}", file=sys.stderr, flush=True)
-
-
-def data_stage(spark, cfg: Config, run_dir: Path, manifest: Manifest) -> Path:
+def data_stage(spark, cfg: Config, layout: store.PipelineLayout, manifest: Manifest) -> Path:
     """The dataset training will read: prepared from hls4ml files, an existing one, or generated."""
-    from ucluster_spark.data.dataset import DatasetError, check_compatible, load_info
+    from ucluster_spark.data.dataset import check_compatible, is_dataset, load_info
     from ucluster_spark.data.sources import generate, prepare_hls4ml
 
     p = cfg.pipeline
@@ -142,12 +140,12 @@ def data_stage(spark, cfg: Config, run_dir: Path, manifest: Manifest) -> Path:
         check_compatible(load_info(root), cfg.data, str(root))
         manifest.stage("data", status="skipped", action="external dataset", outputs=outputs([("dataset", root)]))
         return root
-    root = run_dir / "data"
+    root = layout.data
     action = "prepared from hls4ml files" if p.hls4ml_input else "generated with Pythia"
-    if (root / schema.METADATA_FILE).exists():
+    if is_dataset(root):
         check_compatible(load_info(root), cfg.data, str(root))
         manifest.stage("data", status="skipped", action=action, outputs=outputs([("dataset", root)]))
-        _log(f"data: {root} is complete, skipped")
+        log.info(f"data: {root} is complete, skipped")
         return root
     manifest.stage("data", status="running", action=action, started_at=_now())
     started = time.time()
@@ -156,7 +154,7 @@ def data_stage(spark, cfg: Config, run_dir: Path, manifest: Manifest) -> Path:
             prepare_hls4ml(spark, p.hls4ml_input, root, cfg.data, p.drop_bad_jets, overwrite=root.exists())
         else:
             generate(spark, cfg.data, root, overwrite=root.exists())
-    except (DatasetError, ConfigError, FileNotFoundError):
+    except BadInput:
         raise
     except Exception as err:
         raise DataStageError(f"data stage ({action}) failed: {err}") from err
@@ -165,17 +163,17 @@ def data_stage(spark, cfg: Config, run_dir: Path, manifest: Manifest) -> Path:
     return root
 
 
-def train_stage(spark, cfg: Config, data_root: Path, run_dir: Path, manifest: Manifest) -> Path:
-    """Train (or resume, or skip) into ``run_dir/train``."""
+def train_stage(spark, cfg: Config, data_root: Path, pipeline: store.PipelineLayout, manifest: Manifest) -> Path:
+    """Train (or resume, or skip) into the pipeline's ``train/``."""
     from ucluster_spark.launcher import train
 
-    train_dir = run_dir / "train"
-    layout = store.RunLayout(train_dir)
+    layout = pipeline.train
+    train_dir = layout.root
     listed = [("run directory", train_dir), ("model", layout.model_dir), ("metrics", layout.metrics),
               ("plots", layout.plots)]  # fmt: skip
     if layout.metrics.exists():
         manifest.stage("train", status="skipped", outputs=outputs(listed))
-        _log(f"train: {train_dir} is finished, skipped")
+        log.info(f"train: {train_dir} is finished, skipped")
         return train_dir
     resume = train_dir.exists() and checkpoint.latest(train_dir) is not None
     manifest.stage("train", status="running", resumed=resume, started_at=_now())
@@ -187,14 +185,17 @@ def train_stage(spark, cfg: Config, data_root: Path, run_dir: Path, manifest: Ma
     return train_dir
 
 
-def evaluate_stage(spark, cfg: Config, data_root: Path, train_dir: Path, run_dir: Path, manifest: Manifest) -> Path:
-    from ucluster_spark.evaluate import ASSIGNMENTS, METRICS, PLOTS, evaluate
+def evaluate_stage(
+    spark, cfg: Config, data_root: Path, train_dir: Path, pipeline: store.PipelineLayout, manifest: Manifest
+) -> Path:
+    from ucluster_spark.evaluate import evaluate
 
-    out = run_dir / "evaluate"
-    listed = [("assignments", out / ASSIGNMENTS), ("metrics", out / METRICS), ("plots", out / PLOTS)]
-    if (out / METRICS).exists():
+    layout = pipeline.evaluate
+    out = layout.root
+    listed = [("assignments", layout.assignments), ("metrics", layout.metrics), ("plots", layout.plots)]
+    if layout.is_complete():
         manifest.stage("evaluate", status="skipped", outputs=outputs(listed))
-        _log(f"evaluate: {out} is complete, skipped")
+        log.info(f"evaluate: {out} is complete, skipped")
         return out
     manifest.stage("evaluate", status="running", started_at=_now())
     started = time.time()
@@ -210,32 +211,30 @@ def _merge(base: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> dict[s
 def run_pipeline(spark, cfg: Config, run_id: str) -> dict[str, Any]:
     """Run (or finish) pipeline ``run_id``; returns the manifest. Raises what the failing stage raised, after
     recording it in the manifest."""
-    from ucluster_spark import cli
-
     if not RUN_ID_PATTERN.match(run_id):
         raise ConfigError(f"--run-id {run_id!r}: use letters, digits, '.', '_' and '-' (at most 128, not leading)")
     from ucluster_spark.launcher import check_slots
 
     check_slots(spark, cfg.run.num_proc)  # a configuration this application cannot run: refused, nothing written
-    run_dir = store.local_path(cfg.pipeline.root) / run_id
-    stored_config = run_dir / "config.yaml"
-    with exclusive(run_dir):  # under the lock: two first attempts cannot both write their config
-        if stored_config.exists():
-            check_same_config(yaml.safe_load(stored_config.read_text()), cfg, run_dir)
+    layout = store.PipelineLayout(cfg.pipeline.root, run_id)
+    run_dir = layout.root
+    with exclusive(layout):  # under the lock: two first attempts cannot both write their config
+        if layout.config.exists():
+            check_same_config(yaml.safe_load(layout.config.read_text()), cfg, run_dir)
         else:
-            cfg.dump(stored_config)
+            cfg.dump(layout.config)
         remove_stale_staging(run_dir)
-        manifest = Manifest(run_dir, run_id)
-        _log(f"{run_dir} (attempt {manifest.data['attempt']})")
+        manifest = Manifest(layout.manifest, run_id)
+        log.info(f"{run_dir} (attempt {manifest.data['attempt']})")
         current = "data"
         try:
-            data_root = data_stage(spark, cfg, run_dir, manifest)
+            data_root = data_stage(spark, cfg, layout, manifest)
             current = "train"
-            train_dir = train_stage(spark, cfg, data_root, run_dir, manifest)
+            train_dir = train_stage(spark, cfg, data_root, layout, manifest)
             current = "evaluate"
-            out = evaluate_stage(spark, cfg, data_root, train_dir, run_dir, manifest)
+            out = evaluate_stage(spark, cfg, data_root, train_dir, layout, manifest)
         except BaseException as err:
-            code = cli.exit_code_for(err)
+            code = exit_code_for(err)
             manifest.stage(current, status="failed", error=f"{type(err).__name__}: {err}"[-20000:],
                            traceback=traceback.format_exc()[-8000:])  # fmt: skip
             manifest.finish("failed", code)
@@ -243,6 +242,6 @@ def run_pipeline(spark, cfg: Config, run_id: str) -> dict[str, Any]:
         mlflow_run = tracking.log_pipeline(run_id, manifest.data.get("mlflow_run_id"), train_dir, out)
         if mlflow_run:
             manifest.data["mlflow_run_id"] = mlflow_run
-        manifest.finish("succeeded", cli.EXIT_OK)
-        _log(f"succeeded: {run_dir / MANIFEST}")
+        manifest.finish("succeeded", EXIT_OK)
+        log.info(f"succeeded: {layout.manifest}")
         return manifest.data

@@ -13,10 +13,7 @@ import tensorflow as tf
 from petastorm import make_batch_reader
 from petastorm.tf_utils import make_petastorm_dataset
 
-from ucluster_spark import (
-    _env,  # noqa: F401
-    schema,
-)
+from ucluster_spark import schema
 
 
 def _shard_reader(url, shard, shard_count, columns, num_epochs, shuffle, seed, workers):
@@ -36,8 +33,12 @@ def _shard_reader(url, shard, shard_count, columns, num_epochs, shuffle, seed, w
 
 def shard_size(url: str, *, shard: int, shard_count: int) -> int:
     """Jets in this rank's shard, by petastorm's own sharding (one pass over the jet_id column only)."""
-    with _shard_reader(url, shard, shard_count, [schema.JET_ID], 1, False, 0, 2) as reader:
+    reader = _shard_reader(url, shard, shard_count, [schema.JET_ID], 1, False, 0, 2)
+    try:
         return sum(len(batch.jet_id) for batch in reader)
+    finally:  # not ``with reader``: its exit prints "Cache cleanup complete." for a cache we do not use
+        reader.stop()
+        reader.join()
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ def get_session(app_name: str = "ucluster-spark", extra_conf: dict[str, str] | N
     conf = {
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.session.timeZone": "UTC",
-        "spark.ui.showConsoleProgress": "true",
+        "spark.ui.showConsoleProgress": "false",  # the jobs log their own progress, one line per event
         "spark.executorEnv.PYSPARK_PYTHON": os.environ.get("PYSPARK_PYTHON", sys.executable),
         # horovod.spark.run needs one task per rank running at once; keep Spark from retrying a failed rank.
         "spark.task.maxFailures": "1",

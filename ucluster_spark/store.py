@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ucluster_spark.errors import OutputExists
+
 DBFS_PREFIXES = ("dbfs:/", "file:/dbfs/", "/dbfs/")
 
 
@@ -64,12 +66,12 @@ def check_replaceable(final: str | Path, kind: str, is_ours: Callable[[Path], bo
     if not final.exists() or _is_empty_directory(final):
         return
     if not (final.is_dir() and is_ours(final)):
-        raise FileExistsError(
+        raise OutputExists(
             f"{final} exists and is not a {kind} ({_listing(final)}); refusing to write there, with or without "
             "--overwrite: choose another --output"
         )
     if not overwrite:
-        raise FileExistsError(f"{final} already holds a {kind}; pass --overwrite to replace it")
+        raise OutputExists(f"{final} already holds a {kind}; pass --overwrite to replace it")
 
 
 @contextlib.contextmanager
@@ -78,7 +80,7 @@ def atomic_directory(final: str | Path, overwrite: bool = False) -> Iterator[Pat
     Callers that replace an existing output check first that it is theirs (``check_replaceable``)."""
     final = local_path(final)
     if final.exists() and not overwrite and not _is_empty_directory(final):
-        raise FileExistsError(f"{final} already exists; refusing to replace it")
+        raise OutputExists(f"{final} already exists; refusing to replace it")
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = temporary_sibling(final)
     staging.mkdir()
@@ -124,8 +126,12 @@ def default_run_dir(root: str | Path = "runs") -> Path:
     return local_path(root) / stamp
 
 
+WEIGHTS_FILE = "weights.h5"
+"""Keras weights (with centroids and batch-norm statistics), in a run's model/ and in every checkpoint."""
+
+
 class RunLayout:
-    """The files of one training run directory."""
+    """Every name inside one training run directory (the only place they are spelled)."""
 
     def __init__(self, root: str | Path):
         self.root = local_path(root)
@@ -140,7 +146,7 @@ class RunLayout:
 
     @property
     def weights(self) -> Path:
-        return self.model_dir / "weights.h5"
+        return self.model_dir / WEIGHTS_FILE
 
     @property
     def model_config(self) -> Path:
@@ -148,6 +154,7 @@ class RunLayout:
 
     @property
     def metrics(self) -> Path:
+        """Written last: a run is finished when it exists."""
         return self.root / "metrics.json"
 
     @property
@@ -159,6 +166,76 @@ class RunLayout:
         return self.root / "history.json"
 
     @property
+    def train_log(self) -> Path:
+        """Rank 0's progress, one line per event; a resumed run appends to it."""
+        return self.root / "train.log"
+
+    @property
+    def checkpoints(self) -> Path:
+        """``epoch-NNNN/`` directories and the ``LATEST`` pointer (``checkpoint.py`` owns what is inside)."""
+        return self.root / "checkpoints"
+
+    @property
     def failures(self) -> Path:
         """``rank-N.json`` written by a rank that raised: how the driver learns of a failure while a peer hangs."""
         return self.root / "failures"
+
+    def failure_report(self, rank: int) -> Path:
+        return self.failures / f"rank-{rank}.json"
+
+
+class EvaluationLayout:
+    """Every name inside one output of the evaluate job."""
+
+    def __init__(self, root: str | Path):
+        self.root = local_path(root)
+
+    @property
+    def assignments(self) -> Path:
+        """Parquet, one row per jet (``schema.assignment_spark_schema``)."""
+        return self.root / "assignments"
+
+    @property
+    def metrics(self) -> Path:
+        """Written last: the output is complete when it exists."""
+        return self.root / "metrics.json"
+
+    @property
+    def plots(self) -> Path:
+        return self.root / "plots"
+
+    def is_complete(self) -> bool:
+        """An output this job wrote: its assignments and its metrics."""
+        return self.metrics.is_file() and self.assignments.is_dir()
+
+
+class PipelineLayout:
+    """Every name inside one pipeline run, ``<pipeline.root>/<run id>/``."""
+
+    def __init__(self, root: str | Path, run_id: str):
+        self.root = local_path(root) / run_id
+
+    @property
+    def config(self) -> Path:
+        """The first attempt's configuration: a rerun with another one is refused."""
+        return self.root / "config.yaml"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".lock"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def train(self) -> RunLayout:
+        return RunLayout(self.root / "train")
+
+    @property
+    def evaluate(self) -> EvaluationLayout:
+        return EvaluationLayout(self.root / "evaluate")

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 from ucluster_spark import store
+
+log = logging.getLogger(__name__)
 
 EPOCH_KEYS = (
     "loss",
@@ -70,13 +72,14 @@ def _log_training(mlflow, run_dir: Path) -> None:
 
 
 def _log_evaluation(mlflow, out_dir: Path) -> None:
-    result = store.read_json(out_dir / "metrics.json")
+    layout = store.EvaluationLayout(out_dir)
+    result = store.read_json(layout.metrics)
     numbers = {f"eval_{k}": float(result[k]) for k in FINAL_KEYS if k in result}
     numbers["eval_jets_per_second"] = float(result["throughput"]["jets_per_second"])
     mlflow.log_metrics(numbers)
-    if (out_dir / "plots").is_dir():
-        mlflow.log_artifacts(str(out_dir / "plots"), "plots/evaluate")
-    mlflow.log_artifact(str(out_dir / "metrics.json"), "evaluate")
+    if layout.plots.is_dir():
+        mlflow.log_artifacts(str(layout.plots), "plots/evaluate")
+    mlflow.log_artifact(str(layout.metrics), "evaluate")
     mlflow.set_tag("ucluster.evaluation_dir", str(out_dir))
 
 
@@ -92,7 +95,7 @@ def _logged(name: str, *parts) -> str | None:
                 part(mlflow)
             return active.info.run_id
     except Exception as err:  # the outputs exist already; tracking must not turn success into failure
-        print(f"[mlflow] logging {name} failed, outputs are unaffected: {err}", file=sys.stderr, flush=True)
+        log.warning("MLflow logging of %s failed, outputs are unaffected: %s", name, err)
         return None
 
 

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ucluster_spark import logs, store
+
 
 @dataclass(frozen=True)
 class TrainingPlan:
@@ -98,17 +100,15 @@ class ProgressLog:
     (which rank 0 writes to anyway) carries it instead.
     """
 
-    FILE_NAME = "train.log"
-
     def __init__(self, rank: int, run_dir: str):
         self.rank = rank
-        self.path = Path(run_dir) / self.FILE_NAME
+        self.path = store.RunLayout(run_dir).train_log
 
     def __call__(self, message: str) -> None:
         if self.rank != 0:
             return
         with open(self.path, "a") as handle:
-            handle.write(f"[train] {message}\n")
+            handle.write(logs.line(__name__, message) + "\n")
 
 
 def configure_threads(train_cfg, local_rank: int = 0) -> None:
@@ -440,17 +440,13 @@ def report_failure(run_dir: str, err: BaseException) -> None:
         "at": time.time(),
     }
     with contextlib.suppress(OSError):  # the report is a courtesy; the original error is what must surface
-        store.atomic_write_json(store.RunLayout(run_dir).failures / f"rank-{rank}.json", report)
+        store.atomic_write_json(store.RunLayout(run_dir).failure_report(rank), report)
 
 
 def train_rank(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str, Any]:
     import horovod.tensorflow as hvd
-    import numpy as np
 
-    from ucluster_spark import (
-        _env,  # noqa: F401  (before TensorFlow)
-        checkpoint,
-    )
+    from ucluster_spark import checkpoint  # the package sets its runtime environment before TensorFlow
     from ucluster_spark.config import Config
 
     cfg = Config.from_dict(cfg_dict)
@@ -487,9 +483,20 @@ def train_rank(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str,
         "rank_started_at": rank_started_at,
         "cpu_affinity": usable_cores(),
         "metrics": metrics,
-        "weights_checksum": float(sum(float(np.sum(np.abs(v.numpy()))) for v in r.model.trainable_variables)),
+        "weights_digest": weights_digest(r.model.trainable_variables),
         "centroids": r.model.centroids.numpy().tolist(),
     }
+
+
+def weights_digest(variables) -> str:
+    """SHA-256 of the variables' exact bytes, in order: equal only if every value, position and sign is."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for variable in variables:
+        digest.update(variable.name.encode())
+        digest.update(variable.numpy().tobytes())
+    return digest.hexdigest()
 
 
 def shared_epoch_plan(url: str, batch_size: int, rank: int, size: int, log: ProgressLog) -> EpochPlan:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import shutil
-import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +22,9 @@ from typing import Any
 
 from ucluster_spark import schema, store
 from ucluster_spark.config import DataConfig
+from ucluster_spark.errors import BadInput
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 ROW_GROUP_BYTES = 8 * 1024 * 1024
@@ -29,7 +32,7 @@ ROW_GROUP_BYTES = 8 * 1024 * 1024
 _HASH_BUCKETS = 1_000_000
 
 
-class DatasetError(ValueError):
+class DatasetError(BadInput):
     """A dataset directory that cannot be used; the message names the path and the reason."""
 
 
@@ -185,7 +188,7 @@ def write_dataset(
             files={split: parquet_rows(staging, split) for split in schema.SPLITS},
         )
         store.atomic_write_json(staging / schema.METADATA_FILE, asdict(info))
-    print(f"[dataset] wrote {final}: " + format_counts(info), file=sys.stderr, flush=True)
+    log.info("wrote %s: %s", final, format_counts(info))
     return info
 
 

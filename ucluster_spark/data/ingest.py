@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ucluster_spark import schema
+from ucluster_spark.errors import BadInput
 
 CONSTITUENTS_DATASET = "jetConstituentList"
 PARTICLE_NAMES_DATASET = "particleFeatureNames"
@@ -49,7 +50,7 @@ ERROR_MARKER = "UCLUSTER_INPUT_ERROR"
 """Prefix of every ingest error message, so the driver can pull it out of a Spark task failure."""
 
 
-class InputFileError(ValueError):
+class InputFileError(BadInput):
     """A bad input file or value; the message names the file, the dataset/column and the reason."""
 
     def __init__(self, message: str):

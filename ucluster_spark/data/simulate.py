@@ -10,7 +10,7 @@ switched off.
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -21,6 +21,8 @@ import pandas as pd
 
 from ucluster_spark import schema
 from ucluster_spark.data.features import constituent_features
+
+log = logging.getLogger(__name__)
 
 COMMON_SETTINGS = (
     "Beams:eCM = 13000.",
@@ -188,10 +190,10 @@ def substructure(constituents) -> dict[str, np.ndarray]:
     return {schema.SD_MASS: np.asarray(groomed.msoftdrop, dtype=np.float64), schema.TAU21: tau21, schema.TAU32: tau32}
 
 
-def _flat(array) -> np.ndarray:
+def _flat(array, dtype=np.float64) -> np.ndarray:
     import awkward as ak
 
-    return ak.to_numpy(ak.flatten(array, axis=None)).astype(np.float64)
+    return ak.to_numpy(ak.flatten(array, axis=None)).astype(dtype)
 
 
 def _offsets(array) -> np.ndarray:
@@ -203,7 +205,7 @@ def _offsets(array) -> np.ndarray:
 def _select_jets(events, class_name: str, jet_p4: np.ndarray, jet_offsets: np.ndarray) -> list[int]:
     """Flat indices of the jets kept: each event's two leading jets, in the pT/eta window and truth-matched."""
     prt = events.prt
-    record = {name: _flat_int(prt[name]) for name in ("id", "daughter1", "daughter2")}
+    record = {name: _flat(prt[name], np.int64) for name in ("id", "daughter1", "daughter2")}
     record.update({c: _flat(prt.p[c]) for c in ("px", "py", "pz")})
     record_offsets = _offsets(prt.id)
     pt = np.hypot(jet_p4[:, 0], jet_p4[:, 1])
@@ -219,12 +221,6 @@ def _select_jets(events, class_name: str, jet_p4: np.ndarray, jet_offsets: np.nd
         truth = truth_directions({k: v[lo:hi] for k, v in record.items()}, class_name)
         chosen.extend(int(j) for j in leading if _matches(eta[j], phi[j], truth))
     return chosen
-
-
-def _flat_int(array) -> np.ndarray:
-    import awkward as ak
-
-    return ak.to_numpy(ak.flatten(array, axis=None)).astype(np.int64)
 
 
 def _mass(jet_p4: np.ndarray) -> np.ndarray:
@@ -270,8 +266,8 @@ def generate_jets(
     pythia = _pythia(task.class_name, task.seed, underlying_event)
     definition = fastjet.JetDefinition(fastjet.antikt_algorithm, JET_R)
     made, start, last_report = 0, time.time(), time.time()
-    prefix = f"[generate {task.class_name} seed={task.seed}]"
-    print(f"{prefix} starting: {task.n_jets} jets", file=sys.stderr, flush=True)
+    prefix = f"{task.class_name} seed={task.seed}:"
+    log.info("%s starting, %d jets", prefix, task.n_jets)
     while made < task.n_jets:
         events = pythia.nextBatch(EVENTS_PER_BATCH)
         prt = events.prt
@@ -305,7 +301,7 @@ def generate_jets(
         yield frame
         if time.time() - last_report > progress_every or made >= task.n_jets:
             rate = made / max(time.time() - start, 1e-9)
-            print(f"{prefix} {made}/{task.n_jets} jets ({rate:.1f} jets/s)", file=sys.stderr, flush=True)
+            log.info("%s %d/%d jets (%.1f jets/s)", prefix, made, task.n_jets, rate)
             last_report = time.time()
 
 

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import glob
 import json
-import sys
+import logging
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
 from pyspark.accumulators import AccumulatorParam
 
-from ucluster_spark import schema, store
+from ucluster_spark import logs, schema, store
 from ucluster_spark.config import DataConfig
 from ucluster_spark.data.dataset import (
     DatasetError,
@@ -23,9 +23,12 @@ from ucluster_spark.data.dataset import (
     check_compatible,
     format_counts,
     generation_key,
+    is_dataset,
     load_info,
     write_dataset,
 )
+
+log = logging.getLogger(__name__)
 
 ROWS_PER_INGEST_TASK = 2500
 """hls4ml files hold 10,000 jets: four tasks per file keep both cores busy and bound each task's memory."""
@@ -40,10 +43,6 @@ class CounterParam(AccumulatorParam):
     def addInPlace(self, a, b):
         a.update(b)
         return a
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def _mass_window(data: DataConfig) -> tuple[float, float] | None:
@@ -62,12 +61,13 @@ def generate(spark, data: DataConfig, output: str | Path, overwrite: bool = Fals
     dropped = spark.sparkContext.accumulator(Counter(), CounterParam())
 
     def body(frames):  # shipped to executors: plain values only
+        logs.configure()  # an executor is another process
         rejected: Counter = Counter()
         yield from generate_partition(frames, max_constituents, feature_set, mass_window, underlying_event, rejected)
         dropped.add(rejected)
 
-    _log(
-        f"[generate] {len(tasks)} Pythia tasks: {data.jets_per_class} jets per class of {data.classes}"
+    log.info(
+        f"{len(tasks)} Pythia tasks: {data.jets_per_class} jets per class of {data.classes}"
         f"{f', {mass_window[0]:g} < mass < {mass_window[1]:g} GeV' if mass_window else ''}"
         f"{'' if underlying_event else ', no underlying event (PartonLevel:MPI = off)'}"
     )
@@ -87,7 +87,7 @@ def generate(spark, data: DataConfig, output: str | Path, overwrite: bool = Fals
 
     info = write_dataset(spark, jets, output, data, source, overwrite=overwrite)
     if mass_window:
-        _log(f"[generate] dropped: {info.source['dropped']}")
+        log.info("dropped: %s", info.source["dropped"])
     return info
 
 
@@ -128,7 +128,7 @@ def prepare_hls4ml(
         raise DatasetError(err.detail) from None
     tasks = [(layout, start, stop) for layout in layouts for start, stop in slices(layout, ROWS_PER_INGEST_TASK)]
     n_input = sum(layout.n_jets for layout in layouts)
-    _log(f"[prepare] {len(paths)} file(s), {n_input} jets, {len(tasks)} tasks")
+    log.info("%d file(s), %d jets, %d tasks", len(paths), n_input, len(tasks))
 
     dropped = spark.sparkContext.accumulator(Counter(), CounterParam())
     classes, feature_set, max_constituents = list(data.classes), data.feature_set, data.max_constituents
@@ -137,6 +137,7 @@ def prepare_hls4ml(
     task_df = spark.createDataFrame(spark.sparkContext.parallelize(rows, numSlices=len(rows)))
 
     def body(frames):  # executors: read one slice at a time
+        logs.configure()
         for frame in frames:
             for record in frame.to_dict("records"):
                 layout = FileLayout(**json.loads(record["layout"]))
@@ -151,11 +152,12 @@ def prepare_hls4ml(
                     drop_bad_jets,
                 )
                 dropped.add(Counter(why))
-                print(
-                    f"[prepare] {Path(layout.path).name} rows {record['start']}-{record['stop'] - 1}: "
-                    f"{len(jets)} jets kept",
-                    file=sys.stderr,
-                    flush=True,
+                log.info(
+                    "%s rows %d-%d: %d jets kept",
+                    Path(layout.path).name,
+                    record["start"],
+                    record["stop"] - 1,
+                    len(jets),
                 )
                 if len(jets):  # a slice may keep no jet (mass window, classes, dropped jets): nothing to write
                     yield jets
@@ -173,7 +175,7 @@ def prepare_hls4ml(
         }
 
     info = write_dataset(spark, jets, output, data, source, overwrite=overwrite)
-    _log(f"[prepare] dropped: {info.source['dropped']}")
+    log.info("dropped: %s", info.source["dropped"])
     return info
 
 
@@ -185,8 +187,8 @@ def locate_or_generate(spark, data: DataConfig) -> tuple[Path, DatasetInfo]:
         check_compatible(info, data, str(root))
         return root, info
     root = store.local_path(data.generated_root) / generation_key(data)
-    if (root / schema.METADATA_FILE).exists():
+    if is_dataset(root):
         info = load_info(root)
-        _log(f"[dataset] reusing generated sample {root}: " + format_counts(info))
+        log.info("reusing generated sample %s: %s", root, format_counts(info))
         return root, info
     return root, generate(spark, data, root, overwrite=root.exists())

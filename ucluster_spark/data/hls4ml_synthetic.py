@@ -1,10 +1,10 @@
-"""Small HDF5 files in the public hls4ml LHC-jet layout, made here with h5py (the real files cannot be fetched)."""
+"""Small HDF5 files in the public hls4ml LHC-jet layout with made-up values (h5py): for the tests, the data
+benchmark and trying the prepare job where the real files cannot be fetched."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 PARTICLE_COLUMNS = [
@@ -73,6 +73,8 @@ def write_file(
     path: Path, values: dict[str, np.ndarray], particle_columns=None, jet_columns=None, skip_datasets=()
 ) -> Path:
     """Write the datasets of the hls4ml layout holding ``values`` in the given column order."""
+    import h5py  # the ``sim`` extra
+
     particle_columns = particle_columns or PARTICLE_COLUMNS
     jet_columns = jet_columns or JET_COLUMNS
     with h5py.File(path, "w") as f:

@@ -1,0 +1,60 @@
+"""Assign every jet of a dataset to a cluster with a trained run, as a Spark job, and score it.
+
+spark-submit jobs/evaluate.py --model RUN_DIR --output OUT_DIR [--data DATASET_DIR] [--splits test]
+                              [--overwrite] [--config FILE] [evaluate.key=value ...]
+
+Writes OUT_DIR/assignments (parquet), OUT_DIR/metrics.json and OUT_DIR/plots/, all or nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ucluster_spark import cli, errors
+from ucluster_spark.config import Config
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, metavar="RUN_DIR", help="finished training run directory")
+    parser.add_argument("--data", help="dataset directory to assign (default: the run's own dataset)")
+    parser.add_argument("--output", required=True, help="directory to write (assignments/, metrics.json, plots/)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier output of this job")
+    parser.add_argument("--splits", help="comma-separated splits to assign (evaluate.splits; default all)")
+    parser.add_argument("--config", help="YAML config whose evaluate section gives the defaults (optional)")
+    parser.add_argument("overrides", nargs="*", metavar="evaluate.key=value", help="config overrides")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    flags = {"evaluate.splits": ("--splits", cli.comma_list(args.splits) if args.splits else None)}
+    return cli.load_config(args.config, list(args.overrides), flags)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = cli.parse_args(parser(), sys.argv[1:] if argv is None else argv)
+
+    def body() -> int:
+        from ucluster_spark import tracking
+        from ucluster_spark.evaluate import evaluate
+        from ucluster_spark.spark import get_session
+
+        cfg = config_from_args(args)
+        spark = get_session("ucluster-evaluate", cfg.run.spark_conf)
+        try:
+            result = evaluate(spark, args.model, args.data, args.output, cfg.evaluate, overwrite=args.overwrite)
+        finally:
+            spark.stop()
+        tracking.log_evaluation(args.output)
+        print(f"output: {args.output}")
+        if result["labelled"]:
+            print(
+                f"clustering accuracy ({result['n_jets']} jets): {result['clustering_accuracy']:.4f} "
+                f"(NMI {result['nmi']:.3f}, ARI {result['ari']:.3f})"
+            )
+        else:
+            print(f"cluster sizes ({result['n_jets']} jets, no labels): {result['cluster_sizes']}")
+        return errors.EXIT_OK
+
+    return cli.run_main(body)
