@@ -93,7 +93,7 @@ def diagnostics(data_dir, cfg, metrics: dict, run_dir) -> dict:
     auxiliary target alone, and in the learned embedding z (supervised probes on train -> test)."""
     from ucluster_spark.baselines import aux_target_ceiling, supervised_accuracy
     from ucluster_spark.inference import load_run
-    from ucluster_spark.train import embeddings_of
+    from ucluster_spark.rank.evaluation import embeddings_of
 
     seed = cfg.train.seed
     _, model = load_run(run_dir)

@@ -113,8 +113,8 @@ def training_step_rate(batch_size: int, steps: int) -> float:
 
     import tensorflow as tf  # isort: skip
     from ucluster_spark.model import build_model
+    from ucluster_spark.rank.loop import make_batch_norm_schedule, make_optimizer, make_train_step
     from ucluster_spark.schema import CONSTITUENTS, MASS
-    from ucluster_spark.train import make_batch_norm_schedule, make_optimizer, make_train_step
 
     cfg = config.load(None)
     model = build_model(cfg)

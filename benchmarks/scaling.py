@@ -55,8 +55,9 @@ def bare_loop(cfg, train_dir: str, threads: int) -> dict[str, Any]:
 
     from ucluster_spark.losses import alpha_for_epoch
     from ucluster_spark.model import build_model
+    from ucluster_spark.rank.environment import configure_threads
+    from ucluster_spark.rank.loop import make_batch_norm_schedule, make_optimizer, make_train_step
     from ucluster_spark.schema import CONSTITUENTS, feature_names
-    from ucluster_spark.train import configure_threads, make_batch_norm_schedule, make_optimizer, make_train_step
 
     t, d = cfg.train, cfg.data
     configure_threads(replace(t, intra_op_threads=threads, inter_op_threads=threads))

@@ -40,8 +40,9 @@ def one_process(jit: bool, steps: int, batch_size: int) -> dict:
 
     from ucluster_spark import config
     from ucluster_spark.model import build_model
+    from ucluster_spark.rank.environment import configure_threads
+    from ucluster_spark.rank.loop import make_batch_norm_schedule, make_optimizer, make_train_step
     from ucluster_spark.schema import CONSTITUENTS, MASS
-    from ucluster_spark.train import configure_threads, make_batch_norm_schedule, make_optimizer, make_train_step
 
     cfg = config.load(None)
     configure_threads(cfg.train)

@@ -49,8 +49,8 @@ def test_shards_are_disjoint_and_complete(synthetic_dataset, shard_count):
 @pytest.mark.parametrize("shard_count", [1, 2, 3])
 def test_a_training_epoch_holds_every_jet_once_in_the_planned_steps(synthetic_dataset, shard_count):
     """The real path of a rank's epoch: shard sizes -> EpochPlan -> shuffled petastorm pass cut into its batches."""
+    from ucluster_spark.plan import EpochPlan
     from ucluster_spark.reader import shard_size, training_batches
-    from ucluster_spark.train import EpochPlan
 
     root, info, _ = synthetic_dataset
     url = info.split_url(root, "train")

@@ -102,7 +102,7 @@ def test_a_finished_run_directory_is_refused_before_any_work(finished_run):
 
 
 def test_a_killed_rank_fails_the_job_and_the_run_resumes_from_its_checkpoint(finished_run):
-    from ucluster_spark.train import FAULT_ENV
+    from ucluster_spark.rank.environment import FAULT_ENV
 
     work, uninterrupted, _ = finished_run
     run_dir = work / "killed"
@@ -154,7 +154,7 @@ def test_a_frozen_rank_is_stopped_and_the_job_fails_within_a_bounded_time(finish
     stops every rank instead of waiting for the frozen one forever."""
     import psutil
 
-    from ucluster_spark.train import FAULT_ENV
+    from ucluster_spark.rank.environment import FAULT_ENV
 
     work, _, _ = finished_run
     run_dir = work / "frozen"

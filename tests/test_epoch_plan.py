@@ -2,7 +2,7 @@
 
 import pytest
 
-from ucluster_spark.train import EpochPlan
+from ucluster_spark.plan import EpochPlan
 
 
 @pytest.mark.parametrize(

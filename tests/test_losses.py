@@ -141,8 +141,8 @@ def test_the_train_step_weighs_the_losses_as_the_original_ran():
     from tests.conftest import synthetic_jets
     from ucluster_spark import config
     from ucluster_spark.model import build_model
+    from ucluster_spark.rank.loop import make_optimizer, make_train_step
     from ucluster_spark.schema import CONSTITUENTS, MASS
-    from ucluster_spark.train import make_optimizer, make_train_step
 
     cfg = config.load(None, ["model.mlp1=[8,16]", "model.gap2_features=16", "model.mlp2=[16,16]",
                              "model.aux_hidden=[16,8]", "data.max_constituents=30"])  # fmt: skip

@@ -24,7 +24,8 @@ from ucluster_spark.config import Config, ConfigError
 from ucluster_spark.data.dataset import DatasetError, DatasetInfo, check_files, check_filled, check_shardable
 from ucluster_spark.data.sources import locate_or_generate
 from ucluster_spark.errors import InputMissing, OutputExists, TrainingFailed
-from ucluster_spark.train import TrainingPlan, train_fn
+from ucluster_spark.plan import TrainingPlan
+from ucluster_spark.rank import train_fn
 
 log = logging.getLogger(__name__)
 

@@ -1,170 +1,52 @@
-"""Executor side: the UCluster training loop run by every Horovod rank inside ``horovod.spark.run``.
-
-Distributed lines are marked ``# Horovod:``. Only plain values arrive here (the config dict and a
-``TrainingPlan``); heavy imports happen inside the function so the driver never imports TensorFlow for this.
-"""
+"""Executor side: the UCluster training loop of one Horovod rank (imports TensorFlow and Horovod: it runs only
+inside the ranks). Distributed lines are marked ``# Horovod:``."""
 
 from __future__ import annotations
 
-import contextlib
+import hashlib
 import json
 import os
-import signal
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-from ucluster_spark import logs, store
+import horovod.tensorflow as hvd
+import numpy as np
+import tensorflow as tf
+from sklearn.cluster import KMeans
 
-
-@dataclass(frozen=True)
-class TrainingPlan:
-    """What the driver resolved before launching: where the splits are and how many jets they hold."""
-
-    train_url: str
-    val_url: str
-    test_url: str
-    n_train: int
-    n_val: int
-    n_test: int
-    classes: list[str]
-    run_dir: str
-    resume_from: str = ""
-    """Checkpoint directory to continue from (empty: start fresh)."""
-    epochs_done: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    """Epochs completed and their records, from the checkpoint when resuming."""
-
-
-@dataclass(frozen=True)
-class EpochPlan:
-    """How an epoch is cut into steps: every rank takes ``steps`` steps (no rank waits on another's collective) and
-    every jet of every shard is in exactly one of them. Shards differ by up to a row group, so rank r's batches
-    hold ``shard_r // steps`` or one more jet, at most ``batch_size``."""
-
-    shard_sizes: tuple[int, ...]
-    steps: int
-
-    @classmethod
-    def for_shards(cls, shard_sizes: list[int], batch_size: int) -> EpochPlan:
-        steps = -(-max(shard_sizes) // batch_size)
-        if min(shard_sizes) < steps:
-            raise ValueError(
-                f"training shards of {shard_sizes} jets are too uneven for batches of {batch_size}: the largest needs "
-                f"{steps} steps and the smallest cannot fill them; lower train.batch_size, use fewer ranks or write "
-                "more, smaller files (data.files_per_split)"
-            )
-        return cls(tuple(shard_sizes), steps)
-
-    @property
-    def jets(self) -> int:
-        return sum(self.shard_sizes)
-
-    def batch_sizes(self, rank: int) -> list[int]:
-        base, extra = divmod(self.shard_sizes[rank], self.steps)
-        return [base + 1] * extra + [base] * (self.steps - extra)
-
-    def gradient_weights(self, rank: int) -> list[float]:
-        """Per step, ranks x this rank's jets / all ranks' jets: after Horovod's average over ranks the gradient is
-        the mean over every jet of the step, however the batch sizes differ."""
-        per_rank = [self.batch_sizes(r) for r in range(len(self.shard_sizes))]
-        totals = [sum(step) for step in zip(*per_rank, strict=True)]
-        return [len(per_rank) * n / total for n, total in zip(per_rank[rank], totals, strict=True)]
-
-
-FAULT_ENV = "UCLUSTER_INJECT_FAULT"
-"""``kill:RANK:EPOCH:STEP`` makes that rank SIGKILL itself before that step (0-based epoch and step), ``stop:...``
-makes it SIGSTOP itself (a frozen worker): how the tests check that a lost or hung worker fails the job within a
-bounded time and that the run resumes from its last checkpoint."""
-
-
-def inject_fault(rank: int, epoch: int, step: int) -> None:
-    spec = os.environ.get(FAULT_ENV, "")
-    if not spec:
-        return
-    kind, *where = spec.split(":")
-    if [int(v) for v in where] != [rank, epoch, step]:
-        return
-    if kind == "kill":
-        os.kill(os.getpid(), signal.SIGKILL)
-    elif kind == "stop":  # frozen, not dead: the process and its sockets stay, the peers hear nothing
-        os.kill(os.getpid(), signal.SIGSTOP)
-
-
-class ProgressLog:
-    """Rank 0's progress lines, appended to ``RUN_DIR/train.log``; the driver echoes the file as it grows.
-
-    horovod.spark.run forwards rank output in 64 KiB chunks, far too late to show progress, so the run directory
-    (which rank 0 writes to anyway) carries it instead.
-    """
-
-    def __init__(self, rank: int, run_dir: str):
-        self.rank = rank
-        self.path = store.RunLayout(run_dir).train_log
-
-    def __call__(self, message: str) -> None:
-        if self.rank != 0:
-            return
-        with open(self.path, "a") as handle:
-            handle.write(logs.line(__name__, message) + "\n")
-
-
-def configure_threads(train_cfg, local_rank: int = 0) -> None:
-    """Fixed TensorFlow thread pools (ranks must not oversubscribe the cores) and one GPU per local rank."""
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:  # NCCL path: rank i on GPU i of its host
-        tf.config.experimental.set_memory_growth(gpus[local_rank % len(gpus)], True)
-        tf.config.set_visible_devices(gpus[local_rank % len(gpus)], "GPU")
-    tf.config.threading.set_intra_op_parallelism_threads(train_cfg.intra_op_threads)
-    tf.config.threading.set_inter_op_parallelism_threads(train_cfg.inter_op_threads)
-
-
-def usable_cores() -> list[int]:
-    """The cores this process may run on (Linux affinity mask; elsewhere all of them)."""
-    if hasattr(os, "sched_getaffinity"):
-        return sorted(os.sched_getaffinity(0))
-    return list(range(os.cpu_count() or 1))
-
-
-def core_share(allowed: Sequence[int], local_rank: int, local_size: int) -> list[int]:
-    """This rank's equal, contiguous share of the cores its process may use (empty: fewer cores than ranks)."""
-    cores = sorted(allowed)
-    per_rank = len(cores) // local_size
-    return cores[local_rank * per_rank : (local_rank + 1) * per_rank]
-
-
-def bind_threads(cores: Sequence[int]) -> int:
-    """Bind every thread of this process (TensorFlow's pools, Horovod's and Gloo's threads, readers) to
-    ``cores``; threads started later inherit it. Ranks sharing cores make each other wait at every allreduce.
-    Returns the number of threads bound."""
-    threads = [int(tid) for tid in os.listdir("/proc/self/task")]
-    for tid in threads:
-        with contextlib.suppress(ProcessLookupError):  # a thread that just ended
-            os.sched_setaffinity(tid, cores)
-    return len(threads)
-
-
-def bind_rank_to_cores(local_rank: int, local_size: int) -> str:
-    """``run.bind_ranks_to_cores``: this rank's threads onto its share of the host's cores; says what it did."""
-    if not hasattr(os, "sched_setaffinity"):
-        return "bind_ranks_to_cores: no thread affinity on this platform, not bound"
-    cores = core_share(usable_cores(), local_rank, local_size)
-    if not cores:
-        return "bind_ranks_to_cores: fewer cores than ranks on this host, not bound"
-    bind_threads(cores)
-    return f"each rank bound to {len(cores)} core(s), rank 0 to {cores}"
+from ucluster_spark import checkpoint
+from ucluster_spark.centroids import ClusterMoments, reseed_starved_centroids
+from ucluster_spark.config import Config
+from ucluster_spark.layers import share_batch_norm_momentum
+from ucluster_spark.losses import (
+    HalvingSchedule,
+    alpha_for_epoch,
+    batch_norm_momentum,
+    cluster_balance_penalty,
+    clustering_loss_per_jet,
+    focal_loss,
+    mass_bin,
+    reduce_clustering_loss,
+    schedule_steps,
+)
+from ucluster_spark.metrics import collapse_warnings
+from ucluster_spark.model import build_model
+from ucluster_spark.plan import EpochPlan, TrainingPlan
+from ucluster_spark.rank.environment import (
+    ProgressLog,
+    bind_rank_to_cores,
+    configure_threads,
+    inject_fault,
+    usable_cores,
+)
+from ucluster_spark.rank.evaluation import embeddings_of, evaluate_split, nearest_centroid, write_run
+from ucluster_spark.reader import shard_size, training_batches
+from ucluster_spark.schema import CONSTITUENTS, feature_names
 
 
 def make_optimizer(cfg, model, workers: int, steps_per_epoch: int):
     """Adam on the halving schedule; the learning-rate scaling rule (``scale_lr_by_workers``) is explicit."""
-    import tensorflow as tf
-
-    from ucluster_spark.losses import HalvingSchedule, schedule_steps
-
     t = cfg.train
     lr0 = t.learning_rate * (workers if t.scale_lr_by_workers else 1)
     period = schedule_steps(t.lr_halve_every, t.pretrain_epochs, steps_per_epoch)
@@ -177,10 +59,7 @@ def make_optimizer(cfg, model, workers: int, steps_per_epoch: int):
 def make_batch_norm_schedule(cfg, model, steps_per_epoch: int):
     """One momentum variable shared by every batch norm of ``model`` and a function of the optimizer step that gives
     its value (the original's 0.5 rising to 0.99), assigned at the start of every step."""
-    import tensorflow as tf
-
-    from ucluster_spark.layers import share_batch_norm_momentum
-    from ucluster_spark.losses import batch_norm_momentum, schedule_steps
+    from ucluster_spark.losses import schedule_steps
 
     t = cfg.train
     period = schedule_steps(t.bn_momentum_halve_every, t.pretrain_epochs, steps_per_epoch)
@@ -198,17 +77,6 @@ def make_train_step(model, optimizer, cfg, alpha, beta, average_gradients: bool 
     gradient scaled by ``weight`` (``EpochPlan.gradient_weights``): a ``tf.function`` of (batch, weight) returning
     ([loss, focal, mean clustering loss per jet], z). With ``bn_momentum`` = (variable, function of the step), the
     batch-norm momentum follows its schedule. The scaling benchmark's bare loop runs the same step."""
-    import tensorflow as tf
-
-    from ucluster_spark.losses import (
-        cluster_balance_penalty,
-        clustering_loss_per_jet,
-        focal_loss,
-        mass_bin,
-        reduce_clustering_loss,
-    )
-    from ucluster_spark.schema import CONSTITUENTS
-
     d, lc = cfg.data, cfg.loss
 
     @tf.function(reduce_retracing=True)  # batch sizes differ by one jet between steps
@@ -229,8 +97,6 @@ def make_train_step(model, optimizer, cfg, alpha, beta, average_gradients: bool 
                 loss += tf.sign(beta) * lc.balance_weight * balance  # only while the clustering loss is on
             weighted = loss * weight
         if average_gradients:
-            import horovod.tensorflow as hvd
-
             # Horovod: gradients averaged over ranks, each allreduce named by its variable's index. The default
             # names come from the gradient ops, which differ between traces of the step: a rank that traces it for
             # another batch size at another step than its peer would wait forever on a tensor the peer names
@@ -270,9 +136,6 @@ class Rank:
 
     def one_pass(self, epoch: int):
         """This rank's shard once, shuffled by (seed, rank, epoch): a resumed run sees the order it would have."""
-        from ucluster_spark.reader import training_batches
-        from ucluster_spark.schema import feature_names
-
         t, d = self.cfg.train, self.cfg.data
         return training_batches(
             self.plan.train_url,
@@ -289,12 +152,6 @@ class Rank:
 
 def start_rank(cfg, plan: TrainingPlan, rank: int, size: int) -> Rank:
     """Model, optimizer (restored on resume) and step count, identical on every rank."""
-    import horovod.tensorflow as hvd
-    import tensorflow as tf
-
-    from ucluster_spark import checkpoint
-    from ucluster_spark.model import build_model
-
     t = cfg.train
     log = ProgressLog(rank, plan.run_dir)
     tf.keras.utils.set_random_seed(t.seed)  # Python, NumPy and TensorFlow: the initial weights are a function of it
@@ -323,14 +180,6 @@ def start_rank(cfg, plan: TrainingPlan, rank: int, size: int) -> Rank:
 
 def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
     """One pass of every rank over its shard, then the epoch's record (means over ranks, validation metrics)."""
-    import horovod.tensorflow as hvd
-    import numpy as np
-    import tensorflow as tf
-
-    from ucluster_spark.centroids import ClusterMoments, reseed_starved_centroids
-    from ucluster_spark.losses import alpha_for_epoch
-    from ucluster_spark.metrics import collapse_warnings
-
     t, lc = r.cfg.train, r.cfg.loss
     # The last pre-training epoch sees every training jet once, in training mode: the embeddings it makes live
     # in the space the clustering loss will see (batch-norm batch statistics), as in the original.
@@ -409,45 +258,7 @@ def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
     return record
 
 
-def train_fn(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str, Any]:
-    """Train, initialise centroids, evaluate; rank 0 writes the run directory. Returns this rank's summary.
-    A rank that raises leaves a failure report for the driver's watchdog first."""
-    try:
-        return train_rank(cfg_dict, plan_dict)
-    except BaseException as err:
-        report_failure(plan_dict["run_dir"], err)
-        raise
-
-
-def report_failure(run_dir: str, err: BaseException) -> None:
-    """``RUN_DIR/failures/rank-N.json``: horovod.spark.run only reports exit codes once every rank has exited, so a
-    rank stuck on a frozen peer would keep the driver waiting; this file lets the driver act on the first failure."""
-    import socket
-
-    from ucluster_spark import store
-
-    rank = os.environ.get("HOROVOD_RANK", "unknown")
-    text = str(err)
-    # TensorFlow puts the op's traceback first, then the cause (e.g. a Gloo timeout), then "[[{{node ...}}]]".
-    lines = [line.strip() for line in text.splitlines()]
-    cause = next((line for line in reversed(lines) if line and not line.startswith(("[[", "File "))), "")
-    report = {
-        "rank": rank,
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "error": (cause if cause.startswith(type(err).__name__) else f"{type(err).__name__}: {cause}")[:1000],
-        "details": text[-4000:],
-        "at": time.time(),
-    }
-    with contextlib.suppress(OSError):  # the report is a courtesy; the original error is what must surface
-        store.atomic_write_json(store.RunLayout(run_dir).failure_report(rank), report)
-
-
 def train_rank(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str, Any]:
-    import horovod.tensorflow as hvd
-
-    from ucluster_spark import checkpoint  # the package sets its runtime environment before TensorFlow
-    from ucluster_spark.config import Config
 
     cfg = Config.from_dict(cfg_dict)
     plan = TrainingPlan(**plan_dict)
@@ -490,8 +301,6 @@ def train_rank(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str,
 
 def weights_digest(variables) -> str:
     """SHA-256 of the variables' exact bytes, in order: equal only if every value, position and sign is."""
-    import hashlib
-
     digest = hashlib.sha256()
     for variable in variables:
         digest.update(variable.name.encode())
@@ -501,11 +310,6 @@ def weights_digest(variables) -> str:
 
 def shared_epoch_plan(url: str, batch_size: int, rank: int, size: int, log: ProgressLog) -> EpochPlan:
     """The same ``EpochPlan`` on every rank, from every shard's size."""
-    import horovod.tensorflow as hvd
-    import tensorflow as tf
-
-    from ucluster_spark.reader import shard_size
-
     local = shard_size(url, shard=rank, shard_count=size)
     # Horovod: every rank learns every shard's size and takes the same decision.
     sizes = hvd.allgather(tf.constant([local], tf.int64), name="shard_sizes").numpy().tolist()
@@ -525,18 +329,9 @@ def _fmt(value: Any) -> str:
     return json.dumps(value)
 
 
-def nearest_centroid(z, centroids):
-    """Index of each embedding's nearest centroid (numpy)."""
-    import numpy as np
-
-    return np.argmin(np.square(z[:, None, :] - centroids[None, :, :]).sum(axis=-1), axis=1)
-
-
 def sync_non_trainable(model) -> None:
     """Average batch-norm moving statistics over ranks: each rank updated them with its own batches only,
     and inference (k-means input, evaluation, the saved model) must be the same function on every rank."""
-    import horovod.tensorflow as hvd
-
     for i, variable in enumerate(model.non_trainable_variables):
         if variable.dtype.is_integer:  # step counters (StepSeededDropout): already equal on every rank
             continue
@@ -544,39 +339,8 @@ def sync_non_trainable(model) -> None:
         variable.assign(hvd.allreduce(variable, op=hvd.Average, name=f"non_trainable_{i}"))
 
 
-def embeddings_of(model, url: str, cfg, rank: int, size: int, columns: Sequence[str] = ()):
-    """(z, {column: values}) of this rank's shard, one ordered pass in inference mode."""
-    import numpy as np
-
-    from ucluster_spark.reader import evaluation_batches
-    from ucluster_spark.schema import CONSTITUENTS, feature_names
-
-    d = cfg.data
-    zs, values = [], {c: [] for c in columns}
-    with evaluation_batches(
-        url,
-        shard=rank,
-        shard_count=size,
-        max_constituents=d.max_constituents,
-        n_features=len(feature_names(d.feature_set)),
-        batch_size=cfg.train.batch_size,
-        columns=columns,
-    ) as ds:
-        for batch in ds:
-            zs.append(model.backbone(batch[CONSTITUENTS], training=False)["z"].numpy())
-            for c in columns:
-                values[c].append(batch[c].numpy())
-    z = np.concatenate(zs) if zs else np.zeros((0, cfg.model.z_dim), np.float32)
-    return z, {c: np.concatenate(v) if v else np.zeros(0) for c, v in values.items()}
-
-
 def set_centroids_by_kmeans(model, local_z, cfg, rank: int, log: ProgressLog) -> None:
     """k-means on the embeddings of the whole training split across all ranks, identical on every rank."""
-    import horovod.tensorflow as hvd
-    import numpy as np
-    import tensorflow as tf
-    from sklearn.cluster import KMeans
-
     # Horovod: every rank contributes its shard; k-means runs once, on rank 0.
     gathered = hvd.allgather(tf.constant(local_z, dtype=tf.float32), name="train_embeddings").numpy()
     k = cfg.model.n_clusters
@@ -595,81 +359,3 @@ def set_centroids_by_kmeans(model, local_z, cfg, rank: int, log: ProgressLog) ->
         )
     # Horovod: rank 0's centroids everywhere.
     model.centroids.assign(hvd.broadcast(tf.constant(centers), root_rank=0, name="centroids_init"))
-
-
-def evaluate_split(
-    model, url: str, cfg, classes: list[str], rank: int, size: int, plot_jets: int = 0
-) -> dict[str, Any]:
-    """Clustering metrics over the whole split: per-rank contingency matrices summed with one allreduce. With
-    ``plot_jets``, also what the plots need under ``"plot"``: per-cluster mass histograms of every jet and a
-    sample of about ``plot_jets`` embeddings gathered from all ranks."""
-    import horovod.tensorflow as hvd
-    import numpy as np
-    import tensorflow as tf
-
-    from ucluster_spark.metrics import contingency, summarize
-    from ucluster_spark.plots import mass_histogram
-    from ucluster_spark.schema import LABEL, MASS
-
-    z, columns = embeddings_of(model, url, cfg, rank, size, columns=(LABEL, MASS) if plot_jets else (LABEL,))
-    labels = columns[LABEL]
-    k = cfg.model.n_clusters
-    clusters = nearest_centroid(z, model.centroids.numpy())
-    counts = contingency(clusters, labels, k, len(classes))
-    moments = np.concatenate([[len(z)], z.sum(axis=0), np.square(z).sum(axis=0)]).astype(np.float64)
-    # Horovod: sum counts and moments over ranks (exact: no per-batch averaging).
-    counts = hvd.allreduce(tf.constant(counts), op=hvd.Sum, name="eval_counts").numpy()
-    moments = hvd.allreduce(tf.constant(moments), op=hvd.Sum, name="eval_moments").numpy()
-    n = max(moments[0], 1.0)
-    dim = z.shape[1]
-    mean = moments[1 : 1 + dim] / n
-    std = np.sqrt(np.maximum(moments[1 + dim :] / n - mean**2, 0.0))
-    result = summarize(counts, classes)
-    result["embedding_mean"] = mean.round(6).tolist()
-    result["embedding_std"] = std.round(6).tolist()
-    if plot_jets:
-        take = -(-plot_jets // size)
-        sample = np.concatenate([z[:take], clusters[:take, None], labels[:take, None]], axis=1).astype(np.float32)
-        # Horovod: whole-split mass histograms and every rank's share of the embedding sample.
-        histograms = hvd.allreduce(
-            tf.constant(mass_histogram(clusters, columns[MASS], k)), op=hvd.Sum, name="eval_mass_histograms"
-        )
-        sample = hvd.allgather(tf.constant(sample), name="eval_plot_sample").numpy()
-        result["plot"] = {
-            "mass_histograms": histograms.numpy(),
-            "z": sample[:, :dim],
-            "cluster": sample[:, dim].astype(np.int64),
-            "label": sample[:, dim + 1].astype(np.int64),
-        }
-    return result
-
-
-def draw_run_plots(model, cfg, classes: list[str], metrics: dict, plot: dict, history: list[dict], out: Path) -> None:
-    """Rank 0: the pictures of a finished run, from the test split and the epoch history."""
-    import numpy as np
-
-    from ucluster_spark import plots
-
-    counts = np.asarray(metrics["confusion_matrix"])
-    mapping = {int(k): classes.index(v) for k, v in metrics["cluster_to_class"].items()}
-    plots.confusion_matrix(counts, classes, mapping, out / plots.FILE_NAMES["confusion"])
-    centroids = model.centroids.numpy()
-    plots.embedding(plot["z"], plot["cluster"], plot["label"], classes, centroids, out / plots.FILE_NAMES["embedding"])
-    plots.training_curves(history, cfg.train.pretrain_epochs, out / plots.FILE_NAMES["curves"])
-    plots.mass_per_cluster(plot["mass_histograms"], out / plots.FILE_NAMES["mass"], "jet mass per cluster (test split)")
-
-
-def write_run(model, cfg, plan: TrainingPlan, metrics: dict, plot: dict, history: list[dict]) -> None:
-    """Rank 0 only: model weights + config, history, plots, then metrics, each written atomically."""
-    from ucluster_spark import store
-
-    layout = store.RunLayout(plan.run_dir)
-    with store.atomic_directory(layout.plots, overwrite=True) as staging:
-        draw_run_plots(model, cfg, plan.classes, metrics, plot, history, staging)
-    with store.atomic_directory(layout.model_dir, overwrite=True) as staging:
-        model.save_weights(str(staging / layout.weights.name))
-        store.atomic_write_json(staging / layout.model_config.name, cfg.to_dict())
-    store.atomic_write_json(layout.history, history)
-    data = {k: v for k, v in asdict(plan).items() if k not in ("run_dir", "history", "epochs_done")}
-    # Last: metrics.json is what marks the run directory finished.
-    store.atomic_write_json(layout.metrics, {**metrics, "data": data})

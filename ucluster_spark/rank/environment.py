@@ -1,0 +1,117 @@
+"""Executor side: a rank's process environment: thread pools and core binding, injected faults for the tests,
+the failure report the driver's watchdog reads, and rank 0's progress log."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import time
+from collections.abc import Sequence
+
+from ucluster_spark import logs, store
+
+FAULT_ENV = "UCLUSTER_INJECT_FAULT"
+"""``kill:RANK:EPOCH:STEP`` makes that rank SIGKILL itself before that step (0-based epoch and step), ``stop:...``
+makes it SIGSTOP itself (a frozen worker): how the tests check that a lost or hung worker fails the job within a
+bounded time and that the run resumes from its last checkpoint."""
+
+
+def inject_fault(rank: int, epoch: int, step: int) -> None:
+    spec = os.environ.get(FAULT_ENV, "")
+    if not spec:
+        return
+    kind, *where = spec.split(":")
+    if [int(v) for v in where] != [rank, epoch, step]:
+        return
+    if kind == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif kind == "stop":  # frozen, not dead: the process and its sockets stay, the peers hear nothing
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+
+class ProgressLog:
+    """Rank 0's progress lines, appended to ``RUN_DIR/train.log``; the driver echoes the file as it grows.
+
+    horovod.spark.run forwards rank output in 64 KiB chunks, far too late to show progress, so the run directory
+    (which rank 0 writes to anyway) carries it instead.
+    """
+
+    def __init__(self, rank: int, run_dir: str):
+        self.rank = rank
+        self.path = store.RunLayout(run_dir).train_log
+
+    def __call__(self, message: str) -> None:
+        if self.rank != 0:
+            return
+        with open(self.path, "a") as handle:
+            handle.write(logs.line("ucluster_spark.train", message) + "\n")
+
+
+def configure_threads(train_cfg, local_rank: int = 0) -> None:
+    """Fixed TensorFlow thread pools (ranks must not oversubscribe the cores) and one GPU per local rank."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:  # NCCL path: rank i on GPU i of its host
+        tf.config.experimental.set_memory_growth(gpus[local_rank % len(gpus)], True)
+        tf.config.set_visible_devices(gpus[local_rank % len(gpus)], "GPU")
+    tf.config.threading.set_intra_op_parallelism_threads(train_cfg.intra_op_threads)
+    tf.config.threading.set_inter_op_parallelism_threads(train_cfg.inter_op_threads)
+
+
+def usable_cores() -> list[int]:
+    """The cores this process may run on (Linux affinity mask; elsewhere all of them)."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
+def core_share(allowed: Sequence[int], local_rank: int, local_size: int) -> list[int]:
+    """This rank's equal, contiguous share of the cores its process may use (empty: fewer cores than ranks)."""
+    cores = sorted(allowed)
+    per_rank = len(cores) // local_size
+    return cores[local_rank * per_rank : (local_rank + 1) * per_rank]
+
+
+def bind_threads(cores: Sequence[int]) -> int:
+    """Bind every thread of this process (TensorFlow's pools, Horovod's and Gloo's threads, readers) to
+    ``cores``; threads started later inherit it. Ranks sharing cores make each other wait at every allreduce.
+    Returns the number of threads bound."""
+    threads = [int(tid) for tid in os.listdir("/proc/self/task")]
+    for tid in threads:
+        with contextlib.suppress(ProcessLookupError):  # a thread that just ended
+            os.sched_setaffinity(tid, cores)
+    return len(threads)
+
+
+def bind_rank_to_cores(local_rank: int, local_size: int) -> str:
+    """``run.bind_ranks_to_cores``: this rank's threads onto its share of the host's cores; says what it did."""
+    if not hasattr(os, "sched_setaffinity"):
+        return "bind_ranks_to_cores: no thread affinity on this platform, not bound"
+    cores = core_share(usable_cores(), local_rank, local_size)
+    if not cores:
+        return "bind_ranks_to_cores: fewer cores than ranks on this host, not bound"
+    bind_threads(cores)
+    return f"each rank bound to {len(cores)} core(s), rank 0 to {cores}"
+
+
+def report_failure(run_dir: str, err: BaseException) -> None:
+    """``RUN_DIR/failures/rank-N.json``: horovod.spark.run only reports exit codes once every rank has exited, so a
+    rank stuck on a frozen peer would keep the driver waiting; this file lets the driver act on the first failure."""
+    rank = os.environ.get("HOROVOD_RANK", "unknown")
+    text = str(err)
+    # TensorFlow puts the op's traceback first, then the cause (e.g. a Gloo timeout), then "[[{{node ...}}]]".
+    lines = [line.strip() for line in text.splitlines()]
+    cause = next((line for line in reversed(lines) if line and not line.startswith(("[[", "File "))), "")
+    report = {
+        "rank": rank,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "error": (cause if cause.startswith(type(err).__name__) else f"{type(err).__name__}: {cause}")[:1000],
+        "details": text[-4000:],
+        "at": time.time(),
+    }
+    with contextlib.suppress(OSError):  # the report is a courtesy; the original error is what must surface
+        store.atomic_write_json(store.RunLayout(run_dir).failure_report(rank), report)

@@ -1,0 +1,109 @@
+"""Executor side: what a rank measures and writes: embeddings of its shard, whole-split clustering metrics
+(per-rank counts summed by Horovod), and rank 0's run directory (model, history, plots, then metrics)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import horovod.tensorflow as hvd
+import numpy as np
+import tensorflow as tf
+
+from ucluster_spark import plots, store
+from ucluster_spark.metrics import contingency, summarize
+from ucluster_spark.plan import TrainingPlan
+from ucluster_spark.reader import evaluation_batches
+from ucluster_spark.schema import CONSTITUENTS, LABEL, MASS, feature_names
+
+
+def nearest_centroid(z, centroids):
+    """Index of each embedding's nearest centroid (numpy)."""
+    return np.argmin(np.square(z[:, None, :] - centroids[None, :, :]).sum(axis=-1), axis=1)
+
+
+def embeddings_of(model, url: str, cfg, rank: int, size: int, columns: Sequence[str] = ()):
+    """(z, {column: values}) of this rank's shard, one ordered pass in inference mode."""
+    d = cfg.data
+    zs, values = [], {c: [] for c in columns}
+    with evaluation_batches(
+        url,
+        shard=rank,
+        shard_count=size,
+        max_constituents=d.max_constituents,
+        n_features=len(feature_names(d.feature_set)),
+        batch_size=cfg.train.batch_size,
+        columns=columns,
+    ) as ds:
+        for batch in ds:
+            zs.append(model.backbone(batch[CONSTITUENTS], training=False)["z"].numpy())
+            for c in columns:
+                values[c].append(batch[c].numpy())
+    z = np.concatenate(zs) if zs else np.zeros((0, cfg.model.z_dim), np.float32)
+    return z, {c: np.concatenate(v) if v else np.zeros(0) for c, v in values.items()}
+
+
+def evaluate_split(
+    model, url: str, cfg, classes: list[str], rank: int, size: int, plot_jets: int = 0
+) -> dict[str, Any]:
+    """Clustering metrics over the whole split: per-rank contingency matrices summed with one allreduce. With
+    ``plot_jets``, also what the plots need under ``"plot"``: per-cluster mass histograms of every jet and a
+    sample of about ``plot_jets`` embeddings gathered from all ranks."""
+    z, columns = embeddings_of(model, url, cfg, rank, size, columns=(LABEL, MASS) if plot_jets else (LABEL,))
+    labels = columns[LABEL]
+    k = cfg.model.n_clusters
+    clusters = nearest_centroid(z, model.centroids.numpy())
+    counts = contingency(clusters, labels, k, len(classes))
+    moments = np.concatenate([[len(z)], z.sum(axis=0), np.square(z).sum(axis=0)]).astype(np.float64)
+    # Horovod: sum counts and moments over ranks (exact: no per-batch averaging).
+    counts = hvd.allreduce(tf.constant(counts), op=hvd.Sum, name="eval_counts").numpy()
+    moments = hvd.allreduce(tf.constant(moments), op=hvd.Sum, name="eval_moments").numpy()
+    n = max(moments[0], 1.0)
+    dim = z.shape[1]
+    mean = moments[1 : 1 + dim] / n
+    std = np.sqrt(np.maximum(moments[1 + dim :] / n - mean**2, 0.0))
+    result = summarize(counts, classes)
+    result["embedding_mean"] = mean.round(6).tolist()
+    result["embedding_std"] = std.round(6).tolist()
+    if plot_jets:
+        take = -(-plot_jets // size)
+        sample = np.concatenate([z[:take], clusters[:take, None], labels[:take, None]], axis=1).astype(np.float32)
+        # Horovod: whole-split mass histograms and every rank's share of the embedding sample.
+        histograms = hvd.allreduce(
+            tf.constant(plots.mass_histogram(clusters, columns[MASS], k)), op=hvd.Sum, name="eval_mass_histograms"
+        )
+        sample = hvd.allgather(tf.constant(sample), name="eval_plot_sample").numpy()
+        result["plot"] = {
+            "mass_histograms": histograms.numpy(),
+            "z": sample[:, :dim],
+            "cluster": sample[:, dim].astype(np.int64),
+            "label": sample[:, dim + 1].astype(np.int64),
+        }
+    return result
+
+
+def draw_run_plots(model, cfg, classes: list[str], metrics: dict, plot: dict, history: list[dict], out: Path) -> None:
+    """Rank 0: the pictures of a finished run, from the test split and the epoch history."""
+    counts = np.asarray(metrics["confusion_matrix"])
+    mapping = {int(k): classes.index(v) for k, v in metrics["cluster_to_class"].items()}
+    plots.confusion_matrix(counts, classes, mapping, out / plots.FILE_NAMES["confusion"])
+    centroids = model.centroids.numpy()
+    plots.embedding(plot["z"], plot["cluster"], plot["label"], classes, centroids, out / plots.FILE_NAMES["embedding"])
+    plots.training_curves(history, cfg.train.pretrain_epochs, out / plots.FILE_NAMES["curves"])
+    plots.mass_per_cluster(plot["mass_histograms"], out / plots.FILE_NAMES["mass"], "jet mass per cluster (test split)")
+
+
+def write_run(model, cfg, plan: TrainingPlan, metrics: dict, plot: dict, history: list[dict]) -> None:
+    """Rank 0 only: model weights + config, history, plots, then metrics, each written atomically."""
+    layout = store.RunLayout(plan.run_dir)
+    with store.atomic_directory(layout.plots, overwrite=True) as staging:
+        draw_run_plots(model, cfg, plan.classes, metrics, plot, history, staging)
+    with store.atomic_directory(layout.model_dir, overwrite=True) as staging:
+        model.save_weights(str(staging / layout.weights.name))
+        store.atomic_write_json(staging / layout.model_config.name, cfg.to_dict())
+    store.atomic_write_json(layout.history, history)
+    data = {k: v for k, v in asdict(plan).items() if k not in ("run_dir", "history", "epochs_done")}
+    # Last: metrics.json is what marks the run directory finished.
+    store.atomic_write_json(layout.metrics, {**metrics, "data": data})
