@@ -13,16 +13,8 @@ from typing import Any
 
 import yaml
 
-from ucluster_spark.errors import BadInput
-from ucluster_spark.schema import AUX_MASS_COLUMNS, FEATURE_SETS, KNOWN_CLASSES, SPLITS
-
-EMBEDDING_POOLINGS = ("mean_all_slots", "mean_real", "max_real")
-
-
-class ConfigError(BadInput):
-    """A configuration file, override or flag that cannot be used; the message names where the value came from,
-    the key and the value."""
-
+from ucluster_spark.config_checks import validate
+from ucluster_spark.errors import ConfigError
 
 SECTION_NAMES = ("data", "model", "loss", "train", "run", "evaluate", "pipeline")
 _KEY_MENTION = re.compile(rf"\b((?:{'|'.join(SECTION_NAMES)})\.[a-z_0-9]+)")
@@ -255,86 +247,8 @@ class Config:
         store.atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     def validate(self, scope: str = "all") -> None:
-        """Every message starts with the key it is about (``load`` uses that to name where the value came from)."""
-        d, m, lo, t, r = self.data, self.model, self.loss, self.train, self.run
-        unknown = [c for c in d.classes if c not in KNOWN_CLASSES]
-        if unknown:
-            raise ConfigError(f"data.classes: unknown class {unknown[0]!r}; known: {list(KNOWN_CLASSES)}")
-        if len(set(d.classes)) != len(d.classes) or not d.classes:
-            raise ConfigError(f"data.classes must be distinct and non-empty, got {d.classes}")
-        if d.feature_set not in FEATURE_SETS:
-            raise ConfigError(f"data.feature_set: unknown {d.feature_set!r}; known: {sorted(FEATURE_SETS)}")
-        if set(d.split_fractions) != {"train", "val", "test"}:
-            raise ConfigError(f"data.split_fractions needs keys train, val, test; got {sorted(d.split_fractions)}")
-        if any(v < 0 for v in d.split_fractions.values()) or abs(sum(d.split_fractions.values()) - 1) > 1e-6:
-            raise ConfigError(f"data.split_fractions must be >= 0 and sum to 1, got {d.split_fractions}")
-        _positive("data.jets_per_class", d.jets_per_class)
-        _positive("data.tasks_per_class", d.tasks_per_class)
-        _positive("data.max_constituents", d.max_constituents)
-        _positive("data.files_per_split", d.files_per_split)
-        _positive("data.mass_bins", d.mass_bins)
-        if not d.aux_mass_columns or len(set(d.aux_mass_columns)) != len(d.aux_mass_columns):
-            raise ConfigError(f"data.aux_mass_columns must list distinct columns, got {d.aux_mass_columns}")
-        if unknown := [c for c in d.aux_mass_columns if c not in AUX_MASS_COLUMNS]:
-            raise ConfigError(f"data.aux_mass_columns: {unknown} not in {list(AUX_MASS_COLUMNS)}")
-        d.mass_window = _mass_window("data.mass_window", d.mass_window)
-        if scope == "data":
-            return
-        if m.k_neighbours < 1 or m.k_neighbours > d.max_constituents:
-            raise ConfigError(
-                f"model.k_neighbours must be in [1, data.max_constituents={d.max_constituents}], got {m.k_neighbours}"
-            )
-        _positive("model.n_clusters", m.n_clusters)
-        if m.embedding_dim < 0:
-            raise ConfigError(f"model.embedding_dim must be >= 0 (0: n_clusters), got {m.embedding_dim}")
-        if m.embedding_pooling not in EMBEDDING_POOLINGS:
-            raise ConfigError(
-                f"model.embedding_pooling must be one of {list(EMBEDDING_POOLINGS)}, got {m.embedding_pooling!r}"
-            )
-        if not 0.0 <= m.aux_dropout < 1.0:
-            raise ConfigError(f"model.aux_dropout must be in [0, 1), got {m.aux_dropout}")
-        if lo.clustering_reduction not in ("sum", "mean"):
-            raise ConfigError(f"loss.clustering_reduction must be 'sum' or 'mean', got {lo.clustering_reduction!r}")
-        for name in ("focal_gamma", "focal_weight", "clustering_weight", "alpha_start", "alpha_step", "balance_weight"):
-            if getattr(lo, name) < 0:
-                raise ConfigError(f"loss.{name} must be >= 0, got {getattr(lo, name)}")
-        _positive("train.epochs", t.epochs)
-        if not 0 <= t.pretrain_epochs <= t.epochs:
-            raise ConfigError(f"train.pretrain_epochs must be in [0, train.epochs={t.epochs}], got {t.pretrain_epochs}")
-        _positive("train.batch_size", t.batch_size)
-        _positive("train.learning_rate", t.learning_rate)
-        if not 0.0 <= t.min_cluster_fraction < 1.0 / m.n_clusters:
-            raise ConfigError(
-                f"train.min_cluster_fraction must be in [0, 1/model.n_clusters), got {t.min_cluster_fraction}"
-            )
-        _positive("train.lr_halve_every", t.lr_halve_every)
-        _positive("train.bn_momentum_halve_every", t.bn_momentum_halve_every)
-        if not 0 < t.lr_floor <= t.learning_rate:
-            raise ConfigError(f"train.lr_floor must be in (0, train.learning_rate={t.learning_rate}], got {t.lr_floor}")
-        if not 0.0 <= t.bn_momentum_start <= t.bn_momentum_max < 1.0:
-            raise ConfigError(
-                "train.bn_momentum_start <= train.bn_momentum_max < 1 is required, got "
-                f"{t.bn_momentum_start} and {t.bn_momentum_max}"
-            )
-        _positive("run.num_proc", r.num_proc)
-        e = self.evaluate
-        if not e.splits or any(s not in SPLITS for s in e.splits) or len(set(e.splits)) != len(e.splits):
-            raise ConfigError(f"evaluate.splits must list distinct splits among {list(SPLITS)}, got {e.splits}")
-        _positive("evaluate.batch_size", e.batch_size)
-        _positive("evaluate.plot_jets", e.plot_jets)
-
-
-def _mass_window(name: str, window: list) -> list[float]:
-    """``[]`` or ``[LO, HI]`` with LO < HI, as floats (so [10, 200] and [10.0, 200.0] are one setting)."""
-    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in window)
-    if window and (len(window) != 2 or not numbers or not window[0] < window[1]):
-        raise ConfigError(f"{name} must be [LO, HI] with LO < HI (GeV), or [] for no cut; got {window}")
-    return [float(v) for v in window]
-
-
-def _positive(name: str, value: float) -> None:
-    if not value > 0:
-        raise ConfigError(f"{name} must be > 0, got {value!r}")
+        """The rules between settings (``config_checks.validate``); ``scope="data"`` checks the data jobs' only."""
+        validate(self, scope)
 
 
 def _build_section(section_cls: type, values: dict[str, Any], where: str) -> Any:

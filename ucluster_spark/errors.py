@@ -29,6 +29,11 @@ class BadInput(JobError, ValueError):
     exit_code = EXIT_BAD_INPUT
 
 
+class ConfigError(BadInput):
+    """A configuration file, override or flag that cannot be used; the message names where the value came from,
+    the key and the value."""
+
+
 class OutputExists(BadInput, FileExistsError):
     """An output path holds something this job must not replace."""
 

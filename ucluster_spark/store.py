@@ -130,11 +130,24 @@ WEIGHTS_FILE = "weights.h5"
 """Keras weights (with centroids and batch-norm statistics), in a run's model/ and in every checkpoint."""
 
 
-class RunLayout:
-    """Every name inside one training run directory (the only place they are spelled)."""
+class _OutputLayout:
+    """What a training run and an evaluation output both hold: ``metrics.json``, written last (the output is
+    complete when it exists), and ``plots/``."""
 
     def __init__(self, root: str | Path):
         self.root = local_path(root)
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def plots(self) -> Path:
+        return self.root / "plots"
+
+
+class RunLayout(_OutputLayout):
+    """Every name inside one training run directory (the only place they are spelled)."""
 
     @property
     def config(self) -> Path:
@@ -151,15 +164,6 @@ class RunLayout:
     @property
     def model_config(self) -> Path:
         return self.model_dir / "config.json"
-
-    @property
-    def metrics(self) -> Path:
-        """Written last: a run is finished when it exists."""
-        return self.root / "metrics.json"
-
-    @property
-    def plots(self) -> Path:
-        return self.root / "plots"
 
     @property
     def history(self) -> Path:
@@ -184,25 +188,13 @@ class RunLayout:
         return self.failures / f"rank-{rank}.json"
 
 
-class EvaluationLayout:
+class EvaluationLayout(_OutputLayout):
     """Every name inside one output of the evaluate job."""
-
-    def __init__(self, root: str | Path):
-        self.root = local_path(root)
 
     @property
     def assignments(self) -> Path:
         """Parquet, one row per jet (``schema.assignment_spark_schema``)."""
         return self.root / "assignments"
-
-    @property
-    def metrics(self) -> Path:
-        """Written last: the output is complete when it exists."""
-        return self.root / "metrics.json"
-
-    @property
-    def plots(self) -> Path:
-        return self.root / "plots"
 
     def is_complete(self) -> bool:
         """An output this job wrote: its assignments and its metrics."""
