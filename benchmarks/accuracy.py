@@ -92,8 +92,8 @@ def diagnostics(data_dir, cfg, metrics: dict, run_dir) -> dict:
     """What limits the accuracy, measured with labels (never used in training): the class information in the
     auxiliary target alone, and in the learned embedding z (supervised probes on train -> test)."""
     from ucluster_spark.baselines import aux_target_ceiling, supervised_accuracy
-    from ucluster_spark.inference import load_run
-    from ucluster_spark.rank.evaluation import embeddings_of
+    from ucluster_spark.executor.inference import load_run
+    from ucluster_spark.executor.rank.evaluation import embeddings_of
 
     seed = cfg.train.seed
     _, model = load_run(run_dir)
@@ -128,8 +128,8 @@ def aggregate(runs: list[dict]) -> dict:
 def train_or_resume(cfg) -> float | None:
     """Train the run directory ``cfg.run.output`` to completion; the wall time, or None if it was already done."""
     from ucluster_spark import checkpoint, store
-    from ucluster_spark.launcher import train
-    from ucluster_spark.spark import get_session
+    from ucluster_spark.driver.launcher import train
+    from ucluster_spark.driver.session import get_session
 
     run_dir = Path(cfg.run.output)
     if store.RunLayout(run_dir).metrics.exists():

@@ -86,7 +86,7 @@ def preparation(spark, work: Path, n_jets: int) -> tuple[dict[str, float], Path]
 
 def reader_rate(root: Path, batch_size: int, batches: int) -> float:
     """Jets/s of rank 0 of 2 through the training pipeline (petastorm -> tf.data, shuffled, batched)."""
-    from ucluster_spark.reader import training_batches
+    from ucluster_spark.executor.reader import training_batches
 
     with training_batches(
         (root / "train").as_uri(),
@@ -112,8 +112,8 @@ def training_step_rate(batch_size: int, steps: int) -> float:
     from ucluster_spark import config  # first: the package sets its runtime environment before TensorFlow
 
     import tensorflow as tf  # isort: skip
-    from ucluster_spark.model import build_model
-    from ucluster_spark.rank.loop import make_batch_norm_schedule, make_optimizer, make_train_step
+    from ucluster_spark.executor.model import build_model
+    from ucluster_spark.executor.rank.loop import make_batch_norm_schedule, make_optimizer, make_train_step
     from ucluster_spark.schema import CONSTITUENTS, MASS
 
     cfg = config.load(None)
@@ -146,7 +146,7 @@ def main() -> None:
 
     import tensorflow as tf
 
-    from ucluster_spark.spark import get_session
+    from ucluster_spark.driver.session import get_session
 
     # One TensorFlow thread, as each rank runs (train.intra_op_threads); must precede any TensorFlow work.
     tf.config.threading.set_intra_op_parallelism_threads(1)

@@ -42,7 +42,7 @@ def forward_only(run_dir: Path, data_dir: Path, batch_size: int, jets: int = 409
     import numpy as np
     import pyarrow.parquet as pq
 
-    from ucluster_spark.inference import Assigner, configure_threads
+    from ucluster_spark.executor.inference import Assigner, configure_threads
 
     configure_threads(1)
     assigner = Assigner(run_dir)
@@ -59,8 +59,8 @@ def forward_only(run_dir: Path, data_dir: Path, batch_size: int, jets: int = 409
 
 def evaluate_job(run_dir: Path, data_dir: Path | None, output: Path, cores: int, batch_size: int) -> list[dict]:
     from ucluster_spark.config import EvaluateConfig
-    from ucluster_spark.evaluate import evaluate
-    from ucluster_spark.spark import get_session
+    from ucluster_spark.driver.evaluate import evaluate
+    from ucluster_spark.driver.session import get_session
 
     os.environ["UCLUSTER_SPARK_MASTER"] = f"local[{cores}]"
     spark = get_session("ucluster-inference-benchmark")
@@ -94,7 +94,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from ucluster_spark import store
-    from ucluster_spark.evaluate import read_trained_run
+    from ucluster_spark.driver.evaluate import read_trained_run
 
     run_dir = store.local_path(args.model)
     data_dir = store.local_path(args.data) if args.data else read_trained_run(run_dir).dataset

@@ -53,10 +53,10 @@ def bare_loop(cfg, train_dir: str, threads: int) -> dict[str, Any]:
 
     import tensorflow as tf  # isort: skip
 
-    from ucluster_spark.losses import alpha_for_epoch
-    from ucluster_spark.model import build_model
-    from ucluster_spark.rank.environment import configure_threads
-    from ucluster_spark.rank.loop import make_batch_norm_schedule, make_optimizer, make_train_step
+    from ucluster_spark.executor.losses import alpha_for_epoch
+    from ucluster_spark.executor.model import build_model
+    from ucluster_spark.executor.rank.environment import configure_threads
+    from ucluster_spark.executor.rank.loop import make_batch_norm_schedule, make_optimizer, make_train_step
     from ucluster_spark.schema import CONSTITUENTS, feature_names
 
     t, d = cfg.train, cfg.data
@@ -153,7 +153,7 @@ def run_bare(
 
 def run_stack(spark, cfg, run_dir: Path) -> dict[str, Any]:
     """One training run through launcher.train, with its time split into start-up, steady state and the rest."""
-    from ucluster_spark.launcher import train
+    from ucluster_spark.driver.launcher import train
 
     called = time.time()
     result = train(spark, cfg)
@@ -293,7 +293,8 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
 
-    from ucluster_spark import config, launcher, plots, store
+    from ucluster_spark import config, plots, store
+    from ucluster_spark.driver import launcher
 
     overrides = [*args.overrides] + ([f"data.path={args.data}"] if args.data else [])
     cfg = config.load(args.config, overrides)
@@ -304,7 +305,7 @@ def main() -> None:
     from dataclasses import replace
 
     from ucluster_spark.data.sources import locate_or_generate
-    from ucluster_spark.spark import get_session
+    from ucluster_spark.driver.session import get_session
 
     per_rank = args.threads_per_rank
     rank_counts = sorted({int(v) for v in args.ranks.split(",")} | {1})

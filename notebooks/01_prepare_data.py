@@ -16,7 +16,7 @@ try:
 except NameError:
     DBUTILS = None
 
-from ucluster_spark import notebook
+from ucluster_spark.driver import notebook
 
 P = notebook.parameters(
     {
@@ -34,10 +34,12 @@ P
 
 # COMMAND ----------
 
-from ucluster_spark import cli, config
+from ucluster_spark import config
+
+from ucluster_spark.driver import cli
 from ucluster_spark.data.dataset import format_counts
 from ucluster_spark.data.sources import generate, prepare_hls4ml
-from ucluster_spark.spark import get_session
+from ucluster_spark.driver.session import get_session
 
 spark = get_session("ucluster-prepare")  # on Databricks: the cluster's session
 window = cli.parse_mass_window(P["mass_window"] or None)

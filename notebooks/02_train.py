@@ -17,7 +17,7 @@ except NameError:
 
 from pathlib import Path
 
-from ucluster_spark import notebook
+from ucluster_spark.driver import notebook
 
 REPO = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
 P = notebook.parameters(
@@ -35,10 +35,12 @@ P
 
 # COMMAND ----------
 
-from ucluster_spark import store, tracking
+from ucluster_spark import store
+
+from ucluster_spark.driver import tracking
 from ucluster_spark.jobs.train import training_config
-from ucluster_spark.launcher import train
-from ucluster_spark.spark import get_session
+from ucluster_spark.driver.launcher import train
+from ucluster_spark.driver.session import get_session
 
 spark = get_session("ucluster-train")
 resume = P["resume"].lower() == "true"

@@ -13,7 +13,7 @@ try:
 except NameError:
     DBUTILS = None
 
-from ucluster_spark import notebook
+from ucluster_spark.driver import notebook
 
 P = notebook.parameters(
     {
@@ -29,9 +29,11 @@ P
 
 # COMMAND ----------
 
-from ucluster_spark import config, store, tracking
-from ucluster_spark.evaluate import evaluate
-from ucluster_spark.spark import get_session
+from ucluster_spark import config, store
+
+from ucluster_spark.driver import tracking
+from ucluster_spark.driver.evaluate import evaluate
+from ucluster_spark.driver.session import get_session
 
 spark = get_session("ucluster-evaluate")
 settings = config.load(None, [f"evaluate.splits=[{P['splits']}]"]).evaluate

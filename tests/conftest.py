@@ -32,7 +32,7 @@ def package_log(caplog):
 
 @pytest.fixture(scope="session")
 def spark():
-    from ucluster_spark.spark import get_session
+    from ucluster_spark.driver.session import get_session
 
     session = get_session("ucluster-tests")
     yield session

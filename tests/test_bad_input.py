@@ -9,11 +9,12 @@ import shutil
 import pytest
 
 from tests.conftest import ROOT, submit
-from ucluster_spark import cli, config, errors, schema
+from ucluster_spark import config, errors, schema
 from ucluster_spark.config import ConfigError
 from ucluster_spark.data.dataset import DatasetError, check_files, load_info, write_dataset
 from ucluster_spark.data.hls4ml_synthetic import jet_values, write_file
 from ucluster_spark.data.sources import prepare_hls4ml
+from ucluster_spark.driver import cli
 from ucluster_spark.jobs import evaluate as evaluate_job
 from ucluster_spark.jobs import pipeline as pipeline_job
 from ucluster_spark.jobs import prepare as prepare_job
@@ -59,7 +60,7 @@ def test_a_file_an_empty_folder_and_a_dataset_at_the_output(spark, tmp_path):
 
 @pytest.mark.slow
 def test_evaluate_never_writes_over_a_users_folder_or_a_run(spark, finished_run, tmp_path):
-    from ucluster_spark.evaluate import evaluate
+    from ucluster_spark.driver.evaluate import evaluate
 
     _, run_dir, _ = finished_run
     target = _users_folder(tmp_path / "mine")
@@ -110,7 +111,7 @@ def test_a_dataset_written_before_files_were_recorded_is_checked_by_its_totals(s
 
 
 def test_training_refuses_a_damaged_dataset_before_any_rank_starts(spark, synthetic_dataset, tmp_path):
-    from ucluster_spark.launcher import train
+    from ucluster_spark.driver.launcher import train
 
     damaged, missing = _damaged_copy(synthetic_dataset, tmp_path)
     cfg = config.load(ROOT / "conf/local.yaml", [f"data.path={damaged}", f"run.output={tmp_path / 'run'}"])
@@ -121,7 +122,7 @@ def test_training_refuses_a_damaged_dataset_before_any_rank_starts(spark, synthe
 
 @pytest.mark.slow
 def test_evaluate_refuses_a_damaged_dataset_naming_the_file(spark, finished_run, synthetic_dataset, tmp_path):
-    from ucluster_spark.evaluate import evaluate
+    from ucluster_spark.driver.evaluate import evaluate
 
     damaged, missing = _damaged_copy(synthetic_dataset, tmp_path)
     with pytest.raises(DatasetError, match=f"missing {missing}"):
@@ -243,7 +244,7 @@ def test_a_folder_given_as_input_is_named_as_a_folder(spark, tmp_path):
 
 @pytest.mark.slow
 def test_resume_of_a_finished_run_does_not_suggest_output(finished_run):
-    from ucluster_spark.launcher import prepare_run_dir
+    from ucluster_spark.driver.launcher import prepare_run_dir
 
     run_dir = finished_run[1]
     with pytest.raises(FileExistsError) as err:

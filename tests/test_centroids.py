@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ucluster_spark.centroids import ClusterMoments, reseed_starved_centroids
+from ucluster_spark.executor.centroids import ClusterMoments, reseed_starved_centroids
 
 
 def _moments(z, nearest, k):

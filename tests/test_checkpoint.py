@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from ucluster_spark import checkpoint, config
-from ucluster_spark.model import build_model
+from ucluster_spark.executor.model import build_model
 
 SMALL = ["model.mlp1=[8,16]", "model.gap2_features=16", "model.mlp2=[16,16]", "data.max_constituents=30"]
 

@@ -6,7 +6,7 @@ import pytest
 from ucluster_spark import schema, store
 from ucluster_spark.data.dataset import DatasetError, check_compatible, check_shardable, load_info, write_dataset
 from ucluster_spark.data.features import constituent_features
-from ucluster_spark.reader import evaluation_batches, open_shard
+from ucluster_spark.executor.reader import evaluation_batches, open_shard
 
 pytestmark = pytest.mark.slow
 
@@ -49,8 +49,8 @@ def test_shards_are_disjoint_and_complete(synthetic_dataset, shard_count):
 @pytest.mark.parametrize("shard_count", [1, 2, 3])
 def test_a_training_epoch_holds_every_jet_once_in_the_planned_steps(synthetic_dataset, shard_count):
     """The real path of a rank's epoch: shard sizes -> EpochPlan -> shuffled petastorm pass cut into its batches."""
+    from ucluster_spark.executor.reader import shard_size, training_batches
     from ucluster_spark.plan import EpochPlan
-    from ucluster_spark.reader import shard_size, training_batches
 
     root, info, _ = synthetic_dataset
     url = info.split_url(root, "train")

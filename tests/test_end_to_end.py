@@ -54,9 +54,9 @@ def test_train_job_writes_a_complete_run_directory(finished_run):
 
 
 def test_saved_model_reloads_and_reproduces_the_test_assignment(finished_run):
+    from ucluster_spark.executor.model import build_model
+    from ucluster_spark.executor.reader import evaluation_batches
     from ucluster_spark.metrics import contingency, summarize
-    from ucluster_spark.model import build_model
-    from ucluster_spark.reader import evaluation_batches
 
     _, run_dir, _ = finished_run
     layout = store.RunLayout(run_dir)
@@ -102,7 +102,7 @@ def test_a_finished_run_directory_is_refused_before_any_work(finished_run):
 
 
 def test_a_killed_rank_fails_the_job_and_the_run_resumes_from_its_checkpoint(finished_run):
-    from ucluster_spark.rank.environment import FAULT_ENV
+    from ucluster_spark.executor.rank.environment import FAULT_ENV
 
     work, uninterrupted, _ = finished_run
     run_dir = work / "killed"
@@ -154,7 +154,7 @@ def test_a_frozen_rank_is_stopped_and_the_job_fails_within_a_bounded_time(finish
     stops every rank instead of waiting for the frozen one forever."""
     import psutil
 
-    from ucluster_spark.rank.environment import FAULT_ENV
+    from ucluster_spark.executor.rank.environment import FAULT_ENV
 
     work, _, _ = finished_run
     run_dir = work / "frozen"
@@ -181,7 +181,7 @@ def test_a_frozen_rank_is_stopped_and_the_job_fails_within_a_bounded_time(finish
 def test_a_second_run_reuses_the_generated_sample(finished_run, tmp_path):
     from ucluster_spark.data.dataset import generation_key
     from ucluster_spark.data.sources import locate_or_generate
-    from ucluster_spark.spark import get_session
+    from ucluster_spark.driver.session import get_session
 
     work, _, _ = finished_run
     cfg = config.load(ROOT / "conf/local.yaml", [f"data.generated_root={work / 'generated'}", *TINY])
@@ -220,7 +220,7 @@ def test_resume_arguments_are_checked_before_any_work(args, message, tmp_path, c
 
 def test_ranks_end_with_identical_weights_and_centroids(spark, synthetic_dataset, tmp_path):
     """In-process driver, 2 real Horovod ranks: broadcast, averaged gradients and rank-0 k-means agree."""
-    from ucluster_spark.launcher import train
+    from ucluster_spark.driver.launcher import train
 
     root, info, _ = synthetic_dataset
     overrides = [f"data.path={root}", f"run.output={tmp_path / 'run'}", *TINY, "run.bind_ranks_to_cores=true"]
@@ -244,7 +244,7 @@ def test_ranks_end_with_identical_weights_and_centroids(spark, synthetic_dataset
 def test_one_and_two_workers_at_the_same_global_batch_reach_the_same_accuracy(spark, tmp_path):
     from tests.conftest import synthetic_jets
     from ucluster_spark.data.dataset import write_dataset
-    from ucluster_spark.launcher import train
+    from ucluster_spark.driver.launcher import train
 
     root = tmp_path / "jets"
     frame = synthetic_jets(300, seed=5)

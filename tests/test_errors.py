@@ -15,11 +15,11 @@ from ucluster_spark import errors
         ("ucluster_spark.config", "ConfigError", errors.EXIT_BAD_INPUT),
         ("ucluster_spark.data.dataset", "DatasetError", errors.EXIT_BAD_INPUT),
         ("ucluster_spark.data.ingest", "InputFileError", errors.EXIT_BAD_INPUT),
-        ("ucluster_spark.launcher", "LaunchError", errors.EXIT_TRAINING_FAILED),
+        ("ucluster_spark.driver.launcher", "LaunchError", errors.EXIT_TRAINING_FAILED),
         ("ucluster_spark.checkpoint", "CheckpointDamaged", errors.EXIT_TRAINING_FAILED),
-        ("ucluster_spark.evaluate", "EvaluationError", errors.EXIT_EVALUATION_FAILED),
-        ("ucluster_spark.pipeline", "DataStageError", errors.EXIT_DATA_FAILED),
-        ("ucluster_spark.pipeline", "PipelineBusy", errors.EXIT_BUSY),  # another attempt runs: retry later
+        ("ucluster_spark.driver.evaluate", "EvaluationError", errors.EXIT_EVALUATION_FAILED),
+        ("ucluster_spark.driver.pipeline", "DataStageError", errors.EXIT_DATA_FAILED),
+        ("ucluster_spark.driver.pipeline", "PipelineBusy", errors.EXIT_BUSY),  # another attempt runs: retry later
     ],
 )
 def test_each_error_carries_its_exit_code(module, name, code):
@@ -35,12 +35,25 @@ def test_paths_and_unexpected_errors():
     assert errors.exit_code_for(KeyError("x")) == errors.EXIT_UNEXPECTED
 
 
+def _modules_after_import(module: str, prefixes: tuple[str, ...]) -> list[str]:
+    """The modules starting with ``prefixes`` that importing ``module`` loads, in a fresh interpreter."""
+    code = f"import sys, {module}; print(sorted(m for m in sys.modules if m.startswith({prefixes!r})))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return eval(out)  # a printed list of strings
+
+
 def test_the_cli_imports_no_job_module():
     """cli.py only parses arguments and maps errors: importing it pulls in no pipeline, launcher or Spark."""
-    code = (
-        "import sys, ucluster_spark.cli; "
-        "print(sorted(m for m in sys.modules if m.startswith(('ucluster_spark.pipeline', 'ucluster_spark.launcher', "
-        "'ucluster_spark.evaluate', 'pyspark'))))"
+    jobs = ("ucluster_spark.driver.pipeline", "ucluster_spark.driver.launcher", "ucluster_spark.driver.evaluate")
+    assert _modules_after_import("ucluster_spark.driver.cli", (*jobs, "pyspark")) == []
+
+
+def test_the_driver_imports_no_tensorflow_or_horovod():
+    """The driver plans, launches and collects; the model, the loop and the collectives are imported only in the
+    executors' processes (the driver holds ``rank.train_fn``, a thin wrapper that imports the loop when it runs)."""
+    driver = ", ".join(
+        f"ucluster_spark.{name}"
+        for name in ("driver.launcher", "driver.evaluate", "driver.pipeline", "driver.tracking", "jobs.train")
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    heavy = ("tensorflow", "horovod", "keras", "ucluster_spark.executor.rank.loop", "ucluster_spark.executor.model")
+    assert _modules_after_import(driver, heavy) == []

@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import ROOT, submit, synthetic_jets
 from ucluster_spark import config, errors, schema, store
 from ucluster_spark.data.dataset import DatasetError, write_dataset
-from ucluster_spark.evaluate import evaluate, read_trained_run, score
+from ucluster_spark.driver.evaluate import evaluate, read_trained_run, score
 from ucluster_spark.jobs import evaluate as evaluate_job
 
 pytestmark = pytest.mark.slow
@@ -32,9 +32,9 @@ def evaluation(spark, finished_run, tmp_path_factory):
 
 def _direct_clusters(run_dir, url):
     """In the test process, no Spark: the saved model over one ordered pass of a split."""
-    from ucluster_spark.inference import load_run
-    from ucluster_spark.losses import squared_distances
-    from ucluster_spark.reader import evaluation_batches
+    from ucluster_spark.executor.inference import load_run
+    from ucluster_spark.executor.losses import squared_distances
+    from ucluster_spark.executor.reader import evaluation_batches
 
     cfg, model = load_run(run_dir)
     ids, clusters, labels = [], [], []
@@ -192,7 +192,7 @@ def test_evaluate_settings_come_from_flags_and_overrides():
 
 def test_runs_are_logged_to_mlflow_when_it_is_configured(finished_run, evaluation, tmp_path, monkeypatch):
     mlflow = pytest.importorskip("mlflow")  # installed with the test extras; optional for users
-    from ucluster_spark import tracking
+    from ucluster_spark.driver import tracking
 
     _, run_dir, _ = finished_run
     _, out, result = evaluation

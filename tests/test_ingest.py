@@ -18,7 +18,7 @@ from ucluster_spark.data.hls4ml_synthetic import (
     write_file,
 )
 from ucluster_spark.data.sources import prepare_hls4ml
-from ucluster_spark.reader import open_shard
+from ucluster_spark.executor.reader import open_shard
 
 pytestmark = pytest.mark.slow
 WZT = config.load(None, ["data.classes=[w,z,t]", "data.files_per_split=3"]).data

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from ucluster_spark.config import ConfigError
-from ucluster_spark.launcher import FailureWatchdog, check_slots, restored_signal_handlers
+from ucluster_spark.driver.launcher import FailureWatchdog, check_slots, restored_signal_handlers
 
 
 def _report(failures, rank, error="UnknownError: Gloo timeout"):
@@ -52,7 +52,7 @@ def test_signal_handlers_are_restored_after_a_launcher_replaced_them():
 
 
 def test_more_ranks_than_task_slots_are_refused_before_launch():
-    from ucluster_spark.spark import get_session
+    from ucluster_spark.driver.session import get_session
 
     spark = get_session("slot-check")  # the active session, or a new one if an earlier test stopped it
     check_slots(spark, spark.sparkContext.defaultParallelism)
@@ -64,7 +64,7 @@ def test_more_ranks_than_task_slots_are_refused_before_launch():
 
 def test_ranks_and_executors_start_with_the_malloc_thresholds_unless_switched_off(monkeypatch, spark):
     from ucluster_spark import _env, config
-    from ucluster_spark.launcher import rank_environment
+    from ucluster_spark.driver.launcher import rank_environment
 
     for key in _env.MALLOC_ENV:
         monkeypatch.delenv(key, raising=False)

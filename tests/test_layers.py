@@ -3,7 +3,7 @@ import pytest
 import tensorflow as tf
 
 from ucluster_spark import config
-from ucluster_spark.layers import (
+from ucluster_spark.executor.layers import (
     GAPLayer,
     MaskedPooling,
     ParticleDense,
@@ -11,7 +11,7 @@ from ucluster_spark.layers import (
     knn_indices,
     particle_mask,
 )
-from ucluster_spark.model import build_model
+from ucluster_spark.executor.model import build_model
 
 
 def _jets(batch=4, slots=30, real=(12, 7, 20, 3), features=8, seed=0):
@@ -148,7 +148,7 @@ def test_a_wider_embedding_and_its_centroids():
 
 
 def test_one_momentum_variable_drives_every_batch_norm(tmp_path):
-    from ucluster_spark.layers import share_batch_norm_momentum
+    from ucluster_spark.executor.layers import share_batch_norm_momentum
 
     model_cfg = config.load(None, ["model.mlp1=[8,16]", "model.gap2_features=16", "model.mlp2=[16,16]",
                                    "data.max_constituents=30"])  # fmt: skip
@@ -180,7 +180,7 @@ def test_one_momentum_variable_drives_every_batch_norm(tmp_path):
 
 def test_a_short_training_on_tiny_data_lowers_the_loss():
     from tests.conftest import synthetic_jets
-    from ucluster_spark.losses import clustering_loss_per_jet, focal_loss, mass_bin
+    from ucluster_spark.executor.losses import clustering_loss_per_jet, focal_loss, mass_bin
 
     tf.random.set_seed(0)
     cfg = config.load(

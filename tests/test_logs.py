@@ -7,9 +7,9 @@ from ucluster_spark import logs
 
 def test_records_and_rank_lines_share_one_format(capsys):
     logs.configure(1)
-    logging.getLogger("ucluster_spark.launcher").info("2 Horovod rank(s)")
-    logging.getLogger("ucluster_spark.launcher").warning("rank 1 failed")
-    logging.getLogger("ucluster_spark.pipeline").debug("not shown at verbose 1")
+    logging.getLogger("ucluster_spark.driver.launcher").info("2 Horovod rank(s)")
+    logging.getLogger("ucluster_spark.driver.launcher").warning("rank 1 failed")
+    logging.getLogger("ucluster_spark.driver.pipeline").debug("not shown at verbose 1")
     lines = capsys.readouterr().err.splitlines()
     assert [line[20:] for line in lines] == ["[launcher] 2 Horovod rank(s)", "[launcher] WARNING: rank 1 failed"]
     assert logs.line("ucluster_spark.train", "epoch 1/2")[20:] == "[train] epoch 1/2"
@@ -17,10 +17,10 @@ def test_records_and_rank_lines_share_one_format(capsys):
 
 def test_verbosity_follows_run_verbose(capsys):
     logs.configure(0)
-    logging.getLogger("ucluster_spark.evaluate").info("hidden")
-    logging.getLogger("ucluster_spark.evaluate").warning("shown")
+    logging.getLogger("ucluster_spark.driver.evaluate").info("hidden")
+    logging.getLogger("ucluster_spark.driver.evaluate").warning("shown")
     logs.configure(2)
-    logging.getLogger("ucluster_spark.evaluate").debug("details")
+    logging.getLogger("ucluster_spark.driver.evaluate").debug("details")
     logs.configure(1)
     assert [line[20:] for line in capsys.readouterr().err.splitlines()] == [
         "[evaluate] WARNING: shown",

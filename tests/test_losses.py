@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ucluster_spark.losses import (
+from ucluster_spark.executor.losses import (
     HalvingSchedule,
     alpha_for_epoch,
     batch_norm_momentum,
@@ -140,8 +140,8 @@ def test_the_train_step_weighs_the_losses_as_the_original_ran():
     """L = 1 x focal(gamma 2) + 10 x mean clustering loss, recomputed by hand from the same forward pass."""
     from tests.conftest import synthetic_jets
     from ucluster_spark import config
-    from ucluster_spark.model import build_model
-    from ucluster_spark.rank.loop import make_optimizer, make_train_step
+    from ucluster_spark.executor.model import build_model
+    from ucluster_spark.executor.rank.loop import make_optimizer, make_train_step
     from ucluster_spark.schema import CONSTITUENTS, MASS
 
     cfg = config.load(None, ["model.mlp1=[8,16]", "model.gap2_features=16", "model.mlp2=[16,16]",

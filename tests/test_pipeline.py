@@ -8,7 +8,7 @@ import pytest
 from tests.conftest import ROOT, TINY, submit
 from ucluster_spark import config, errors, store
 from ucluster_spark.data.hls4ml_synthetic import jet_values, write_file
-from ucluster_spark.pipeline import PipelineBusy, check_same_config, exclusive, run_pipeline
+from ucluster_spark.driver.pipeline import PipelineBusy, check_same_config, exclusive, run_pipeline
 
 pytestmark = pytest.mark.slow
 CONFIG = str(ROOT / "conf/local.yaml")

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from ucluster_spark.rank.environment import core_share
+from ucluster_spark.executor.rank.environment import core_share
 
 
 @pytest.mark.parametrize(
@@ -29,7 +29,7 @@ def test_binding_covers_threads_already_running_and_threads_started_later():
     script = textwrap.dedent(
         """
         import os, threading
-        from ucluster_spark.rank.environment import bind_threads
+        from ucluster_spark.executor.rank.environment import bind_threads
 
         first = min(os.sched_getaffinity(0))
         stop = threading.Event()

@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ucluster_spark import cli, errors
+from ucluster_spark import errors
 from ucluster_spark.config import Config
+from ucluster_spark.driver import cli
 
 
 def parser() -> argparse.ArgumentParser:
@@ -36,9 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     args = cli.parse_args(parser(), sys.argv[1:] if argv is None else argv)
 
     def body() -> int:
-        from ucluster_spark import tracking
-        from ucluster_spark.evaluate import evaluate
-        from ucluster_spark.spark import get_session
+        from ucluster_spark.driver import tracking
+        from ucluster_spark.driver.evaluate import evaluate
+        from ucluster_spark.driver.session import get_session
 
         cfg = config_from_args(args)
         spark = get_session("ucluster-evaluate", cfg.run.spark_conf)

@@ -13,8 +13,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ucluster_spark import cli, errors
+from ucluster_spark import errors
 from ucluster_spark.config import Config
+from ucluster_spark.driver import cli
 
 
 def parser() -> argparse.ArgumentParser:
@@ -34,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     args = cli.parse_args(parser(), sys.argv[1:] if argv is None else argv)
 
     def body() -> int:
-        from ucluster_spark.pipeline import run_pipeline
-        from ucluster_spark.spark import get_session
+        from ucluster_spark.driver.pipeline import run_pipeline
+        from ucluster_spark.driver.session import get_session
 
         cfg = config_from_args(args)
         spark = get_session(f"ucluster-pipeline-{args.run_id}", cfg.run.spark_conf)

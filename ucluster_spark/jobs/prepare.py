@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ucluster_spark import cli
+from ucluster_spark.driver import cli
 
 
 def parser() -> argparse.ArgumentParser:

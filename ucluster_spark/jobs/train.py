@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ucluster_spark import cli, errors, store
+from ucluster_spark import errors, store
 from ucluster_spark.config import Config, ConfigError
+from ucluster_spark.driver import cli
 
 
 def parser() -> argparse.ArgumentParser:
@@ -69,9 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     args = cli.parse_args(parser(), sys.argv[1:] if argv is None else argv)
 
     def body() -> int:
-        from ucluster_spark import tracking
-        from ucluster_spark.launcher import train
-        from ucluster_spark.spark import get_session
+        from ucluster_spark.driver import tracking
+        from ucluster_spark.driver.launcher import train
+        from ucluster_spark.driver.session import get_session
 
         cfg = config_from_args(args)
         spark = get_session("ucluster-train", cfg.run.spark_conf)

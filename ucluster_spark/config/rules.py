@@ -1,23 +1,25 @@
-"""The rules a configuration must follow, between its settings (types are checked when it is built, in
-``config.py``). Every message starts with the key it is about: ``config.load`` uses that to name where the value
-came from."""
+"""The rules a configuration must follow between its settings, one function per section (types are checked when
+the configuration is built). Every message starts with the key it is about: ``loading.load`` uses that to name
+where the offending value came from (the flag, the override or the file)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from ucluster_spark.config.sections import (
+    DataConfig,
+    EvaluateConfig,
+    LossConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+)
 from ucluster_spark.errors import ConfigError
 from ucluster_spark.schema import AUX_MASS_COLUMNS, FEATURE_SETS, KNOWN_CLASSES, SPLITS
-
-if TYPE_CHECKING:
-    from ucluster_spark.config import Config
 
 EMBEDDING_POOLINGS = ("mean_all_slots", "mean_real", "max_real")
 
 
-def validate(cfg: Config, scope: str = "all") -> None:
-    """Every message starts with the key it is about (``load`` uses that to name where the value came from)."""
-    d, m, lo, t, r = cfg.data, cfg.model, cfg.loss, cfg.train, cfg.run
+def check_data(d: DataConfig) -> None:
+    """The data jobs check only these (a model setting cannot refuse a dataset). Normalises the mass window."""
     unknown = [c for c in d.classes if c not in KNOWN_CLASSES]
     if unknown:
         raise ConfigError(f"data.classes: unknown class {unknown[0]!r}; known: {list(KNOWN_CLASSES)}")
@@ -39,8 +41,9 @@ def validate(cfg: Config, scope: str = "all") -> None:
     if unknown := [c for c in d.aux_mass_columns if c not in AUX_MASS_COLUMNS]:
         raise ConfigError(f"data.aux_mass_columns: {unknown} not in {list(AUX_MASS_COLUMNS)}")
     d.mass_window = _mass_window("data.mass_window", d.mass_window)
-    if scope == "data":
-        return
+
+
+def check_model(m: ModelConfig, d: DataConfig) -> None:
     if m.k_neighbours < 1 or m.k_neighbours > d.max_constituents:
         raise ConfigError(
             f"model.k_neighbours must be in [1, data.max_constituents={d.max_constituents}], got {m.k_neighbours}"
@@ -54,11 +57,17 @@ def validate(cfg: Config, scope: str = "all") -> None:
         )
     if not 0.0 <= m.aux_dropout < 1.0:
         raise ConfigError(f"model.aux_dropout must be in [0, 1), got {m.aux_dropout}")
+
+
+def check_loss(lo: LossConfig) -> None:
     if lo.clustering_reduction not in ("sum", "mean"):
         raise ConfigError(f"loss.clustering_reduction must be 'sum' or 'mean', got {lo.clustering_reduction!r}")
     for name in ("focal_gamma", "focal_weight", "clustering_weight", "alpha_start", "alpha_step", "balance_weight"):
         if getattr(lo, name) < 0:
             raise ConfigError(f"loss.{name} must be >= 0, got {getattr(lo, name)}")
+
+
+def check_train(t: TrainConfig, m: ModelConfig) -> None:
     _positive("train.epochs", t.epochs)
     if not 0 <= t.pretrain_epochs <= t.epochs:
         raise ConfigError(f"train.pretrain_epochs must be in [0, train.epochs={t.epochs}], got {t.pretrain_epochs}")
@@ -77,8 +86,13 @@ def validate(cfg: Config, scope: str = "all") -> None:
             "train.bn_momentum_start <= train.bn_momentum_max < 1 is required, got "
             f"{t.bn_momentum_start} and {t.bn_momentum_max}"
         )
+
+
+def check_run(r: RunConfig) -> None:
     _positive("run.num_proc", r.num_proc)
-    e = cfg.evaluate
+
+
+def check_evaluate(e: EvaluateConfig) -> None:
     if not e.splits or any(s not in SPLITS for s in e.splits) or len(set(e.splits)) != len(e.splits):
         raise ConfigError(f"evaluate.splits must list distinct splits among {list(SPLITS)}, got {e.splits}")
     _positive("evaluate.batch_size", e.batch_size)

@@ -19,7 +19,7 @@ from ucluster_spark import store
 from ucluster_spark.config import Config
 from ucluster_spark.data.ingest import InputFileError
 from ucluster_spark.errors import InputMissing
-from ucluster_spark.model import UCluster, build_model
+from ucluster_spark.executor.model import UCluster, build_model
 from ucluster_spark.schema import (
     ASSIGNMENT_COLUMNS,
     CLUSTER,
@@ -52,7 +52,7 @@ class Assigner:
     def __init__(self, run_dir: str | Path):
         import tensorflow as tf
 
-        from ucluster_spark.losses import soft_assignment, squared_distances
+        from ucluster_spark.executor.losses import soft_assignment, squared_distances
 
         self.cfg, model = load_run(run_dir)
         self.shape = (self.cfg.data.max_constituents, len(feature_names(self.cfg.data.feature_set)))

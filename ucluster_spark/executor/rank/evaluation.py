@@ -13,9 +13,9 @@ import numpy as np
 import tensorflow as tf
 
 from ucluster_spark import plots, store
+from ucluster_spark.executor.reader import evaluation_batches
 from ucluster_spark.metrics import contingency, summarize
 from ucluster_spark.plan import TrainingPlan
-from ucluster_spark.reader import evaluation_batches
 from ucluster_spark.schema import CONSTITUENTS, LABEL, MASS, feature_names
 
 

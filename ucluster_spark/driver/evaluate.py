@@ -199,7 +199,7 @@ def evaluate(
     def body(frames):  # shipped to executors: plain values and accumulators only
         import os
 
-        from ucluster_spark.inference import assign_frames  # TensorFlow: in the executors only
+        from ucluster_spark.executor.inference import assign_frames  # TensorFlow: in the executors only
 
         tasks_per_process.add(Counter({f"{os.uname().nodename}:{os.getpid()}": 1}))
         yield from assign_frames(

@@ -12,8 +12,8 @@ from __future__ import annotations
 import tensorflow as tf
 
 from ucluster_spark.config import Config
-from ucluster_spark.layers import GAPLayer, MaskedPooling, ParticleDense, StepSeededDropout, particle_mask
-from ucluster_spark.losses import squared_distances
+from ucluster_spark.executor.layers import GAPLayer, MaskedPooling, ParticleDense, StepSeededDropout, particle_mask
+from ucluster_spark.executor.losses import squared_distances
 from ucluster_spark.schema import feature_names, knn_coordinate_indices
 
 

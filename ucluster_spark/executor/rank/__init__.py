@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from ucluster_spark.rank.environment import report_failure
+from ucluster_spark.executor.rank.environment import report_failure
 
 
 def train_fn(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str, Any]:
     """Train, initialise centroids, evaluate; rank 0 writes the run directory. Returns this rank's summary.
     A rank that raises leaves a failure report for the driver's watchdog first."""
     try:
-        from ucluster_spark.rank.loop import train_rank
+        from ucluster_spark.executor.rank.loop import train_rank
 
         return train_rank(cfg_dict, plan_dict)
     except BaseException as err:

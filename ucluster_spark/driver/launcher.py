@@ -1,6 +1,6 @@
 """Driver side: resolve the data, stage the run directory, launch the ranks with ``horovod.spark.run``.
 
-No TensorFlow import here: the ranks import it inside ``train.train_fn`` on the executors.
+No TensorFlow import here: the ranks import it inside ``executor.rank.train_fn`` on the executors.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from ucluster_spark.config import Config, ConfigError
 from ucluster_spark.data.dataset import DatasetError, DatasetInfo, check_files, check_filled, check_shardable
 from ucluster_spark.data.sources import locate_or_generate
 from ucluster_spark.errors import InputMissing, OutputExists, TrainingFailed
+from ucluster_spark.executor.rank import train_fn
 from ucluster_spark.plan import TrainingPlan
-from ucluster_spark.rank import train_fn
 
 log = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ import tensorflow as tf
 from sklearn.cluster import KMeans
 
 from ucluster_spark import checkpoint
-from ucluster_spark.centroids import ClusterMoments, reseed_starved_centroids
 from ucluster_spark.config import Config
-from ucluster_spark.layers import share_batch_norm_momentum
-from ucluster_spark.losses import (
+from ucluster_spark.executor.centroids import ClusterMoments, reseed_starved_centroids
+from ucluster_spark.executor.layers import share_batch_norm_momentum
+from ucluster_spark.executor.losses import (
     HalvingSchedule,
     alpha_for_epoch,
     batch_norm_momentum,
@@ -30,18 +30,18 @@ from ucluster_spark.losses import (
     reduce_clustering_loss,
     schedule_steps,
 )
-from ucluster_spark.metrics import collapse_warnings
-from ucluster_spark.model import build_model
-from ucluster_spark.plan import EpochPlan, TrainingPlan
-from ucluster_spark.rank.environment import (
+from ucluster_spark.executor.model import build_model
+from ucluster_spark.executor.rank.environment import (
     ProgressLog,
     bind_rank_to_cores,
     configure_threads,
     inject_fault,
     usable_cores,
 )
-from ucluster_spark.rank.evaluation import embeddings_of, evaluate_split, nearest_centroid, write_run
-from ucluster_spark.reader import shard_size, training_batches
+from ucluster_spark.executor.rank.evaluation import embeddings_of, evaluate_split, nearest_centroid, write_run
+from ucluster_spark.executor.reader import shard_size, training_batches
+from ucluster_spark.metrics import collapse_warnings
+from ucluster_spark.plan import EpochPlan, TrainingPlan
 from ucluster_spark.schema import CONSTITUENTS, feature_names
 
 
@@ -59,7 +59,7 @@ def make_optimizer(cfg, model, workers: int, steps_per_epoch: int):
 def make_batch_norm_schedule(cfg, model, steps_per_epoch: int):
     """One momentum variable shared by every batch norm of ``model`` and a function of the optimizer step that gives
     its value (the original's 0.5 rising to 0.99), assigned at the start of every step."""
-    from ucluster_spark.losses import schedule_steps
+    from ucluster_spark.executor.losses import schedule_steps
 
     t = cfg.train
     period = schedule_steps(t.bn_momentum_halve_every, t.pretrain_epochs, steps_per_epoch)

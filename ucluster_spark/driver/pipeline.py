@@ -28,8 +28,9 @@ from typing import Any
 
 import yaml
 
-from ucluster_spark import checkpoint, store, tracking
+from ucluster_spark import checkpoint, store
 from ucluster_spark.config import Config, ConfigError
+from ucluster_spark.driver import tracking
 from ucluster_spark.errors import EXIT_OK, BadInput, Busy, DataFailed, exit_code_for
 
 log = logging.getLogger(__name__)
@@ -165,7 +166,7 @@ def data_stage(spark, cfg: Config, layout: store.PipelineLayout, manifest: Manif
 
 def train_stage(spark, cfg: Config, data_root: Path, pipeline: store.PipelineLayout, manifest: Manifest) -> Path:
     """Train (or resume, or skip) into the pipeline's ``train/``."""
-    from ucluster_spark.launcher import train
+    from ucluster_spark.driver.launcher import train
 
     layout = pipeline.train
     train_dir = layout.root
@@ -188,7 +189,7 @@ def train_stage(spark, cfg: Config, data_root: Path, pipeline: store.PipelineLay
 def evaluate_stage(
     spark, cfg: Config, data_root: Path, train_dir: Path, pipeline: store.PipelineLayout, manifest: Manifest
 ) -> Path:
-    from ucluster_spark.evaluate import evaluate
+    from ucluster_spark.driver.evaluate import evaluate
 
     layout = pipeline.evaluate
     out = layout.root
@@ -213,7 +214,7 @@ def run_pipeline(spark, cfg: Config, run_id: str) -> dict[str, Any]:
     recording it in the manifest."""
     if not RUN_ID_PATTERN.match(run_id):
         raise ConfigError(f"--run-id {run_id!r}: use letters, digits, '.', '_' and '-' (at most 128, not leading)")
-    from ucluster_spark.launcher import check_slots
+    from ucluster_spark.driver.launcher import check_slots
 
     check_slots(spark, cfg.run.num_proc)  # a configuration this application cannot run: refused, nothing written
     layout = store.PipelineLayout(cfg.pipeline.root, run_id)

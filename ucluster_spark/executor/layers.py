@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from ucluster_spark.config_checks import EMBEDDING_POOLINGS
+from ucluster_spark.config.rules import EMBEDDING_POOLINGS
 
 PADDING_DISTANCE = 1.0e3
 """Added to the distance of every padded particle so a kNN search ranks all of them last."""

@@ -131,7 +131,7 @@ def run_dataset_job(app_name: str, args: argparse.Namespace, build: Callable[[An
 
     def body() -> int:
         from ucluster_spark.data.dataset import format_counts
-        from ucluster_spark.spark import get_session
+        from ucluster_spark.driver.session import get_session
 
         cfg = data_config_from_args(args)
         spark = get_session(app_name, cfg.run.spark_conf)
