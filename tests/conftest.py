@@ -121,3 +121,16 @@ def finished_run(tmp_path_factory):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
     return work, run_dir, result
+
+
+@pytest.fixture(scope="module")
+def standalone_cluster(tmp_path_factory):
+    """A Spark standalone master and two one-core workers on 127.0.0.1 (``tests/standalone.py``), stopped after
+    the module's tests: jobs submitted to it run in two executor processes, as on a real cluster."""
+    from tests.standalone import StandaloneCluster
+
+    cluster = StandaloneCluster(tmp_path_factory.mktemp("cluster"), workers=2, cores_per_worker=1)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()

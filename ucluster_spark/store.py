@@ -187,6 +187,15 @@ class RunLayout(_OutputLayout):
     def failure_report(self, rank: int) -> Path:
         return self.failures / f"rank-{rank}.json"
 
+    @property
+    def placements(self) -> Path:
+        """``rank-N.json`` written by every rank as it starts (host, pid): names the rank and host of one that is
+        lost with its executor, which leaves no failure report."""
+        return self.root / "ranks"
+
+    def placement(self, rank: int) -> Path:
+        return self.placements / f"rank-{rank}.json"
+
 
 class EvaluationLayout(_OutputLayout):
     """Every name inside one output of the evaluate job."""

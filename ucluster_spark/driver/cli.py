@@ -22,7 +22,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Nam
     """A job's arguments, with stderr sent where the caller expects it first (usage errors included)."""
     use_real_stderr()
     logs.configure()
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # overrides may stand between the flags
 
 
 def use_real_stderr() -> None:

@@ -9,6 +9,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import sys
@@ -189,7 +190,9 @@ def rank_environment(cfg: Config) -> dict[str, str]:
 def run_horovod(spark, cfg: Config, plan: TrainingPlan) -> list[dict[str, Any]]:
     import horovod.spark
 
-    watchdog = FailureWatchdog(store.RunLayout(plan.run_dir).failures, cfg.run.failure_grace_seconds)
+    layout = store.RunLayout(plan.run_dir)
+    shutil.rmtree(layout.placements, ignore_errors=True)  # where an earlier attempt's ranks ran
+    watchdog = FailureWatchdog(layout.failures, cfg.run.failure_grace_seconds)
     try:
         with restored_signal_handlers(), watchdog:
             return horovod.spark.run(
@@ -238,13 +241,26 @@ def prepare_run_dir(run_dir: Path, resume: bool) -> Path | None:
     return None
 
 
+def lost_ranks(horovod_error: str, layout: store.RunLayout) -> list[str]:
+    """The ranks horovod reports without an exit code (``Process name: 1 / Exit code: None``: the process vanished
+    with its executor), named with the host and pid each recorded when it started."""
+    named = []
+    for rank in re.findall(r"Process name: (\S+)\s+Exit code: None", horovod_error):
+        try:
+            where = json.loads(layout.placement(rank).read_text())
+            named.append(f"rank {rank} on {where['host']} (pid {where['pid']})")
+        except (OSError, ValueError, KeyError):
+            named.append(f"rank {rank} (it never reported where it ran)")
+    return named
+
+
 def failure_hint(err: Exception, run_dir: Path) -> str:
     text = str(err)
     hints = []
     if "Exit code: 137" in text:
         hints.append("exit code 137 = a rank was killed (SIGKILL: out of memory, a lost or preempted executor)")
-    if "Exit code: None" in text:
-        hints.append("a Spark worker running a rank was lost")
+    hints += [f"{lost} was lost: its process ended without an exit code, as when the executor, container or host "
+              "running it dies" for lost in lost_ranks(text, store.RunLayout(run_dir))]  # fmt: skip
     last = checkpoint.latest(run_dir)
     hints.append(
         f"continue from checkpoint {last.name} with --resume {run_dir}" if last else "no checkpoint was written yet"

@@ -97,6 +97,14 @@ def bind_rank_to_cores(local_rank: int, local_size: int) -> str:
     return f"each rank bound to {len(cores)} core(s), rank 0 to {cores}"
 
 
+def record_placement(run_dir: str, rank: int) -> None:
+    """``RUN_DIR/ranks/rank-N.json``: where this rank runs. A rank lost with its executor or host writes nothing
+    more; the driver names it from this record."""
+    record = {"rank": rank, "host": socket.gethostname(), "pid": os.getpid(), "at": time.time()}
+    with contextlib.suppress(OSError):
+        store.atomic_write_json(store.RunLayout(run_dir).placement(rank), record)
+
+
 def report_failure(run_dir: str, err: BaseException) -> None:
     """``RUN_DIR/failures/rank-N.json``: horovod.spark.run only reports exit codes once every rank has exited, so a
     rank stuck on a frozen peer would keep the driver waiting; this file lets the driver act on the first failure."""

@@ -36,6 +36,7 @@ from ucluster_spark.executor.rank.environment import (
     bind_rank_to_cores,
     configure_threads,
     inject_fault,
+    record_placement,
     usable_cores,
 )
 from ucluster_spark.executor.rank.evaluation import embeddings_of, evaluate_split, nearest_centroid, write_run
@@ -266,6 +267,7 @@ def train_rank(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str,
     # Horovod: one process per rank.
     hvd.init()
     rank_started_at = time.time()  # start-up cost = launch -> here -> the first epoch's started_at
+    record_placement(plan.run_dir, hvd.rank())
     configure_threads(cfg.train, hvd.local_rank())
     binding = bind_rank_to_cores(hvd.local_rank(), hvd.local_size()) if cfg.run.bind_ranks_to_cores else ""
     r = start_rank(cfg, plan, hvd.rank(), hvd.size())
