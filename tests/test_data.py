@@ -4,14 +4,16 @@ import numpy as np
 import pytest
 
 from ucluster_spark import schema, store
+from ucluster_spark.config.rules import READERS
 from ucluster_spark.data.dataset import DatasetError, check_compatible, check_shardable, load_info, write_dataset
 from ucluster_spark.data.features import constituent_features
-from ucluster_spark.executor.reader import evaluation_batches, open_shard
+from ucluster_spark.executor.reader import evaluation_batches, open_shard, shard_size, training_batches
+from ucluster_spark.plan import EpochPlan
 
 pytestmark = pytest.mark.slow
 
 
-def _jet_ids(url, shard, shard_count):
+def _jet_ids(url, shard, shard_count, reader="petastorm"):
     ids = []
     with open_shard(
         url,
@@ -21,9 +23,10 @@ def _jet_ids(url, shard, shard_count):
         num_epochs=1,
         shuffle=False,
         seed=0,
+        reader=reader,
     ) as ds:
         for batch in ds:
-            ids.extend(v.decode() if isinstance(v, bytes) else v for v in batch.jet_id.numpy())
+            ids.extend(v.decode() for v in batch[schema.JET_ID].numpy())
     return ids
 
 
@@ -37,36 +40,56 @@ def test_layout_counts_and_metadata(synthetic_dataset):
     assert not [p for p in root.parent.iterdir() if ".tmp-" in p.name]  # staging renamed away
 
 
+@pytest.mark.parametrize("reader", READERS)
 @pytest.mark.parametrize("shard_count", [1, 2, 3])
-def test_shards_are_disjoint_and_complete(synthetic_dataset, shard_count):
+def test_shards_are_disjoint_and_complete(synthetic_dataset, shard_count, reader):
     root, info, _ = synthetic_dataset
     url = info.split_url(root, "train")
-    shards = [_jet_ids(url, shard, shard_count) for shard in range(shard_count)]
+    shards = [_jet_ids(url, shard, shard_count, reader) for shard in range(shard_count)]
     assert all(shards)
     assert sum(len(s) for s in shards) == len(set().union(*shards)) == info.n_jets("train")
 
 
-@pytest.mark.parametrize("shard_count", [1, 2, 3])
-def test_a_training_epoch_holds_every_jet_once_in_the_planned_steps(synthetic_dataset, shard_count):
-    """The real path of a rank's epoch: shard sizes -> EpochPlan -> shuffled petastorm pass cut into its batches."""
-    from ucluster_spark.executor.reader import shard_size, training_batches
-    from ucluster_spark.plan import EpochPlan
-
-    root, info, _ = synthetic_dataset
-    url = info.split_url(root, "train")
-    sizes = [shard_size(url, shard=r, shard_count=shard_count) for r in range(shard_count)]
+def _epoch(url, shard_count, reader, seed=3):
+    """The real path of a rank's epoch: shard sizes -> EpochPlan -> shuffled pass cut into its batches; the jet
+    ids each rank gets, batch by batch."""
+    sizes = [shard_size(url, shard=r, shard_count=shard_count, reader=reader) for r in range(shard_count)]
     plan = EpochPlan.for_shards(sizes, batch_size=16)
-    seen = []
+    per_rank = []
     for rank in range(shard_count):
         with training_batches(
-            url, shard=rank, shard_count=shard_count, max_constituents=100, n_features=8,
-            batch_sizes=plan.batch_sizes(rank), shuffle_buffer=64, seed=3, target_columns=[schema.MASS, schema.JET_ID],
+            url, shard=rank, shard_count=shard_count, max_constituents=100, n_features=8, reader=reader, seed=seed,
+            batch_sizes=plan.batch_sizes(rank), shuffle_buffer=64, target_columns=[schema.MASS, schema.JET_ID],
         ) as ds:  # fmt: skip
             assert ds.options().autotune.enabled is False  # its model thread delays deleting the iterator by seconds
-            batches = [b[schema.JET_ID].numpy() for b in ds]
+            batches = [[v.decode() for v in b[schema.JET_ID].numpy()] for b in ds]
         assert [len(b) for b in batches] == plan.batch_sizes(rank)  # exactly plan.steps batches on every rank
-        seen.extend(v.decode() for b in batches for v in b)
+        per_rank.append(batches)
+    return sizes, per_rank
+
+
+@pytest.mark.parametrize("reader", READERS)
+@pytest.mark.parametrize("shard_count", [1, 2, 3])
+def test_a_training_epoch_holds_every_jet_once_in_the_planned_steps(synthetic_dataset, shard_count, reader):
+    root, info, _ = synthetic_dataset
+    _, per_rank = _epoch(info.split_url(root, "train"), shard_count, reader)
+    seen = [jet for batches in per_rank for batch in batches for jet in batch]
     assert len(seen) == len(set(seen)) == info.n_jets("train")
+
+
+def test_both_readers_give_every_rank_the_same_jets_every_epoch(synthetic_dataset):
+    """petastorm and pyarrow shard alike: the same shard sizes, the same jets on each rank in each epoch (in an
+    order of their own); the arrow reader's order is a function of the seed."""
+    root, info, _ = synthetic_dataset
+    url = info.split_url(root, "train")
+    for seed in (3, 4):  # two epochs' seeds
+        sizes_p, petastorm = _epoch(url, 2, "petastorm", seed)
+        sizes_a, arrow = _epoch(url, 2, "arrow", seed)
+        assert sizes_p == sizes_a
+        for rank in range(2):
+            assert sorted(j for b in petastorm[rank] for j in b) == sorted(j for b in arrow[rank] for j in b)
+        assert _epoch(url, 2, "arrow", seed)[1] == arrow  # reproducible
+    assert _epoch(url, 2, "arrow", 3)[1] != _epoch(url, 2, "arrow", 4)[1]  # and reshuffled by epoch
 
 
 def test_too_few_row_groups_for_the_ranks_is_refused_up_front(synthetic_dataset):
@@ -76,14 +99,16 @@ def test_too_few_row_groups_for_the_ranks_is_refused_up_front(synthetic_dataset)
         check_shardable(root, 5)
 
 
-def test_reader_returns_the_constituents_and_labels_written(synthetic_dataset):
+@pytest.mark.parametrize("reader", READERS)
+def test_reader_returns_the_constituents_and_labels_written(synthetic_dataset, reader):
     root, info, frame = synthetic_dataset
     by_id = frame.set_index(schema.JET_ID)
     url = info.split_url(root, "test")
-    ids = _jet_ids(url, 0, 1)
+    ids = _jet_ids(url, 0, 1, reader)
     with evaluation_batches(
-        url, shard=0, shard_count=1, max_constituents=100, n_features=8, batch_size=32, columns=[schema.LABEL]
-    ) as ds:
+        url, shard=0, shard_count=1, max_constituents=100, n_features=8, batch_size=32, columns=[schema.LABEL],
+        reader=reader,
+    ) as ds:  # fmt: skip
         batches = list(ds)
     x = np.concatenate([b[schema.CONSTITUENTS].numpy() for b in batches])
     labels = np.concatenate([b[schema.LABEL].numpy() for b in batches])
@@ -197,7 +222,7 @@ def test_every_data_setting_is_classified_for_the_generation_cache():
     from ucluster_spark.config import DataConfig
     from ucluster_spark.data.dataset import GENERATION_FIELDS, generation_key
 
-    training_only = {"path", "generated_root", "mass_bins", "mass_bin_edges_max", "aux_mass_columns"}
+    training_only = {"path", "generated_root", "mass_bins", "mass_bin_edges_max", "aux_mass_columns", "reader"}
     assert {f.name for f in fields(DataConfig)} == set(GENERATION_FIELDS) | training_only
     base = DataConfig()
     assert generation_key(replace(base, aux_mass_columns=["sd_mass"], mass_bins=10)) == generation_key(base)

@@ -16,6 +16,7 @@ from ucluster_spark.errors import ConfigError
 from ucluster_spark.schema import AUX_MASS_COLUMNS, FEATURE_SETS, KNOWN_CLASSES, SPLITS
 
 EMBEDDING_POOLINGS = ("mean_all_slots", "mean_real", "max_real")
+READERS = ("petastorm", "arrow")
 
 
 def check_data(d: DataConfig) -> None:
@@ -41,6 +42,8 @@ def check_data(d: DataConfig) -> None:
     if unknown := [c for c in d.aux_mass_columns if c not in AUX_MASS_COLUMNS]:
         raise ConfigError(f"data.aux_mass_columns: {unknown} not in {list(AUX_MASS_COLUMNS)}")
     d.mass_window = _mass_window("data.mass_window", d.mass_window)
+    if d.reader not in READERS:
+        raise ConfigError(f"data.reader must be one of {list(READERS)}, got {d.reader!r}")
 
 
 def check_model(m: ModelConfig, d: DataConfig) -> None:

@@ -31,6 +31,9 @@ class DataConfig:
     split_fractions: dict[str, float] = field(default_factory=lambda: {"train": 0.7, "val": 0.1, "test": 0.2})
     files_per_split: int = 4
     """Parquet files per split; each rank reads whole row groups, so keep this >= the number of ranks."""
+    reader: str = "petastorm"
+    """How ranks stream their shard: ``petastorm`` (the default) or ``arrow`` (pyarrow.dataset, no petastorm needed:
+    for environments where petastorm cannot be installed). Both give a rank the same jets."""
     mass_bin_edges_max: float = 200.0
     mass_bins: int = 20
     """Auxiliary target: jet mass in ``mass_bins`` classes, edges ``linspace(0, max, mass_bins)`` + overflow."""

@@ -1,7 +1,9 @@
-"""Executor side: stream one rank's shard of a parquet split into ``tf.data`` with petastorm.
+"""Executor side: stream one rank's shard of a parquet split into ``tf.data``, with petastorm or pyarrow.
 
-Each rank reads only its own row groups (``cur_shard``/``shard_count``), a bounded number at a time, so memory
-does not grow with the dataset. No pyspark import here.
+Each rank reads only its own row groups, a bounded number at a time, so memory does not grow with the dataset.
+Both readers shard alike (petastorm's rule: the row groups of the split's files in path order, every
+``shard_count``-th from ``shard``), so a rank sees the same jets whichever reads them; ``arrow`` needs no petastorm
+(unmaintained, pinned to pyarrow < 13). No pyspark import here.
 """
 
 from __future__ import annotations
@@ -9,15 +11,19 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 
+import numpy as np
+import pyarrow.dataset as pads
+import pyarrow.fs
 import tensorflow as tf
-from petastorm import make_batch_reader
-from petastorm.tf_utils import make_petastorm_dataset
 
 from ucluster_spark import schema
+from ucluster_spark.config.rules import READERS
 
 
-def _shard_reader(url, shard, shard_count, columns, num_epochs, shuffle, seed, workers):
+def _petastorm_reader(url, shard, shard_count, columns, num_epochs, shuffle, seed, workers):
     """petastorm reader of whole row groups ``shard::shard_count``, decoded by ``workers`` threads."""
+    from petastorm import make_batch_reader
+
     return make_batch_reader(
         url,
         schema_fields=columns,
@@ -31,14 +37,64 @@ def _shard_reader(url, shard, shard_count, columns, num_epochs, shuffle, seed, w
     )
 
 
-def shard_size(url: str, *, shard: int, shard_count: int) -> int:
-    """Jets in this rank's shard, by petastorm's own sharding (one pass over the jet_id column only)."""
-    reader = _shard_reader(url, shard, shard_count, [schema.JET_ID], 1, False, 0, 2)
+def shard_row_groups(url: str, shard: int, shard_count: int) -> list[pads.ParquetFileFragment]:
+    """This shard's row groups as pyarrow fragments, by petastorm's rule (files in path order, row groups in file
+    order, every ``shard_count``-th from ``shard``)."""
+    filesystem, path = pyarrow.fs.FileSystem.from_uri(url)
+    dataset = pads.dataset(path, format="parquet", filesystem=filesystem)
+    row_groups = [
+        piece
+        for fragment in sorted(dataset.get_fragments(), key=lambda f: f.path)
+        for piece in fragment.split_by_row_group()
+    ]
+    return [piece for index, piece in enumerate(row_groups) if index % shard_count == shard]
+
+
+def _arrow_batches(url, shard, shard_count, columns, num_epochs, shuffle, seed) -> tf.data.Dataset:
+    """One dict of numpy columns per row group of this shard (row groups in a seeded random order per pass when
+    ``shuffle``), read by pyarrow one row group at a time."""
+    pieces = shard_row_groups(url, shard, shard_count)
+    if not pieces:
+        raise ValueError(f"{url}: no row group for shard {shard} of {shard_count}")
+
+    def columns_of(table) -> dict[str, np.ndarray]:
+        out = {}
+        for name in columns:
+            column = table.column(name).combine_chunks()
+            if name == schema.CONSTITUENTS:  # list<float> per jet, flattened: (jets, slots x features)
+                out[name] = column.flatten().to_numpy().reshape(len(table), -1)
+            else:
+                out[name] = column.to_numpy(zero_copy_only=False)
+        return out
+
+    def generate():
+        rng = np.random.default_rng(seed)
+        passes = 0
+        while num_epochs is None or passes < num_epochs:
+            order = rng.permutation(len(pieces)) if shuffle else range(len(pieces))
+            for i in order:
+                yield columns_of(pieces[i].to_table(columns=columns))
+            passes += 1
+
+    example = columns_of(pieces[0].to_table(columns=columns).slice(0, 1))
+    signature = {
+        name: tf.TensorSpec([None, *value.shape[1:]], tf.string if value.dtype == object else tf.as_dtype(value.dtype))
+        for name, value in example.items()
+    }
+    return tf.data.Dataset.from_generator(generate, output_signature=signature)
+
+
+def shard_size(url: str, *, shard: int, shard_count: int, reader: str = "petastorm") -> int:
+    """Jets in this rank's shard: from the row groups' footers (arrow), or by petastorm's own pass over the jet_id
+    column; the same number either way."""
+    if reader == "arrow":
+        return sum(piece.row_groups[0].num_rows for piece in shard_row_groups(url, shard, shard_count))
+    stream = _petastorm_reader(url, shard, shard_count, [schema.JET_ID], 1, False, 0, 2)
     try:
-        return sum(len(batch.jet_id) for batch in reader)
-    finally:  # not ``with reader``: its exit prints "Cache cleanup complete." for a cache we do not use
-        reader.stop()
-        reader.join()
+        return sum(len(batch.jet_id) for batch in stream)
+    finally:  # not ``with stream``: its exit prints "Cache cleanup complete." for a cache we do not use
+        stream.stop()
+        stream.join()
 
 
 @contextlib.contextmanager
@@ -52,14 +108,23 @@ def open_shard(
     shuffle: bool,
     seed: int,
     workers: int = 2,
+    reader: str = "petastorm",
 ) -> Iterator[tf.data.Dataset]:
-    """A ``tf.data.Dataset`` of column batches (one per row group) of this rank's shard; the reader stops on exit."""
-    reader = _shard_reader(url, shard, shard_count, columns, num_epochs, shuffle, seed, workers)
+    """A ``tf.data.Dataset`` of column batches (dicts, one per row group) of this rank's shard; a petastorm reader
+    stops on exit."""
+    if reader == "arrow":
+        yield _arrow_batches(url, shard, shard_count, columns, num_epochs, shuffle, seed)
+        return
+    if reader != "petastorm":
+        raise ValueError(f"unknown reader {reader!r}; expected one of {READERS}")
+    from petastorm.tf_utils import make_petastorm_dataset
+
+    stream = _petastorm_reader(url, shard, shard_count, columns, num_epochs, shuffle, seed, workers)
     try:
-        yield make_petastorm_dataset(reader)
+        yield make_petastorm_dataset(stream).map(lambda batch: batch._asdict())
     finally:
-        reader.stop()
-        reader.join()
+        stream.stop()
+        stream.join()
 
 
 def fixed_pipeline(dataset: tf.data.Dataset) -> tf.data.Dataset:
@@ -74,7 +139,7 @@ def per_jet(batches: tf.data.Dataset, max_constituents: int, n_features: int) ->
     """Row-group batches -> one dict per jet with constituents shaped (N, F)."""
 
     def reshape(batch):
-        fields = batch._asdict()
+        fields = dict(batch)
         fields[schema.CONSTITUENTS] = tf.reshape(
             tf.cast(fields[schema.CONSTITUENTS], tf.float32), [-1, max_constituents, n_features]
         )
@@ -97,6 +162,7 @@ def training_batches(
     target_columns: Sequence[str] = (schema.MASS,),
     num_epochs: int | None = 1,
     workers: int = 1,
+    reader: str = "petastorm",
 ) -> Iterator[tf.data.Dataset]:
     """Shuffled batches of {constituents, *target_columns} from ``num_epochs`` passes over this rank's shard
     (None: endless), cut into ``batch_sizes`` in turn: one pass cut by ``EpochPlan.batch_sizes`` is one training
@@ -113,6 +179,7 @@ def training_batches(
         shuffle=True,
         seed=seed,
         workers=workers,
+        reader=reader,
     ) as batches:
         yield fixed_pipeline(
             per_jet(batches, max_constituents, n_features)
@@ -133,6 +200,7 @@ def evaluation_batches(
     n_features: int,
     batch_size: int,
     columns: Sequence[str] = (),
+    reader: str = "petastorm",
 ) -> Iterator[tf.data.Dataset]:
     """One ordered pass over this rank's shard, in batches of {constituents, *columns} (e.g. label, mass)."""
     with open_shard(
@@ -143,5 +211,6 @@ def evaluation_batches(
         num_epochs=1,
         shuffle=False,
         seed=0,
+        reader=reader,
     ) as batches:
         yield fixed_pipeline(per_jet(batches, max_constituents, n_features).batch(batch_size).prefetch(2))

@@ -36,6 +36,7 @@ def embeddings_of(model, url: str, cfg, rank: int, size: int, columns: Sequence[
         n_features=len(feature_names(d.feature_set)),
         batch_size=cfg.train.batch_size,
         columns=columns,
+        reader=d.reader,
     ) as ds:
         for batch in ds:
             zs.append(model.backbone(batch[CONSTITUENTS], training=False)["z"].numpy())

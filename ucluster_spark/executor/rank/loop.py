@@ -148,6 +148,7 @@ class Rank:
             shuffle_buffer=t.shuffle_buffer,
             seed=t.seed + 1000 * epoch + self.rank,
             target_columns=d.aux_mass_columns,
+            reader=d.reader,
         )
 
 
@@ -157,7 +158,7 @@ def start_rank(cfg, plan: TrainingPlan, rank: int, size: int) -> Rank:
     log = ProgressLog(rank, plan.run_dir)
     tf.keras.utils.set_random_seed(t.seed)  # Python, NumPy and TensorFlow: the initial weights are a function of it
     model = build_model(cfg)
-    epoch_plan = shared_epoch_plan(plan.train_url, t.batch_size, rank, size, log)
+    epoch_plan = shared_epoch_plan(plan.train_url, t.batch_size, rank, size, log, cfg.data.reader)
     schedule, optimizer = make_optimizer(cfg, model, size, epoch_plan.steps)
     bn_momentum = make_batch_norm_schedule(cfg, model, epoch_plan.steps)
     if plan.resume_from and rank == 0:
@@ -310,9 +311,11 @@ def weights_digest(variables) -> str:
     return digest.hexdigest()
 
 
-def shared_epoch_plan(url: str, batch_size: int, rank: int, size: int, log: ProgressLog) -> EpochPlan:
+def shared_epoch_plan(
+    url: str, batch_size: int, rank: int, size: int, log: ProgressLog, reader: str = "petastorm"
+) -> EpochPlan:
     """The same ``EpochPlan`` on every rank, from every shard's size."""
-    local = shard_size(url, shard=rank, shard_count=size)
+    local = shard_size(url, shard=rank, shard_count=size, reader=reader)
     # Horovod: every rank learns every shard's size and takes the same decision.
     sizes = hvd.allgather(tf.constant([local], tf.int64), name="shard_sizes").numpy().tolist()
     plan = EpochPlan.for_shards(sizes, batch_size)
