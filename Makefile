@@ -4,9 +4,9 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-# CPU by default. GPU hosts (README): make venv TF_PACKAGE='tensorflow[and-cuda]==2.18.1' EXTRAS=gpu,sim,test HOROVOD_GPU=NCCL
+# CPU by default. GPU hosts (README): make venv TF_PACKAGE='tensorflow[and-cuda]==2.18.1' EXTRAS=gpu,horovod,sim,test HOROVOD_GPU=NCCL
 TF_PACKAGE ?= tensorflow-cpu==2.18.1
-EXTRAS ?= cpu,sim,test
+EXTRAS ?= cpu,horovod,sim,test
 HOROVOD_GPU ?=
 # Rebuild the environment only when the pinned requirements (or the choices above) change: horovod compiles.
 STAMP := $(VENV)/.installed-$(shell (cat setup.cfg; echo '$(TF_PACKAGE) $(EXTRAS) $(HOROVOD_GPU)') | sha1sum | cut -c1-12)
@@ -23,7 +23,7 @@ CONFIG ?= conf/local.yaml
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test venv lint clean-venv
+.PHONY: run test venv lint clean-venv venv-modern test-modern
 
 run: $(STAMP)
 	$(RUN_ENV) $(VENV)/bin/spark-submit --master 'local[2]' \
@@ -54,4 +54,28 @@ $(STAMP): setup.cfg
 	touch $@
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(MODERN_VENV)
+
+# The second environment (README, "Environments"): current TensorFlow, pyspark 4 and pyarrow, no horovod and
+# no petastorm. Its tests are the ones marked `portable` (barrier launcher, arrow reader, standalone cluster).
+MODERN_VENV := .venv-modern
+MODERN_PY := $(MODERN_VENV)/bin/python
+MODERN_EXTRAS ?= modern,modern-cpu,sim,test
+MODERN_STAMP := $(MODERN_VENV)/.installed-$(shell (cat setup.cfg; echo '$(MODERN_EXTRAS)') | sha1sum | cut -c1-12)
+MODERN_RUN_ENV := PYSPARK_PYTHON=$(abspath $(MODERN_PY)) PYSPARK_DRIVER_PYTHON=$(abspath $(MODERN_PY)) \
+	TF_USE_LEGACY_KERAS=1 SPARK_LOCAL_IP=127.0.0.1 PYTHONUNBUFFERED=1
+
+venv-modern: $(MODERN_STAMP)
+
+$(MODERN_STAMP): setup.cfg
+	@echo "== building the current-releases environment in $(MODERN_VENV) (first time: ~4 minutes, no compiling)"
+	rm -f $(MODERN_VENV)/.installed-*
+	test -x $(MODERN_PY) || $(PYTHON) -m venv $(MODERN_VENV)
+	$(MODERN_PY) -m pip install --quiet --upgrade pip wheel setuptools
+	$(MODERN_PY) -m pip install --progress-bar off -e ".[$(MODERN_EXTRAS)]"
+	$(MODERN_PY) -m pip install --progress-bar off --no-deps tf_keras==2.21.0
+	$(MODERN_PY) -c "import importlib.util as u; assert not (u.find_spec('horovod') or u.find_spec('petastorm'))"
+	touch $@
+
+test-modern: $(MODERN_STAMP)
+	$(MODERN_RUN_ENV) $(MODERN_PY) -m pytest -m portable $(PYTEST_ARGS)

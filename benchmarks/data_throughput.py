@@ -121,7 +121,7 @@ def training_step_rate(batch_size: int, steps: int) -> float:
     _, optimizer = make_optimizer(cfg, model, workers=1, steps_per_epoch=steps)
     bn_momentum = make_batch_norm_schedule(cfg, model, steps)
     alpha, beta = tf.Variable(cfg.loss.alpha_start), tf.Variable(cfg.loss.clustering_weight)  # clustering loss on
-    step = make_train_step(model, optimizer, cfg, alpha, beta, average_gradients=False, bn_momentum=bn_momentum)
+    step = make_train_step(model, optimizer, cfg, alpha, beta, bn_momentum=bn_momentum)
     rng = np.random.default_rng(0)
     x = np.zeros((batch_size, 100, 8), np.float32)
     for i, n in enumerate(rng.integers(20, 100, batch_size)):

@@ -74,7 +74,7 @@ def bare_loop(cfg, train_dir: str, threads: int) -> dict[str, Any]:
     bn_momentum = make_batch_norm_schedule(cfg, model, steps)
     alpha = tf.Variable(0.0, trainable=False)
     beta = tf.Variable(0.0, trainable=False)
-    step = make_train_step(model, optimizer, cfg, alpha, beta, average_gradients=False, bn_momentum=bn_momentum)
+    step = make_train_step(model, optimizer, cfg, alpha, beta, bn_momentum=bn_momentum)
     batch_spec = {CONSTITUENTS: tf.TensorSpec([t.batch_size, d.max_constituents, n_features], tf.float32)}
     batch_spec.update({c: tf.TensorSpec([t.batch_size], tf.float32) for c in d.aux_mass_columns})
     flops_per_step = float_ops(step.get_concrete_function(batch_spec, tf.TensorSpec([], tf.float32)).graph)

@@ -51,7 +51,7 @@ def one_process(jit: bool, steps: int, batch_size: int) -> dict:
     _, optimizer = make_optimizer(cfg, model, workers=1, steps_per_epoch=100)
     bn_momentum = make_batch_norm_schedule(cfg, model, 100)
     alpha, beta = tf.Variable(cfg.loss.alpha_start), tf.Variable(cfg.loss.clustering_weight)
-    step = make_train_step(model, optimizer, cfg, alpha, beta, average_gradients=False, bn_momentum=bn_momentum)
+    step = make_train_step(model, optimizer, cfg, alpha, beta, bn_momentum=bn_momentum)
     if jit:
         step = tf.function(step.python_function, jit_compile=True)
     rng = np.random.default_rng(0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -79,6 +80,14 @@ def synthetic_dataset(spark, tmp_path_factory):
 
 
 ROOT = Path(__file__).resolve().parents[1]
+HAS_HOROVOD = importlib.util.find_spec("horovod") is not None
+HAS_PETASTORM = importlib.util.find_spec("petastorm") is not None
+STACK = [
+    f"run.launcher={'horovod' if HAS_HOROVOD else 'barrier'}",
+    f"data.reader={'petastorm' if HAS_PETASTORM else 'arrow'}",
+]
+"""The launcher and reader this environment has: the default ones, or (current-releases environment) the others."""
+needs_horovod = pytest.mark.skipif(not HAS_HOROVOD, reason="horovod is not installed in this environment")
 SPARK_SUBMIT = Path(sys.executable).with_name("spark-submit")
 TINY = [
     "data.jets_per_class=40",

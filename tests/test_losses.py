@@ -166,7 +166,7 @@ def test_the_train_step_weighs_the_losses_as_the_original_ran():
     clustering = np.mean((d * w / w.sum(axis=1, keepdims=True)).sum(axis=1))
 
     _, optimizer = make_optimizer(cfg, model, workers=1, steps_per_epoch=10)
-    step = make_train_step(model, optimizer, cfg, tf.Variable(alpha), tf.Variable(10.0), average_gradients=False)
+    step = make_train_step(model, optimizer, cfg, tf.Variable(alpha), tf.Variable(10.0))
     losses, _ = step({CONSTITUENTS: tf.constant(x), MASS: tf.constant(mass)}, tf.constant(1.0))
     loss, focal_step, clustering_step = losses.numpy()
     assert focal_step == pytest.approx(focal, rel=1e-4)

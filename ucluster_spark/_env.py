@@ -26,6 +26,7 @@ sets them for its own."""
 RUNTIME_ENV: dict[str, str] = {
     "TF_USE_LEGACY_KERAS": "1",
     "TF_CPP_MIN_LOG_LEVEL": "2",
+    "GLOG_minloglevel": "2",  # the same for TensorFlow's C++ code that logs through absl (gRPC server start-up)
     "PYTHONUNBUFFERED": "1",
     **MALLOC_ENV,
 }

@@ -17,6 +17,7 @@ from ucluster_spark.schema import AUX_MASS_COLUMNS, FEATURE_SETS, KNOWN_CLASSES,
 
 EMBEDDING_POOLINGS = ("mean_all_slots", "mean_real", "max_real")
 READERS = ("petastorm", "arrow")
+LAUNCHERS = ("horovod", "barrier")
 
 
 def check_data(d: DataConfig) -> None:
@@ -93,6 +94,9 @@ def check_train(t: TrainConfig, m: ModelConfig) -> None:
 
 def check_run(r: RunConfig) -> None:
     _positive("run.num_proc", r.num_proc)
+    if r.launcher not in LAUNCHERS:
+        raise ConfigError(f"run.launcher must be one of {list(LAUNCHERS)}, got {r.launcher!r}")
+    _positive("run.collective_timeout_seconds", r.collective_timeout_seconds)
 
 
 def check_evaluate(e: EvaluateConfig) -> None:

@@ -140,6 +140,12 @@ class RunConfig:
     """How the job is launched and where it writes."""
 
     num_proc: int = 2
+    launcher: str = "horovod"
+    """How the ranks start and talk: ``horovod`` (``horovod.spark.run``, Gloo or NCCL collectives) or ``barrier``
+    (one Spark barrier stage, ``tf.distribute.MultiWorkerMirroredStrategy`` collectives: no Horovod needed)."""
+    collective_timeout_seconds: float = 300.0
+    """Barrier launcher: a collective that waits longer than this for a peer fails its rank (a peer frozen or
+    lost), so the job ends instead of hanging. Horovod's own is HOROVOD_GLOO_TIMEOUT_SECONDS."""
     output: str = ""
     """Run directory. Empty: ``runs/<UTC timestamp>``."""
     use_gloo: bool = True

@@ -1,4 +1,5 @@
-"""Driver side: resolve the data, stage the run directory, launch the ranks with ``horovod.spark.run``.
+"""Driver side: resolve the data, stage the run directory, launch the ranks (``horovod.spark.run``, or the
+barrier stage of ``barrier.py``).
 
 No TensorFlow import here: the ranks import it inside ``executor.rank.train_fn`` on the executors.
 """
@@ -6,6 +7,7 @@ No TensorFlow import here: the ranks import it inside ``executor.rank.train_fn``
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import logging
 import os
@@ -24,6 +26,7 @@ from ucluster_spark import _env, checkpoint, store
 from ucluster_spark.config import Config, ConfigError
 from ucluster_spark.data.dataset import DatasetError, DatasetInfo, check_files, check_filled, check_shardable
 from ucluster_spark.data.sources import locate_or_generate
+from ucluster_spark.driver.barrier import BarrierLaunchError, run_barrier
 from ucluster_spark.errors import InputMissing, OutputExists, TrainingFailed
 from ucluster_spark.executor.rank import train_fn
 from ucluster_spark.plan import TrainingPlan
@@ -187,12 +190,35 @@ def rank_environment(cfg: Config) -> dict[str, str]:
     return env
 
 
-def run_horovod(spark, cfg: Config, plan: TrainingPlan) -> list[dict[str, Any]]:
-    import horovod.spark
+def check_stack(cfg: Config) -> None:
+    """The launcher and reader asked for are installed here (the current-releases environment has neither horovod
+    nor petastorm): a clear refusal before any work, not an ImportError inside a rank."""
+    missing = {"horovod": cfg.run.launcher == "horovod", "petastorm": cfg.data.reader == "petastorm"}
+    for package, needed in missing.items():
+        if needed and importlib.util.find_spec(package) is None:
+            setting, other = ("run.launcher", "barrier") if package == "horovod" else ("data.reader", "arrow")
+            raise ConfigError(
+                f"{setting}={package} needs {package}, which is not installed in this environment; "
+                f"use {setting}={other} (README, Environments)"
+            )
 
+
+def launch_ranks(spark, cfg: Config, plan: TrainingPlan) -> list[dict[str, Any]]:
+    """Every rank's summary, by the launcher ``run.launcher`` names; ``LaunchError`` naming what failed."""
     layout = store.RunLayout(plan.run_dir)
     shutil.rmtree(layout.placements, ignore_errors=True)  # where an earlier attempt's ranks ran
     watchdog = FailureWatchdog(layout.failures, cfg.run.failure_grace_seconds)
+    if cfg.run.launcher == "barrier":
+        try:
+            return run_barrier(spark, cfg, plan, watchdog)
+        except BarrierLaunchError as err:
+            raise LaunchError(str(err)) from err
+    return run_horovod(spark, cfg, plan, watchdog)
+
+
+def run_horovod(spark, cfg: Config, plan: TrainingPlan, watchdog: FailureWatchdog) -> list[dict[str, Any]]:
+    import horovod.spark
+
     try:
         with restored_signal_handlers(), watchdog:
             return horovod.spark.run(
@@ -272,6 +298,7 @@ def train(spark, cfg: Config, resume: bool = False) -> TrainingResult:
     """The whole training step: data located or generated, ranks launched. The run directory holds a checkpoint
     after every epoch and is finished when ``metrics.json`` (written last, atomically) exists."""
     check_slots(spark, cfg.run.num_proc)
+    check_stack(cfg)
     run_dir = store.local_path(cfg.run.output) if cfg.run.output else store.default_run_dir()
     resume_from = prepare_run_dir(run_dir, resume)
     state = checkpoint.read_state(resume_from) if resume_from else checkpoint.TrainingState(0, [])
@@ -294,17 +321,18 @@ def train(spark, cfg: Config, resume: bool = False) -> TrainingResult:
     )
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.dump(store.RunLayout(run_dir).config)
+    via = "a barrier stage, tf.distribute" if cfg.run.launcher == "barrier" else f"horovod, gloo={cfg.run.use_gloo}"
     log.info(
-        "%d Horovod rank(s) (gloo=%s) on %s%s",
+        "%d rank(s) (%s) on %s%s",
         cfg.run.num_proc,
-        cfg.run.use_gloo,
+        via,
         root,
         f", resuming after epoch {state.epochs_done} from {resume_from}" if resume_from else "",
     )
     echo = echo_file(store.RunLayout(run_dir).train_log) if cfg.run.verbose else contextlib.nullcontext()
     with echo:  # rank 0's progress on the console (run.verbose=0: only in train.log)
         try:
-            results = sorted(run_horovod(spark, cfg, plan), key=lambda r: r["rank"])
+            results = sorted(launch_ranks(spark, cfg, plan), key=lambda r: r["rank"])
         except LaunchError as err:
             raise LaunchError(f"{err}\n{failure_hint(err, run_dir)}") from err
     return TrainingResult(run_dir, results[0]["metrics"], results)

@@ -37,7 +37,13 @@ log = logging.getLogger(__name__)
 
 STAGES = ("data", "train", "evaluate")
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-IGNORED_FOR_RERUN = {("pipeline", "root"), ("run", "verbose"), ("run", "start_timeout"), ("run", "spark_conf")}
+IGNORED_FOR_RERUN = {
+    ("pipeline", "root"),
+    ("run", "verbose"),
+    ("run", "start_timeout"),
+    ("run", "spark_conf"),
+    ("run", "collective_timeout_seconds"),
+}
 """Settings a rerun may change: they do not change what is computed."""
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -36,3 +37,17 @@ def get_session(app_name: str = "ucluster-spark", extra_conf: dict[str, str] | N
 def _submitted() -> bool:
     """True under spark-submit, which has already chosen the master."""
     return "SPARK_SUBMIT" in os.environ or os.environ.get("SPARK_ENV_LOADED") == "1"
+
+
+def stop(spark: SparkSession) -> None:
+    """Stop the session. Under spark-submit, also end the one thread that would keep its JVM alive afterwards:
+    Spark 3.5's barrier timer, a non-daemon ``java.util.Timer`` started by the first barrier stage whose tasks ran
+    in the driver's JVM (local mode, ``run.launcher=barrier``). Spark 4 runs it as a daemon; nothing to do there."""
+    jvm = spark.sparkContext._jvm
+    spark.stop()
+    if _submitted():
+        with contextlib.suppress(Exception):  # another Spark version's internals: then it needs no help
+            companion = jvm.java.lang.Class.forName("org.apache.spark.BarrierTaskContext$")
+            timer = getattr(companion.getField("MODULE$").get(None), "org$apache$spark$BarrierTaskContext$$timer")()
+            if timer.getClass().getName() == "java.util.Timer":
+                timer.cancel()

@@ -39,14 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         from ucluster_spark.driver import tracking
         from ucluster_spark.driver.evaluate import evaluate
-        from ucluster_spark.driver.session import get_session
+        from ucluster_spark.driver.session import get_session, stop
 
         cfg = config_from_args(args)
         spark = get_session("ucluster-evaluate", cfg.run.spark_conf)
         try:
             result = evaluate(spark, args.model, args.data, args.output, cfg.evaluate, overwrite=args.overwrite)
         finally:
-            spark.stop()
+            stop(spark)
         tracking.log_evaluation(args.output)
         print(f"output: {args.output}")
         if result["labelled"]:

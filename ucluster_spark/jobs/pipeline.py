@@ -36,14 +36,14 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         from ucluster_spark.driver.pipeline import run_pipeline
-        from ucluster_spark.driver.session import get_session
+        from ucluster_spark.driver.session import get_session, stop
 
         cfg = config_from_args(args)
         spark = get_session(f"ucluster-pipeline-{args.run_id}", cfg.run.spark_conf)
         try:
             manifest = run_pipeline(spark, cfg, args.run_id)
         finally:
-            spark.stop()
+            stop(spark)
         for name, stage in manifest["stages"].items():
             print(f"{name}: {stage['status']}")
         return errors.EXIT_OK

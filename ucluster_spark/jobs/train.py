@@ -72,14 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         from ucluster_spark.driver import tracking
         from ucluster_spark.driver.launcher import train
-        from ucluster_spark.driver.session import get_session
+        from ucluster_spark.driver.session import get_session, stop
 
         cfg = config_from_args(args)
         spark = get_session("ucluster-train", cfg.run.spark_conf)
         try:
             result = train(spark, cfg, resume=args.resume is not None)
         finally:
-            spark.stop()
+            stop(spark)
         tracking.log_training(result.run_dir)
         m = result.metrics
         print(f"run directory: {result.run_dir}")

@@ -108,7 +108,7 @@ def record_placement(run_dir: str, rank: int) -> None:
 def report_failure(run_dir: str, err: BaseException) -> None:
     """``RUN_DIR/failures/rank-N.json``: horovod.spark.run only reports exit codes once every rank has exited, so a
     rank stuck on a frozen peer would keep the driver waiting; this file lets the driver act on the first failure."""
-    rank = os.environ.get("HOROVOD_RANK", "unknown")
+    rank = os.environ.get("HOROVOD_RANK") or os.environ.get("UCLUSTER_RANK", "unknown")  # either launcher's
     text = str(err)
     # TensorFlow puts the op's traceback first, then the cause (e.g. a Gloo timeout), then "[[{{node ...}}]]".
     lines = [line.strip() for line in text.splitlines()]

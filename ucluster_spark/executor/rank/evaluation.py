@@ -1,5 +1,5 @@
 """Executor side: what a rank measures and writes: embeddings of its shard, whole-split clustering metrics
-(per-rank counts summed by Horovod), and rank 0's run directory (model, history, plots, then metrics)."""
+(per-rank counts summed over ranks), and rank 0's run directory (model, history, plots, then metrics)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import horovod.tensorflow as hvd
 import numpy as np
-import tensorflow as tf
 
 from ucluster_spark import plots, store
 from ucluster_spark.executor.reader import evaluation_batches
@@ -46,21 +44,20 @@ def embeddings_of(model, url: str, cfg, rank: int, size: int, columns: Sequence[
     return z, {c: np.concatenate(v) if v else np.zeros(0) for c, v in values.items()}
 
 
-def evaluate_split(
-    model, url: str, cfg, classes: list[str], rank: int, size: int, plot_jets: int = 0
-) -> dict[str, Any]:
+def evaluate_split(model, url: str, cfg, classes: list[str], comm, plot_jets: int = 0) -> dict[str, Any]:
     """Clustering metrics over the whole split: per-rank contingency matrices summed with one allreduce. With
     ``plot_jets``, also what the plots need under ``"plot"``: per-cluster mass histograms of every jet and a
     sample of about ``plot_jets`` embeddings gathered from all ranks."""
+    rank, size = comm.rank, comm.size
     z, columns = embeddings_of(model, url, cfg, rank, size, columns=(LABEL, MASS) if plot_jets else (LABEL,))
     labels = columns[LABEL]
     k = cfg.model.n_clusters
     clusters = nearest_centroid(z, model.centroids.numpy())
     counts = contingency(clusters, labels, k, len(classes))
     moments = np.concatenate([[len(z)], z.sum(axis=0), np.square(z).sum(axis=0)]).astype(np.float64)
-    # Horovod: sum counts and moments over ranks (exact: no per-batch averaging).
-    counts = hvd.allreduce(tf.constant(counts), op=hvd.Sum, name="eval_counts").numpy()
-    moments = hvd.allreduce(tf.constant(moments), op=hvd.Sum, name="eval_moments").numpy()
+    # Collective: counts and moments summed over ranks (exact: no per-batch averaging).
+    counts = comm.sum(counts, "eval_counts")
+    moments = comm.sum(moments, "eval_moments")
     n = max(moments[0], 1.0)
     dim = z.shape[1]
     mean = moments[1 : 1 + dim] / n
@@ -71,13 +68,11 @@ def evaluate_split(
     if plot_jets:
         take = -(-plot_jets // size)
         sample = np.concatenate([z[:take], clusters[:take, None], labels[:take, None]], axis=1).astype(np.float32)
-        # Horovod: whole-split mass histograms and every rank's share of the embedding sample.
-        histograms = hvd.allreduce(
-            tf.constant(plots.mass_histogram(clusters, columns[MASS], k)), op=hvd.Sum, name="eval_mass_histograms"
-        )
-        sample = hvd.allgather(tf.constant(sample), name="eval_plot_sample").numpy()
+        # Collective: whole-split mass histograms and every rank's share of the embedding sample.
+        histograms = comm.sum(plots.mass_histogram(clusters, columns[MASS], k), "eval_mass_histograms")
+        sample = comm.gather(sample, "eval_plot_sample")
         result["plot"] = {
-            "mass_histograms": histograms.numpy(),
+            "mass_histograms": histograms,
             "z": sample[:, :dim],
             "cluster": sample[:, dim].astype(np.int64),
             "label": sample[:, dim + 1].astype(np.int64),

@@ -1,16 +1,15 @@
-"""Executor side: the UCluster training loop of one Horovod rank (imports TensorFlow and Horovod: it runs only
-inside the ranks). Distributed lines are marked ``# Horovod:``."""
+"""Executor side: the UCluster training loop of one rank (imports TensorFlow: it runs only inside the ranks).
+Distributed lines are marked ``# Collective:``; the collectives come from Horovod or tf.distribute
+(``collectives.py``), whichever launcher started the rank."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
 
-import horovod.tensorflow as hvd
 import numpy as np
 import tensorflow as tf
 from sklearn.cluster import KMeans
@@ -31,6 +30,7 @@ from ucluster_spark.executor.losses import (
     schedule_steps,
 )
 from ucluster_spark.executor.model import build_model
+from ucluster_spark.executor.rank.collectives import HorovodCollectives, StrategyCollectives
 from ucluster_spark.executor.rank.environment import (
     ProgressLog,
     bind_rank_to_cores,
@@ -73,14 +73,25 @@ def make_batch_norm_schedule(cfg, model, steps_per_epoch: int):
     return momentum, at_step
 
 
-def make_train_step(model, optimizer, cfg, alpha, beta, average_gradients: bool = True, bn_momentum=None):
+def make_train_step(model, optimizer, cfg, alpha, beta, comm=None, bn_momentum=None):
     """One optimisation step on L = focal_weight * focal(aux) + beta * clustering(alpha) [+ balance prior], its
-    gradient scaled by ``weight`` (``EpochPlan.gradient_weights``): a ``tf.function`` of (batch, weight) returning
-    ([loss, focal, mean clustering loss per jet], z). With ``bn_momentum`` = (variable, function of the step), the
-    batch-norm momentum follows its schedule. The scaling benchmark's bare loop runs the same step."""
+    gradient scaled by ``weight`` (``EpochPlan.gradient_weights``) and averaged over ranks by ``comm`` (None: this
+    process alone): a ``tf.function`` of (batch, weight) returning ([loss, focal, mean clustering loss per jet],
+    z). With ``bn_momentum`` = (variable, function of the step), the batch-norm momentum follows its schedule. The
+    scaling benchmark's bare loop runs the same step."""
     d, lc = cfg.data, cfg.loss
+    n_features = len(feature_names(d.feature_set))
+    signature = (
+        {
+            CONSTITUENTS: tf.TensorSpec([None, d.max_constituents, n_features], tf.float32),
+            **{c: tf.TensorSpec([None], tf.float32) for c in d.aux_mass_columns},
+        },
+        tf.TensorSpec([], tf.float32),
+    )
 
-    @tf.function(reduce_retracing=True)  # batch sizes differ by one jet between steps
+    # One trace whatever the batch size (they differ by one jet between steps): every rank's step is the same
+    # graph, so its collectives line up with its peers' from the first step on.
+    @tf.function(input_signature=signature)
     def train_step(batch, weight):
         if bn_momentum is not None:
             variable, at_step = bn_momentum
@@ -97,14 +108,9 @@ def make_train_step(model, optimizer, cfg, alpha, beta, average_gradients: bool 
                 balance = cluster_balance_penalty(out["distances"], alpha)
                 loss += tf.sign(beta) * lc.balance_weight * balance  # only while the clustering loss is on
             weighted = loss * weight
-        if average_gradients:
-            # Horovod: gradients averaged over ranks, each allreduce named by its variable's index. The default
-            # names come from the gradient ops, which differ between traces of the step: a rank that traces it for
-            # another batch size at another step than its peer would wait forever on a tensor the peer names
-            # differently.
-            grads = hvd.DistributedGradientTape(tape).gradient(
-                weighted, model.trainable_variables, use_generic_names=True
-            )
+        if comm is not None:
+            # Collective: gradients averaged over ranks.
+            grads = comm.gradients(tape, weighted, model.trainable_variables)
         else:
             grads = tape.gradient(weighted, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
@@ -115,12 +121,11 @@ def make_train_step(model, optimizer, cfg, alpha, beta, average_gradients: bool 
 
 @dataclass
 class Rank:
-    """What one Horovod rank holds during training."""
+    """What one rank holds during training."""
 
     cfg: Any
     plan: TrainingPlan
-    rank: int
-    size: int
+    comm: Any
     log: ProgressLog
     model: Any
     optimizer: Any
@@ -130,6 +135,14 @@ class Rank:
     train_step: Any
     epoch_plan: EpochPlan
     bn_momentum: Any
+
+    @property
+    def rank(self) -> int:
+        return self.comm.rank
+
+    @property
+    def size(self) -> int:
+        return self.comm.size
 
     @property
     def global_batch(self) -> int:
@@ -152,29 +165,29 @@ class Rank:
         )
 
 
-def start_rank(cfg, plan: TrainingPlan, rank: int, size: int) -> Rank:
+def start_rank(cfg, plan: TrainingPlan, comm) -> Rank:
     """Model, optimizer (restored on resume) and step count, identical on every rank."""
-    t = cfg.train
+    t, rank, size = cfg.train, comm.rank, comm.size
     log = ProgressLog(rank, plan.run_dir)
     tf.keras.utils.set_random_seed(t.seed)  # Python, NumPy and TensorFlow: the initial weights are a function of it
     model = build_model(cfg)
-    epoch_plan = shared_epoch_plan(plan.train_url, t.batch_size, rank, size, log, cfg.data.reader)
+    epoch_plan = shared_epoch_plan(plan.train_url, t.batch_size, comm, log, cfg.data.reader)
     schedule, optimizer = make_optimizer(cfg, model, size, epoch_plan.steps)
     bn_momentum = make_batch_norm_schedule(cfg, model, epoch_plan.steps)
     if plan.resume_from and rank == 0:
         checkpoint.restore(plan.resume_from, model, optimizer)
         log(f"resumed from {plan.resume_from} after {plan.epochs_done} epoch(s), step {int(optimizer.iterations)}")
-    # Horovod: every rank starts from rank 0's weights and optimizer state (fresh or restored).
-    hvd.broadcast_variables(model.variables + list(optimizer.variables), root_rank=0)
+    # Collective: every rank starts from rank 0's weights and optimizer state (fresh or restored).
+    comm.broadcast_variables(model.variables + list(optimizer.variables), root=0)
     alpha = tf.Variable(0.0, trainable=False, dtype=tf.float32, name="alpha")
     beta = tf.Variable(0.0, trainable=False, dtype=tf.float32, name="beta")
     state = Rank(
-        cfg, plan, rank, size, log, model, optimizer, schedule, alpha, beta,
-        make_train_step(model, optimizer, cfg, alpha, beta, bn_momentum=bn_momentum), epoch_plan, bn_momentum[0],
+        cfg, plan, comm, log, model, optimizer, schedule, alpha, beta,
+        make_train_step(model, optimizer, cfg, alpha, beta, comm, bn_momentum), epoch_plan, bn_momentum[0],
     )  # fmt: skip
     log(
-        f"{size} rank(s), batch {t.batch_size}/rank = {state.global_batch} global, lr {schedule.initial:g} "
-        f"(scale_lr_by_workers={t.scale_lr_by_workers}), {epoch_plan.steps} steps/epoch, "
+        f"{size} rank(s) ({comm.name}), batch {t.batch_size}/rank = {state.global_batch} global, "
+        f"lr {schedule.initial:g} (scale_lr_by_workers={t.scale_lr_by_workers}), {epoch_plan.steps} steps/epoch, "
         f"{plan.n_train} training jets, {model.count_params()} parameters",
     )
     return state
@@ -206,17 +219,15 @@ def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
                 z = z.numpy()
                 moments.add(z, nearest_centroid(z, r.model.centroids.numpy()))
     seconds, cpu_seconds = time.time() - start, time.process_time() - cpu_start
-    sync_non_trainable(r.model)
+    sync_non_trainable(r.model, r.comm)
     if collect:
-        set_centroids_by_kmeans(r.model, np.concatenate(pooled), r.cfg, r.rank, r.log)
-    # Horovod: epoch means over all ranks.
-    loss, focal, clustering_loss = hvd.allreduce(
-        tf.constant(sums / r.epoch_plan.steps), op=hvd.Average, name="epoch_means"
-    ).numpy()
+        set_centroids_by_kmeans(r.model, np.concatenate(pooled), r.cfg, r.comm, r.log)
+    # Collective: epoch means over all ranks.
+    loss, focal, clustering_loss = r.comm.mean(sums / r.epoch_plan.steps, "epoch_means")
     train_cluster_sizes = []
     if moments is not None:
-        # Horovod: every rank sums the same moments and takes the same re-seeding decision.
-        total = hvd.allreduce(tf.constant(moments.flat()), op=hvd.Sum, name="cluster_moments").numpy()
+        # Collective: every rank sums the same moments and takes the same re-seeding decision.
+        total = r.comm.sum(moments.flat(), "cluster_moments")
         moments = ClusterMoments.from_flat(total, r.cfg.model.n_clusters, r.cfg.model.z_dim)
         train_cluster_sizes = [int(n) for n in moments.counts]
         if t.min_cluster_fraction:
@@ -243,7 +254,7 @@ def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
     if train_cluster_sizes:
         record["train_cluster_sizes"] = train_cluster_sizes  # nearest centroid during the epoch's steps
     if r.plan.n_val:
-        val = evaluate_split(r.model, r.plan.val_url, r.cfg, r.plan.classes, r.rank, r.size)
+        val = evaluate_split(r.model, r.plan.val_url, r.cfg, r.plan.classes, r.comm)
         centroids_set = epoch >= t.pretrain_epochs - 1  # before that they are still random
         if centroids_set:
             record.update({f"val_{k}": val[k] for k in ("clustering_accuracy", "nmi", "cluster_sizes")})
@@ -253,39 +264,48 @@ def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
             r.log(f"WARNING epoch {epoch + 1}: {warning}")
     if collect and r.plan.n_test:
         # The k-means start on the test split too: what the clustering phase adds is measured against it.
-        start = evaluate_split(r.model, r.plan.test_url, r.cfg, r.plan.classes, r.rank, r.size)
+        start = evaluate_split(r.model, r.plan.test_url, r.cfg, r.plan.classes, r.comm)
         record["kmeans_start_test_accuracy"] = start["clustering_accuracy"]
         record["kmeans_start_test_nmi"] = start["nmi"]
     r.log(f"epoch {epoch + 1}/{t.epochs} " + " ".join(f"{k}={_fmt(v)}" for k, v in record.items() if k != "epoch"))
     return record
 
 
-def train_rank(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str, Any]:
+def connect(cfg) -> Any:
+    """This rank's collectives, from the launcher that started it (``run.launcher``), with TensorFlow's threads
+    and devices set for its place on the host."""
 
+    def configure(local_rank: int) -> None:
+        configure_threads(cfg.train, local_rank)
+
+    if cfg.run.launcher == "barrier":
+        return StrategyCollectives(cfg.run.collective_timeout_seconds, configure)
+    return HorovodCollectives(cfg.run.horovod_cycle_time_ms, configure)
+
+
+def train_rank(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str, Any]:
+    """The whole life of one rank: connect to its peers, train, evaluate; rank 0 writes the run."""
     cfg = Config.from_dict(cfg_dict)
     plan = TrainingPlan(**plan_dict)
-    os.environ["HOROVOD_CYCLE_TIME"] = f"{cfg.run.horovod_cycle_time_ms:g}"  # read by hvd.init
-    # Horovod: one process per rank.
-    hvd.init()
+    comm = connect(cfg)  # one process per rank
     rank_started_at = time.time()  # start-up cost = launch -> here -> the first epoch's started_at
-    record_placement(plan.run_dir, hvd.rank())
-    configure_threads(cfg.train, hvd.local_rank())
-    binding = bind_rank_to_cores(hvd.local_rank(), hvd.local_size()) if cfg.run.bind_ranks_to_cores else ""
-    r = start_rank(cfg, plan, hvd.rank(), hvd.size())
+    record_placement(plan.run_dir, comm.rank)
+    binding = bind_rank_to_cores(comm.local_rank, comm.local_size) if cfg.run.bind_ranks_to_cores else ""
+    r = start_rank(cfg, plan, comm)
     if binding:
         r.log(binding)
 
     history: list[dict[str, Any]] = list(plan.history)
     if cfg.train.pretrain_epochs == 0 and plan.epochs_done == 0:  # no pre-training pass to reuse: embed once
         z_train, _ = embeddings_of(r.model, plan.train_url, cfg, r.rank, r.size)
-        set_centroids_by_kmeans(r.model, z_train, cfg, r.rank, r.log)
+        set_centroids_by_kmeans(r.model, z_train, cfg, comm, r.log)
     for epoch in range(plan.epochs_done, cfg.train.epochs):
         history.append(run_epoch(r, epoch))
         if r.rank == 0:
             state = checkpoint.TrainingState(epoch + 1, history)
             saved = checkpoint.save(plan.run_dir, r.model, r.optimizer, state)
             r.log(f"checkpoint {saved.name} written")
-    test = evaluate_split(r.model, plan.test_url, cfg, plan.classes, r.rank, r.size, cfg.evaluate.plot_jets)
+    test = evaluate_split(r.model, plan.test_url, cfg, plan.classes, comm, cfg.evaluate.plot_jets)
     plot = test.pop("plot")
     metrics = {"split": "test", **test, "epochs": cfg.train.epochs, "num_proc": r.size, "global_batch": r.global_batch}
     metrics["centroids"] = r.model.centroids.numpy().round(6).tolist()
@@ -311,13 +331,12 @@ def weights_digest(variables) -> str:
     return digest.hexdigest()
 
 
-def shared_epoch_plan(
-    url: str, batch_size: int, rank: int, size: int, log: ProgressLog, reader: str = "petastorm"
-) -> EpochPlan:
+def shared_epoch_plan(url: str, batch_size: int, comm, log: ProgressLog, reader: str = "petastorm") -> EpochPlan:
     """The same ``EpochPlan`` on every rank, from every shard's size."""
-    local = shard_size(url, shard=rank, shard_count=size, reader=reader)
-    # Horovod: every rank learns every shard's size and takes the same decision.
-    sizes = hvd.allgather(tf.constant([local], tf.int64), name="shard_sizes").numpy().tolist()
+    size = comm.size
+    local = shard_size(url, shard=comm.rank, shard_count=size, reader=reader)
+    # Collective: every rank learns every shard's size and takes the same decision.
+    sizes = comm.gather(np.array([local], np.int64), "shard_sizes").tolist()
     plan = EpochPlan.for_shards(sizes, batch_size)
     every_batch = [n for r in range(size) for n in plan.batch_sizes(r)]
     smallest, largest = min(every_batch), max(every_batch)
@@ -334,20 +353,21 @@ def _fmt(value: Any) -> str:
     return json.dumps(value)
 
 
-def sync_non_trainable(model) -> None:
+def sync_non_trainable(model, comm) -> None:
     """Average batch-norm moving statistics over ranks: each rank updated them with its own batches only,
     and inference (k-means input, evaluation, the saved model) must be the same function on every rank."""
     for i, variable in enumerate(model.non_trainable_variables):
         if variable.dtype.is_integer:  # step counters (StepSeededDropout): already equal on every rank
             continue
-        # Horovod: one averaged copy everywhere.
-        variable.assign(hvd.allreduce(variable, op=hvd.Average, name=f"non_trainable_{i}"))
+        # Collective: one averaged copy everywhere.
+        variable.assign(comm.mean(variable.numpy(), f"non_trainable_{i}"))
 
 
-def set_centroids_by_kmeans(model, local_z, cfg, rank: int, log: ProgressLog) -> None:
+def set_centroids_by_kmeans(model, local_z, cfg, comm, log: ProgressLog) -> None:
     """k-means on the embeddings of the whole training split across all ranks, identical on every rank."""
-    # Horovod: every rank contributes its shard; k-means runs once, on rank 0.
-    gathered = hvd.allgather(tf.constant(local_z, dtype=tf.float32), name="train_embeddings").numpy()
+    rank = comm.rank
+    # Collective: every rank contributes its shard; k-means runs once, on rank 0.
+    gathered = comm.gather(np.asarray(local_z, np.float32), "train_embeddings")
     k = cfg.model.n_clusters
     centers = np.zeros((k, gathered.shape[1]), np.float32)
     if rank == 0:
@@ -362,5 +382,5 @@ def set_centroids_by_kmeans(model, local_z, cfg, rank: int, log: ProgressLog) ->
             f"k-means centroids from {len(sample)} training embeddings: {centers.round(4).tolist()} "
             f"(cluster sizes {sizes})",
         )
-    # Horovod: rank 0's centroids everywhere.
-    model.centroids.assign(hvd.broadcast(tf.constant(centers), root_rank=0, name="centroids_init"))
+    # Collective: rank 0's centroids everywhere.
+    model.centroids.assign(comm.broadcast(centers, 0, "centroids_init"))
