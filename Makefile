@@ -23,6 +23,15 @@ CONFIG ?= conf/local.yaml
 ARGS ?=
 PYTEST_ARGS ?=
 
+# The second environment (README, "Environments"): current TensorFlow, pyspark 4 and pyarrow, no horovod and
+# no petastorm. Its tests are the ones marked `portable` (barrier launcher, arrow reader, standalone cluster).
+MODERN_VENV := .venv-modern
+MODERN_PY := $(MODERN_VENV)/bin/python
+MODERN_EXTRAS ?= modern,modern-cpu,sim,test
+MODERN_STAMP := $(MODERN_VENV)/.installed-$(shell (cat setup.cfg; echo '$(MODERN_EXTRAS)') | sha1sum | cut -c1-12)
+MODERN_RUN_ENV := PYSPARK_PYTHON=$(abspath $(MODERN_PY)) PYSPARK_DRIVER_PYTHON=$(abspath $(MODERN_PY)) \
+	TF_USE_LEGACY_KERAS=1 SPARK_LOCAL_IP=127.0.0.1 PYTHONUNBUFFERED=1
+
 .PHONY: run test venv lint clean-venv venv-modern test-modern
 
 run: $(STAMP)
@@ -30,9 +39,11 @@ run: $(STAMP)
 		--driver-java-options "-Dlog4j2.configurationFile=$(abspath conf/log4j2.properties)" \
 		jobs/train.py --config $(CONFIG) $(ARGS)
 
-test: $(STAMP)
+# Both environments: the whole suite in the default one, then the portable tests in the current-releases one.
+test: $(STAMP) $(MODERN_STAMP)
 	$(VENV)/bin/ruff check .
 	$(RUN_ENV) $(PY) -m pytest $(PYTEST_ARGS)
+	$(MODERN_RUN_ENV) $(MODERN_PY) -m pytest -m portable $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -55,15 +66,6 @@ $(STAMP): setup.cfg
 
 clean-venv:
 	rm -rf $(VENV) $(MODERN_VENV)
-
-# The second environment (README, "Environments"): current TensorFlow, pyspark 4 and pyarrow, no horovod and
-# no petastorm. Its tests are the ones marked `portable` (barrier launcher, arrow reader, standalone cluster).
-MODERN_VENV := .venv-modern
-MODERN_PY := $(MODERN_VENV)/bin/python
-MODERN_EXTRAS ?= modern,modern-cpu,sim,test
-MODERN_STAMP := $(MODERN_VENV)/.installed-$(shell (cat setup.cfg; echo '$(MODERN_EXTRAS)') | sha1sum | cut -c1-12)
-MODERN_RUN_ENV := PYSPARK_PYTHON=$(abspath $(MODERN_PY)) PYSPARK_DRIVER_PYTHON=$(abspath $(MODERN_PY)) \
-	TF_USE_LEGACY_KERAS=1 SPARK_LOCAL_IP=127.0.0.1 PYTHONUNBUFFERED=1
 
 venv-modern: $(MODERN_STAMP)
 

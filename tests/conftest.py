@@ -88,6 +88,9 @@ STACK = [
 ]
 """The launcher and reader this environment has: the default ones, or (current-releases environment) the others."""
 needs_horovod = pytest.mark.skipif(not HAS_HOROVOD, reason="horovod is not installed in this environment")
+needs_petastorm = pytest.mark.skipif(not HAS_PETASTORM, reason="petastorm is not installed in this environment")
+READER_PARAMS = [pytest.param("petastorm", marks=needs_petastorm), pytest.param("arrow", marks=pytest.mark.portable)]
+"""Both readers for a test; the arrow one also runs in the current-releases environment."""
 SPARK_SUBMIT = Path(sys.executable).with_name("spark-submit")
 TINY = [
     "data.jets_per_class=40",

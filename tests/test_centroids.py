@@ -3,6 +3,8 @@ import pytest
 
 from ucluster_spark.executor.centroids import ClusterMoments, reseed_starved_centroids
 
+pytestmark = pytest.mark.portable  # no horovod, no petastorm: also in the current-releases environment
+
 
 def _moments(z, nearest, k):
     moments = ClusterMoments.zeros(k, z.shape[1])

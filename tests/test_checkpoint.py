@@ -7,6 +7,8 @@ import tensorflow as tf
 from ucluster_spark import checkpoint, config
 from ucluster_spark.executor.model import build_model
 
+pytestmark = pytest.mark.portable  # no horovod, no petastorm: also in the current-releases environment
+
 SMALL = ["model.mlp1=[8,16]", "model.gap2_features=16", "model.mlp2=[16,16]", "data.max_constituents=30"]
 
 

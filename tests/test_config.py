@@ -4,6 +4,8 @@ import pytest
 
 from ucluster_spark.config import Config, ConfigError, load
 
+pytestmark = pytest.mark.portable  # no horovod, no petastorm: also in the current-releases environment
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

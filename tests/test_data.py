@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
+from tests.conftest import READER_PARAMS, needs_petastorm
 from ucluster_spark import schema, store
-from ucluster_spark.config.rules import READERS
 from ucluster_spark.data.dataset import DatasetError, check_compatible, check_shardable, load_info, write_dataset
 from ucluster_spark.data.features import constituent_features
 from ucluster_spark.executor.reader import evaluation_batches, open_shard, shard_size, training_batches
@@ -40,7 +40,7 @@ def test_layout_counts_and_metadata(synthetic_dataset):
     assert not [p for p in root.parent.iterdir() if ".tmp-" in p.name]  # staging renamed away
 
 
-@pytest.mark.parametrize("reader", READERS)
+@pytest.mark.parametrize("reader", READER_PARAMS)
 @pytest.mark.parametrize("shard_count", [1, 2, 3])
 def test_shards_are_disjoint_and_complete(synthetic_dataset, shard_count, reader):
     root, info, _ = synthetic_dataset
@@ -68,7 +68,7 @@ def _epoch(url, shard_count, reader, seed=3):
     return sizes, per_rank
 
 
-@pytest.mark.parametrize("reader", READERS)
+@pytest.mark.parametrize("reader", READER_PARAMS)
 @pytest.mark.parametrize("shard_count", [1, 2, 3])
 def test_a_training_epoch_holds_every_jet_once_in_the_planned_steps(synthetic_dataset, shard_count, reader):
     root, info, _ = synthetic_dataset
@@ -77,6 +77,7 @@ def test_a_training_epoch_holds_every_jet_once_in_the_planned_steps(synthetic_da
     assert len(seen) == len(set(seen)) == info.n_jets("train")
 
 
+@needs_petastorm
 def test_both_readers_give_every_rank_the_same_jets_every_epoch(synthetic_dataset):
     """petastorm and pyarrow shard alike: the same shard sizes, the same jets on each rank in each epoch (in an
     order of their own); the arrow reader's order is a function of the seed."""
@@ -99,7 +100,7 @@ def test_too_few_row_groups_for_the_ranks_is_refused_up_front(synthetic_dataset)
         check_shardable(root, 5)
 
 
-@pytest.mark.parametrize("reader", READERS)
+@pytest.mark.parametrize("reader", READER_PARAMS)
 def test_reader_returns_the_constituents_and_labels_written(synthetic_dataset, reader):
     root, info, frame = synthetic_dataset
     by_id = frame.set_index(schema.JET_ID)

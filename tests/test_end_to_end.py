@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
 
-from tests.conftest import ROOT, TINY, submit
+from tests.conftest import ROOT, STACK, TINY, needs_horovod, submit
 from ucluster_spark import config, errors, schema, store
 
 pytestmark = pytest.mark.slow
@@ -241,7 +241,10 @@ def test_ranks_end_with_identical_weights_and_centroids(spark, synthetic_dataset
     assert "each rank bound to" in (tmp_path / "run" / "train.log").read_text()
 
 
-def test_one_and_two_workers_at_the_same_global_batch_reach_the_same_accuracy(spark, tmp_path):
+@pytest.mark.parametrize(
+    "launcher", [pytest.param("horovod", marks=needs_horovod), pytest.param("barrier", marks=pytest.mark.portable)]
+)
+def test_one_and_two_workers_at_the_same_global_batch_reach_the_same_accuracy(spark, tmp_path, launcher):
     from tests.conftest import synthetic_jets
     from ucluster_spark.data.dataset import write_dataset
     from ucluster_spark.driver.launcher import train
@@ -259,6 +262,8 @@ def test_one_and_two_workers_at_the_same_global_batch_reach_the_same_accuracy(sp
                 f"run.output={tmp_path / str(workers)}",
                 *TINY,
                 f"run.num_proc={workers}",
+                f"run.launcher={launcher}",
+                STACK[1],  # the reader this environment has
                 f"train.batch_size={32 // workers}",  # global batch 32 either way
                 "train.epochs=10",  # long enough to converge on these well separated jets: compare results,
                 "train.pretrain_epochs=8",  # not noise

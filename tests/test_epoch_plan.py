@@ -4,6 +4,8 @@ import pytest
 
 from ucluster_spark.plan import EpochPlan
 
+pytestmark = pytest.mark.portable  # no horovod, no petastorm: also in the current-releases environment
+
 
 @pytest.mark.parametrize(
     "sizes, batch",

@@ -8,6 +8,8 @@ import pytest
 
 from ucluster_spark import errors
 
+pytestmark = pytest.mark.portable  # no horovod, no petastorm: also in the current-releases environment
+
 
 @pytest.mark.parametrize(
     "module, name, code",

@@ -13,6 +13,8 @@ from ucluster_spark.executor.layers import (
 )
 from ucluster_spark.executor.model import build_model
 
+pytestmark = pytest.mark.portable  # no horovod, no petastorm: also in the current-releases environment
+
 
 def _jets(batch=4, slots=30, real=(12, 7, 20, 3), features=8, seed=0):
     rng = np.random.default_rng(seed)

@@ -2,7 +2,11 @@
 
 import logging
 
+import pytest
+
 from ucluster_spark import logs
+
+pytestmark = pytest.mark.portable  # no horovod, no petastorm: also in the current-releases environment
 
 
 def test_records_and_rank_lines_share_one_format(capsys):

@@ -9,6 +9,8 @@ from ucluster_spark.metrics import (
     summarize,
 )
 
+pytestmark = pytest.mark.portable  # no horovod, no petastorm: also in the current-releases environment
+
 
 def test_perfect_clustering_under_relabelling_is_accuracy_one():
     labels = np.array([0, 0, 1, 1, 2, 2])

@@ -1,8 +1,11 @@
 """The PNG writers: summaries in, a whole PNG out (never a partial file under the final name)."""
 
 import numpy as np
+import pytest
 
 from ucluster_spark import plots
+
+pytestmark = pytest.mark.portable  # no horovod, no petastorm: also in the current-releases environment
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
