@@ -10,7 +10,9 @@ Measured one after the other on the same data and model (the config's training s
   ``train.make_train_step`` (focal + clustering loss), one TensorFlow thread: the ceiling;
 - ``stack_1x1``, ``stack_2x1`` (``--ranks``): Spark + petastorm + horovod.spark.run with 1 and 2 ranks, one
   TensorFlow thread each (intra- and inter-op; ``--threads-per-rank`` for executors with more cores);
-- ``stack_1xN``: 1 rank with all N cores (``--threads``) as TensorFlow threads.
+- ``stack_1xN``: 1 rank with all N cores (``--threads``) as TensorFlow threads;
+- ``barrier_1x1``, ``barrier_2x1`` (``--launchers``): the same through the barrier launcher (one Spark barrier
+  stage, tf.distribute collectives) instead of horovod.spark.run, on the same data in the same run.
 
 Spark runs in local mode with 2 cores unless spark-submit gives a master (see README, "Scaling").
 
@@ -36,6 +38,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"max_overhead_vs_bare": 0.05, "min_scaling_efficiency": 0.92}
+LAYOUT_PREFIX = {"horovod": "stack", "barrier": "barrier"}
 
 
 # ---- the bare loop: a separate process, so its TensorFlow thread pools are its own ------------------------------
@@ -218,7 +221,9 @@ def summarize(
         if n > 1:  # n bare processes at once: their summed throughput
             rate[f"bare_{n}x{per_rank}"] = sum(steady(b["epochs"])["jets_per_second"] for b in together)
     base = f"stack_1x{per_rank}"
-    ranks = sorted(r["num_proc"] for r in runs.values() if r["threads_per_rank"] == per_rank)
+    ranks = sorted(
+        r["num_proc"] for name, r in runs.items() if name.startswith("stack_") and r["threads_per_rank"] == per_rank
+    )
     efficiency = {n: rate[f"stack_{n}x{per_rank}"] / (n * rate[base]) for n in ranks if n > 1}
     threaded = f"stack_1x{threads}"
     flops_per_jet = bare["flops_per_step"] / bare["batch_size"]
@@ -255,6 +260,20 @@ def summarize(
             for name, r in runs.items()
         },
     }
+    barrier_base = f"barrier_1x{per_rank}"
+    if barrier_base in rate:  # the barrier launcher on the same data: its own overhead and efficiency
+        counts = sorted(r["num_proc"] for name, r in runs.items() if name.startswith("barrier_"))
+        summary["barrier"] = {
+            "overhead_vs_bare": round(1 - rate[barrier_base] / rate["bare"], 4),
+            "scaling_efficiency": {
+                str(n): round(rate[f"barrier_{n}x{per_rank}"] / (n * rate[barrier_base]), 4) for n in counts if n > 1
+            },
+            "vs_horovod": {
+                str(n): round(rate[f"barrier_{n}x{per_rank}"] / rate[f"stack_{n}x{per_rank}"], 4)
+                for n in counts
+                if f"stack_{n}x{per_rank}" in rate
+            },
+        }
     targets = {"overhead_vs_bare_le_0.05": summary["overhead_vs_bare"] <= TARGETS["max_overhead_vs_bare"]}
     if 2 in efficiency:
         targets["scaling_efficiency_2_ranks_ge_0.92"] = efficiency[2] >= TARGETS["min_scaling_efficiency"]
@@ -289,6 +308,7 @@ def main() -> None:
     parser.add_argument("--ranks", default="1,2", help="rank counts to compare (default 1,2)")
     parser.add_argument("--threads-per-rank", type=int, default=1, help="TensorFlow threads of each rank (default 1)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="threads of the 1-rank run (all cores)")
+    parser.add_argument("--launchers", default="horovod,barrier", help="launchers to compare (default both)")
     parser.add_argument("--bare-loop", nargs=2, metavar=("TRAIN_DIR", "THREADS"), help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
@@ -309,9 +329,10 @@ def main() -> None:
 
     per_rank = args.threads_per_rank
     rank_counts = sorted({int(v) for v in args.ranks.split(",")} | {1})
-    layouts = [(f"stack_{n}x{per_rank}", n, per_rank) for n in rank_counts]
-    if args.threads != per_rank:
-        layouts.append((f"stack_1x{args.threads}", 1, args.threads))
+    launchers = args.launchers.split(",")
+    layouts = [(f"{LAYOUT_PREFIX[lau]}_{n}x{per_rank}", n, per_rank, lau) for lau in launchers for n in rank_counts]
+    if args.threads != per_rank and "horovod" in launchers:
+        layouts.append((f"stack_1x{args.threads}", 1, args.threads, "horovod"))
     output = Path(args.output or f"runs/scaling-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}").resolve()
     output.mkdir(parents=True, exist_ok=False)
     started = time.time()
@@ -336,12 +357,12 @@ def main() -> None:
             print(f"[scaling] {n} bare loop process(es) at once", file=sys.stderr, flush=True)
             bares[n] = run_bare(*bare_args, processes=n)
         runs = {}
-        for name, ranks, threads in layouts:
-            print(f"[scaling] {name}: {ranks} rank(s) x {threads} thread(s)", file=sys.stderr, flush=True)
+        for name, ranks, threads, launcher_name in layouts:
+            print(f"[scaling] {name}: {ranks} rank(s) x {threads} thread(s), {launcher_name}", file=sys.stderr)
             run_cfg = replace(
                 cfg,
                 train=replace(cfg.train, intra_op_threads=threads, inter_op_threads=threads),
-                run=replace(cfg.run, num_proc=ranks, output=str(output / name)),
+                run=replace(cfg.run, num_proc=ranks, output=str(output / name), launcher=launcher_name),
             )
             runs[name] = run_stack(spark, run_cfg, output / name)
     finally:

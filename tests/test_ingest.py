@@ -32,7 +32,7 @@ def read_all(root, columns=(schema.JET_ID, schema.LABEL, schema.CONSTITUENTS)):
             (root / split).as_uri(), shard=0, shard_count=1, columns=list(columns), num_epochs=1, shuffle=False, seed=0
         ) as ds:
             for batch in ds:
-                fields = batch._asdict()
+                fields = batch  # a dict of column tensors, whichever reader
                 for i, jet_id in enumerate(fields[schema.JET_ID].numpy()):
                     out[jet_id.decode()] = {c: fields[c].numpy()[i] for c in columns if c != schema.JET_ID}
     return out

@@ -170,19 +170,25 @@ def scaling(report: dict[str, Any], path) -> Path:
     rates = summary["steady_jets_per_second"]
     names = sorted(rates, key=lambda n: (not n.startswith("bare"), n))
     with _figure(path, 1, 2) as (fig, (left, right)):
-        colours = ["grey" if n.startswith("bare") else "C0" for n in names]
+        colours = ["grey" if n.startswith("bare") else "C2" if n.startswith("barrier") else "C0" for n in names]
         bars = left.bar(names, [rates[n] for n in names], color=colours)
         left.bar_label(bars, fmt="%.0f")
         per_rank = report["threads_per_rank"]
         ideals = []
         for name, run in report["runs"].items():
             if run["threads_per_rank"] == per_rank and run["num_proc"] > 1:
-                ideal, at = run["num_proc"] * rates[f"stack_1x{per_rank}"], names.index(name)
+                one_rank = f"{name.split('_')[0]}_1x{per_rank}"  # the same launcher's 1-rank run
+                ideal, at = run["num_proc"] * rates[one_rank], names.index(name)
                 ideals.append(ideal)
                 left.hlines(ideal, at - 0.4, at + 0.4, ls="--", color="C1", label="perfect scaling")
         left.set_ylabel("training jets / s (steady state)")
         efficiency = ", ".join(f"{n} ranks {e:.2f}" for n, e in summary["scaling_efficiency"].items())
-        left.set_title(f"overhead vs bare {summary['overhead_vs_bare']:.1%}; efficiency {efficiency}", fontsize=10)
+        title = f"horovod: overhead vs bare {summary['overhead_vs_bare']:.1%}, efficiency {efficiency}"
+        if "barrier" in summary:
+            barrier = summary["barrier"]
+            efficiency = ", ".join(f"{n} ranks {e:.2f}" for n, e in barrier["scaling_efficiency"].items())
+            title += f"\nbarrier: overhead vs bare {barrier['overhead_vs_bare']:.1%}, efficiency {efficiency}"
+        left.set_title(title, fontsize=9)
         left.tick_params(axis="x", labelsize=8)
         left.set_ylim(top=1.25 * max([*rates.values(), *ideals]))
         handles, labels = left.get_legend_handles_labels()
