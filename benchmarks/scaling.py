@@ -80,7 +80,9 @@ def bare_loop(cfg, train_dir: str, threads: int) -> dict[str, Any]:
     step = make_train_step(model, optimizer, cfg, alpha, beta, bn_momentum=bn_momentum)
     batch_spec = {CONSTITUENTS: tf.TensorSpec([t.batch_size, d.max_constituents, n_features], tf.float32)}
     batch_spec.update({c: tf.TensorSpec([t.batch_size], tf.float32) for c in d.aux_mass_columns})
-    flops_per_step = float_ops(step.get_concrete_function(batch_spec, tf.TensorSpec([], tf.float32)).graph)
+    # The step itself is traced once for any batch size; count its FLOPs on a trace with the batch size known.
+    concrete = tf.function(step.python_function).get_concrete_function(batch_spec, tf.TensorSpec([], tf.float32))
+    flops_per_step = float_ops(concrete.graph)
 
     one = tf.constant(1.0)  # gradient weight: one process, full batches
     rng = np.random.default_rng(t.seed)
