@@ -24,7 +24,8 @@ def _train(spark, root, run_dir, *overrides):
 
 def test_barrier_ranks_end_with_identical_weights_and_centroids(spark, synthetic_dataset, tmp_path):
     root, info, _ = synthetic_dataset
-    result = _train(spark, root, tmp_path / "run", *BARRIER)
+    # A k-means sample smaller than the training split: each rank keeps its part of it, only the sample is gathered.
+    result = _train(spark, root, tmp_path / "run", *BARRIER, "train.kmeans_max_jets=100")
     first, second = result.rank_results
     assert (first["rank"], second["rank"]) == (0, 1)
     assert first["weights_digest"] == second["weights_digest"]  # averaged gradients, broadcast start: bit for bit
@@ -34,7 +35,8 @@ def test_barrier_ranks_end_with_identical_weights_and_centroids(spark, synthetic
     history = json.loads(store.RunLayout(tmp_path / "run").history.read_text())
     for record in history:  # every training jet once per epoch, split over the two ranks
         assert record["jets_per_second"] * record["seconds"] == pytest.approx(info.n_jets("train"))
-    assert "2 rank(s) (tf.distribute)" in store.RunLayout(tmp_path / "run").train_log.read_text()
+    log = store.RunLayout(tmp_path / "run").train_log.read_text()
+    assert "2 rank(s) (tf.distribute)" in log and "k-means centroids from 100 training embeddings" in log
 
 
 @needs_horovod

@@ -54,3 +54,22 @@ def test_each_donor_is_split_once(sizes, expected):
     z = rng.normal(size=(len(nearest), 2))
     _, moves = reseed_starved_centroids(np.zeros((4, 2)), _moments(z, nearest, 4), min_fraction=0.05)
     assert moves == expected
+
+
+def test_the_kmeans_sample_is_bounded_and_does_not_depend_on_the_rows_left_out():
+    from ucluster_spark.executor.centroids import sample_for_kmeans
+    from ucluster_spark.executor.rank.collectives import LocalCollectives
+
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(5000, 3)).astype(np.float32)
+    comm = LocalCollectives()
+    sample = sample_for_kmeans(rows, 400, 7, comm)
+    assert sample.shape == (400, 3)
+    chosen = sorted(r.tobytes() for r in sample)
+    left_out = np.array([r for r in rows if r.tobytes() not in set(chosen)])
+    assert len(left_out) == 4600
+    for extra in (0, 100, 4600):  # the sample again, with any number of the rows it left out, in any order
+        rows_again = np.concatenate([left_out[:extra], sample])[rng.permutation(400 + extra)]
+        assert sorted(r.tobytes() for r in sample_for_kmeans(rows_again, 400, 7, comm)) == chosen
+    assert sorted(r.tobytes() for r in sample_for_kmeans(rows, 400, 8, comm)) != chosen  # another seed, another sample
+    np.testing.assert_array_equal(sample_for_kmeans(rows[:300], 400, 7, comm), rows[:300])  # under the limit: all

@@ -223,7 +223,13 @@ def test_ranks_end_with_identical_weights_and_centroids(spark, synthetic_dataset
     from ucluster_spark.driver.launcher import train
 
     root, info, _ = synthetic_dataset
-    overrides = [f"data.path={root}", f"run.output={tmp_path / 'run'}", *TINY, "run.bind_ranks_to_cores=true"]
+    overrides = [
+        f"data.path={root}",
+        f"run.output={tmp_path / 'run'}",
+        *TINY,
+        "run.bind_ranks_to_cores=true",
+        "train.kmeans_max_jets=100",
+    ]  # fmt: skip  (a sample: each rank keeps its part, only it is gathered)
     result = train(spark, config.load(ROOT / "conf/local.yaml", overrides))
     first, second = result.rank_results
     assert (first["rank"], second["rank"]) == (0, 1)
@@ -239,6 +245,7 @@ def test_ranks_end_with_identical_weights_and_centroids(spark, synthetic_dataset
     # Bound to disjoint shares of the cores (local[2]: one each).
     assert first["cpu_affinity"] and not set(first["cpu_affinity"]) & set(second["cpu_affinity"])
     assert "each rank bound to" in (tmp_path / "run" / "train.log").read_text()
+    assert "k-means centroids from 100 training embeddings" in (tmp_path / "run" / "train.log").read_text()
 
 
 @pytest.mark.parametrize(

@@ -132,7 +132,8 @@ class TrainConfig:
     """Option, not the original: after each clustering epoch, a centroid whose cluster held less than this fraction
     of the epoch's training jets is re-seeded by splitting the largest cluster along its principal axis (0: never)."""
     kmeans_max_jets: int = 200_000
-    """Centroid initialisation: k-means on at most this many training embeddings, gathered from all ranks."""
+    """Centroid initialisation: k-means on at most this many training embeddings, a seeded sample taken on every
+    rank before anything is gathered (only the sample moves; memory does not grow with the dataset)."""
 
 
 @dataclass

@@ -1,7 +1,9 @@
-"""Keeping every centroid in use: per-cluster moments of the training embeddings and the split that re-seeds a
-centroid which has lost its jets (an option, ``train.min_cluster_fraction``; the original never re-seeds).
+"""The centroids' data: the bounded sample of training embeddings their k-means start is fitted on, per-cluster
+moments of the training embeddings, and the split that re-seeds a centroid which has lost its jets (an option,
+``train.min_cluster_fraction``; the original never re-seeds).
 
-Pure numpy: ranks add up their moments (one allreduce), then every rank takes the same decision.
+Pure numpy plus a rank's collectives (``comm``): ranks add up their moments (one allreduce), then every rank
+takes the same decision.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 
 @dataclass
@@ -69,3 +72,38 @@ def reseed_starved_centroids(
         donors[donor] = -1.0
         moves.append((dead, donor))
     return centroids.astype(np.float32), moves
+
+
+def row_keys(rows: np.ndarray, seed: int) -> np.ndarray:
+    """A seeded 64-bit hash of each row's values: a key that does not depend on where or with what else a row is.
+    pandas hashes the values (its ``hash_key`` only applies to strings); the seed is mixed in with splitmix64's
+    finaliser, so another seed gives another order."""
+    hashed = pd.util.hash_pandas_object(pd.DataFrame(rows.reshape(len(rows), -1)), index=False).to_numpy(np.uint64)
+    with np.errstate(over="ignore"):  # arithmetic modulo 2^64 is the point
+        z = hashed + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def sample_for_kmeans(local_rows: np.ndarray, limit: int, seed: int, comm) -> np.ndarray:
+    """At most ``limit`` rows from all ranks, the same array on every rank, without gathering the others: the
+    ``limit`` rows with the smallest keys (``row_keys``) over all ranks, their threshold found by bisection on
+    counts (one small sum per step, 64 at most). Rows whose keys are above the threshold change nothing, so the
+    sample does not depend on how many rows were left out; memory and traffic are the sample's, whatever the
+    dataset's size. With ``limit`` rows or fewer in all, every row, in rank order."""
+    local_rows = np.asarray(local_rows, np.float32)
+    total = int(comm.sum(np.array([len(local_rows)], np.int64), "kmeans_rows")[0])
+    if total <= limit:
+        return comm.gather(local_rows, "kmeans_sample")
+    keys = row_keys(local_rows, seed)
+    low, high = 0, 2**64 - 1  # the smallest threshold with at least ``limit`` keys at or below it is in [low, high]
+    while low < high:
+        middle = low + (high - low) // 2
+        below = np.count_nonzero(keys <= np.uint64(middle))
+        if int(comm.sum(np.array([below], np.int64), "kmeans_threshold")[0]) >= limit:
+            high = middle
+        else:
+            low = middle + 1
+    chosen = local_rows[keys <= np.uint64(high)]
+    return comm.gather(chosen, "kmeans_sample")[:limit]  # more than limit only for rows equal at the threshold

@@ -141,3 +141,29 @@ class StrategyCollectives:
         array = np.asarray(array)
         nothing = np.full_like(array, -0.0) if np.issubdtype(array.dtype, np.floating) else np.zeros_like(array)
         return self.sum(array if self.rank == root else nothing, name).astype(array.dtype)
+
+
+class LocalCollectives:
+    """One process alone (rank 0 of 1): every collective returns its input. For code run outside a launcher
+    (benchmarks' bare loop, tests of the functions that take a ``comm``)."""
+
+    name = "local"
+    rank, size, local_rank, local_size = 0, 1, 0, 1
+
+    def gradients(self, tape: tf.GradientTape, loss, variables) -> list:
+        return tape.gradient(loss, variables)
+
+    def broadcast_variables(self, variables, root: int = 0) -> None:
+        pass
+
+    def sum(self, array, name: str) -> np.ndarray:
+        return np.asarray(array)
+
+    def mean(self, array, name: str) -> np.ndarray:
+        return np.asarray(array)
+
+    def gather(self, array, name: str) -> np.ndarray:
+        return np.asarray(array)
+
+    def broadcast(self, array, root: int, name: str) -> np.ndarray:
+        return np.asarray(array)

@@ -16,7 +16,7 @@ from sklearn.cluster import KMeans
 
 from ucluster_spark import checkpoint
 from ucluster_spark.config import Config
-from ucluster_spark.executor.centroids import ClusterMoments, reseed_starved_centroids
+from ucluster_spark.executor.centroids import ClusterMoments, reseed_starved_centroids, sample_for_kmeans
 from ucluster_spark.executor.layers import share_batch_norm_momentum
 from ucluster_spark.executor.losses import (
     HalvingSchedule,
@@ -364,17 +364,12 @@ def sync_non_trainable(model, comm) -> None:
 
 
 def set_centroids_by_kmeans(model, local_z, cfg, comm, log: ProgressLog) -> None:
-    """k-means on the embeddings of the whole training split across all ranks, identical on every rank."""
-    rank = comm.rank
-    # Collective: every rank contributes its shard; k-means runs once, on rank 0.
-    gathered = comm.gather(np.asarray(local_z, np.float32), "train_embeddings")
+    """k-means on a bounded sample of the training split's embeddings from all ranks, identical on every rank."""
+    # Collective: each rank keeps its part of a seeded sample of at most kmeans_max_jets rows; only the sample moves.
+    sample = sample_for_kmeans(local_z, cfg.train.kmeans_max_jets, cfg.train.seed, comm)
     k = cfg.model.n_clusters
-    centers = np.zeros((k, gathered.shape[1]), np.float32)
-    if rank == 0:
-        rng = np.random.default_rng(cfg.train.seed)
-        sample = gathered
-        if len(sample) > cfg.train.kmeans_max_jets:
-            sample = sample[rng.choice(len(sample), cfg.train.kmeans_max_jets, replace=False)]
+    centers = np.zeros((k, sample.shape[1]), np.float32)
+    if comm.rank == 0:  # k-means runs once
         km = KMeans(n_clusters=k, n_init=10, random_state=cfg.train.seed).fit(sample)
         centers = km.cluster_centers_.astype(np.float32)
         sizes = np.bincount(km.labels_, minlength=k).tolist()
