@@ -12,7 +12,14 @@ from typing import Any
 import yaml
 
 from ucluster_spark import store
-from ucluster_spark.config import rules
+from ucluster_spark.config.rules import (
+    check_data,
+    check_evaluate,
+    check_loss,
+    check_model,
+    check_run,
+    check_train,
+)
 from ucluster_spark.config.sections import (
     SECTION_CLASSES,
     SECTION_NAMES,
@@ -78,14 +85,14 @@ class Config:
 
     def validate(self, scope: str = "all") -> None:
         """The rules between settings (``rules.py``); ``scope="data"`` checks the data jobs' only."""
-        rules.check_data(self.data)
+        check_data(self.data)
         if scope == "data":
             return
-        rules.check_model(self.model, self.data)
-        rules.check_loss(self.loss)
-        rules.check_train(self.train, self.model)
-        rules.check_run(self.run)
-        rules.check_evaluate(self.evaluate)
+        check_model(self.model, self.data)
+        check_loss(self.loss)
+        check_train(self.train, self.model)
+        check_run(self.run)
+        check_evaluate(self.evaluate)
 
 
 def _build_section(section_cls: type, values: dict[str, Any], where: str) -> Any:
