@@ -23,6 +23,12 @@ thresholds raised, freed blocks stay in the heap and are reused (measured: READM
 only when a process starts, so they are set for the processes this one launches (ranks, executors); the Makefile
 sets them for its own."""
 
+
+def malloc_env(enabled: bool) -> dict[str, str | None]:
+    """The malloc variables for a process about to start: their values, or None (unset) with ``enabled`` off."""
+    return {key: value if enabled else None for key, value in MALLOC_ENV.items()}
+
+
 RUNTIME_ENV: dict[str, str] = {
     "TF_USE_LEGACY_KERAS": "1",
     "TF_CPP_MIN_LOG_LEVEL": "2",

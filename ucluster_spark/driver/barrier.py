@@ -32,10 +32,7 @@ class BarrierLaunchError(TrainingFailed):
 
 def rank_process_env(cfg: Config) -> dict[str, str | None]:
     """What the ranks' processes need beyond the executor's own environment (None: unset it there)."""
-    env: dict[str, str | None] = dict(_env.RUNTIME_ENV)
-    for key in _env.MALLOC_ENV:
-        env[key] = env[key] if cfg.run.malloc_thresholds else None
-    return env
+    return {**_env.RUNTIME_ENV, **_env.malloc_env(cfg.run.malloc_thresholds)}
 
 
 def reason(error_message: str) -> str:

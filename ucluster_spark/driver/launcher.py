@@ -182,11 +182,11 @@ def rank_environment(cfg: Config) -> dict[str, str]:
     """The driver's environment for the rank processes, with or without the malloc thresholds
     (``run.malloc_thresholds``; they act only when a process starts)."""
     env = dict(os.environ)
-    for key, value in _env.MALLOC_ENV.items():
-        if cfg.run.malloc_thresholds:
-            env.setdefault(key, value)
-        else:
+    for key, value in _env.malloc_env(cfg.run.malloc_thresholds).items():
+        if value is None:
             env.pop(key, None)
+        else:
+            env.setdefault(key, value)
     return env
 
 

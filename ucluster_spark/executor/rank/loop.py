@@ -60,8 +60,6 @@ def make_optimizer(cfg, model, workers: int, steps_per_epoch: int):
 def make_batch_norm_schedule(cfg, model, steps_per_epoch: int):
     """One momentum variable shared by every batch norm of ``model`` and a function of the optimizer step that gives
     its value (the original's 0.5 rising to 0.99), assigned at the start of every step."""
-    from ucluster_spark.executor.losses import schedule_steps
-
     t = cfg.train
     period = schedule_steps(t.bn_momentum_halve_every, t.pretrain_epochs, steps_per_epoch)
     momentum = tf.Variable(t.bn_momentum_start, trainable=False, dtype=tf.float32, name="bn_momentum")
