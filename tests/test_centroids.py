@@ -57,19 +57,41 @@ def test_each_donor_is_split_once(sizes, expected):
 
 
 def test_the_kmeans_sample_is_bounded_and_does_not_depend_on_the_rows_left_out():
-    from ucluster_spark.executor.centroids import sample_for_kmeans
+    from ucluster_spark.executor.centroids import BoundedSample, sample_for_kmeans
     from ucluster_spark.executor.rank.collectives import LocalCollectives
+
+    def sample_of(rows, seed=7):
+        return sample_for_kmeans(BoundedSample.of(rows, 400, seed), comm)
 
     rng = np.random.default_rng(0)
     rows = rng.normal(size=(5000, 3)).astype(np.float32)
     comm = LocalCollectives()
-    sample = sample_for_kmeans(rows, 400, 7, comm)
+    sample = sample_of(rows)
     assert sample.shape == (400, 3)
     chosen = sorted(r.tobytes() for r in sample)
     left_out = np.array([r for r in rows if r.tobytes() not in set(chosen)])
     assert len(left_out) == 4600
     for extra in (0, 100, 4600):  # the sample again, with any number of the rows it left out, in any order
         rows_again = np.concatenate([left_out[:extra], sample])[rng.permutation(400 + extra)]
-        assert sorted(r.tobytes() for r in sample_for_kmeans(rows_again, 400, 7, comm)) == chosen
-    assert sorted(r.tobytes() for r in sample_for_kmeans(rows, 400, 8, comm)) != chosen  # another seed, another sample
-    np.testing.assert_array_equal(sample_for_kmeans(rows[:300], 400, 7, comm), rows[:300])  # under the limit: all
+        assert sorted(r.tobytes() for r in sample_of(rows_again)) == chosen
+    assert sorted(r.tobytes() for r in sample_of(rows, seed=8)) != chosen  # another seed, another sample
+    np.testing.assert_array_equal(sample_of(rows[:300]), rows[:300])  # under the limit: all
+
+
+def test_the_sample_fed_batch_by_batch_holds_little_and_is_the_sample_of_the_whole():
+    from ucluster_spark.executor.centroids import BoundedSample, sample_for_kmeans
+    from ucluster_spark.executor.rank.collectives import LocalCollectives
+
+    comm = LocalCollectives()
+    rows = np.random.default_rng(1).normal(size=(20_000, 3)).astype(np.float32)
+    fed = BoundedSample(400, 7, 3)
+    most_held = 0
+    for start in range(0, len(rows), 37):
+        fed.add(rows[start : start + 37])
+        most_held = max(most_held, fed.buffered)
+    assert most_held < 2 * 400 + 37 and fed.seen == 20_000
+    np.testing.assert_array_equal(sample_for_kmeans(fed, comm), sample_for_kmeans(BoundedSample.of(rows, 400, 7), comm))
+    small = BoundedSample(400, 7, 3)
+    for start in range(0, 300, 37):
+        small.add(rows[start : min(start + 37, 300)])
+    np.testing.assert_array_equal(sample_for_kmeans(small, comm), rows[:300])  # under the limit: every row, in order

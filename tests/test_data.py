@@ -252,3 +252,25 @@ def test_observable_baselines_score_on_the_evaluation_split(synthetic_dataset):
     assert result["kmeans"]["clustering_accuracy"] > 0.95
     assert result["gaussian_mixture"]["clustering_accuracy"] > 0.95
     assert result["supervised_gradient_boosting_accuracy"] > 0.95
+
+
+@pytest.mark.parametrize("reader", READER_PARAMS)
+def test_an_evaluation_subset_is_fixed_by_jet_id_not_by_position(synthetic_dataset, reader):
+    """``train.epoch_eval_max_jets``: about the asked fraction, the same jets every pass and however the split is
+    sharded, chosen before the forward pass."""
+    root, info, _ = synthetic_dataset
+    url = info.split_url(root, "train")
+
+    def subset(shard, shard_count):
+        with evaluation_batches(
+            url, shard=shard, shard_count=shard_count, max_constituents=100, n_features=8, batch_size=32,
+            columns=[schema.JET_ID, schema.LABEL], reader=reader, sample_fraction=0.3,
+        ) as ds:  # fmt: skip
+            return [v.decode() for b in ds for v in b[schema.JET_ID].numpy()]
+
+    one_rank = subset(0, 1)
+    everything = _jet_ids(url, 0, 1, reader)
+    assert set(one_rank) < set(everything)
+    assert 0.2 < len(one_rank) / len(everything) < 0.4
+    assert subset(0, 1) == one_rank  # the same every pass
+    assert sorted(subset(0, 2) + subset(1, 2)) == sorted(one_rank)  # and whatever the sharding

@@ -36,3 +36,15 @@ def test_gradient_weights_make_the_rank_average_a_mean_over_every_jet_of_the_ste
 def test_shards_too_uneven_to_share_a_step_count_are_refused():
     with pytest.raises(ValueError, match=r"training shards of \[100, 3\] jets are too uneven for batches of 16"):
         EpochPlan.for_shards([100, 3], 16)
+
+
+def test_a_step_limit_cuts_the_epoch_to_the_first_steps_of_a_pass():
+    whole = EpochPlan.for_shards([700, 512], 64)
+    cut = EpochPlan.for_shards([700, 512], 64, max_steps=4)
+    assert (cut.steps, cut.pass_steps, whole.steps) == (4, 11, 11) and not cut.whole_pass
+    for rank in (0, 1):
+        assert cut.batch_sizes(rank) == whole.batch_sizes(rank)[:4]
+        assert cut.gradient_weights(rank) == whole.gradient_weights(rank)[:4]
+    assert cut.jets == sum(whole.batch_sizes(0)[:4]) + sum(whole.batch_sizes(1)[:4])
+    assert EpochPlan.for_shards([700, 512], 64, max_steps=50) == whole  # a limit above one pass changes nothing
+    assert whole.whole_pass

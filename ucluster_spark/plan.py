@@ -28,31 +28,38 @@ class TrainingPlan:
 
 @dataclass(frozen=True)
 class EpochPlan:
-    """How an epoch is cut into steps: every rank takes ``steps`` steps (no rank waits on another's collective) and
-    every jet of every shard is in exactly one of them. Shards differ by up to a row group, so rank r's batches
-    hold ``shard_r // steps`` or one more jet, at most ``batch_size``."""
+    """How an epoch is cut into steps: every rank takes ``steps`` steps (no rank waits on another's collective). A
+    whole pass takes ``pass_steps`` and puts every jet of every shard in exactly one of them; shards differ by up to
+    a row group, so rank r's batches hold ``shard_r // pass_steps`` or one more jet, at most ``batch_size``. With
+    ``train.steps_per_epoch`` the epoch is the first ``steps`` of such a pass."""
 
     shard_sizes: tuple[int, ...]
+    pass_steps: int
     steps: int
 
     @classmethod
-    def for_shards(cls, shard_sizes: list[int], batch_size: int) -> EpochPlan:
-        steps = -(-max(shard_sizes) // batch_size)
-        if min(shard_sizes) < steps:
+    def for_shards(cls, shard_sizes: list[int], batch_size: int, max_steps: int = 0) -> EpochPlan:
+        pass_steps = -(-max(shard_sizes) // batch_size)
+        if min(shard_sizes) < pass_steps:
             raise ValueError(
                 f"training shards of {shard_sizes} jets are too uneven for batches of {batch_size}: the largest needs "
-                f"{steps} steps and the smallest cannot fill them; lower train.batch_size, use fewer ranks or write "
-                "more, smaller files (data.files_per_split)"
+                f"{pass_steps} steps and the smallest cannot fill them; lower train.batch_size, use fewer ranks or "
+                "write more, smaller files (data.files_per_split)"
             )
-        return cls(tuple(shard_sizes), steps)
+        return cls(tuple(shard_sizes), pass_steps, min(pass_steps, max_steps) if max_steps else pass_steps)
+
+    @property
+    def whole_pass(self) -> bool:
+        return self.steps == self.pass_steps
 
     @property
     def jets(self) -> int:
-        return sum(self.shard_sizes)
+        """Jets trained on in one epoch, all ranks."""
+        return sum(sum(self.batch_sizes(r)) for r in range(len(self.shard_sizes)))
 
     def batch_sizes(self, rank: int) -> list[int]:
-        base, extra = divmod(self.shard_sizes[rank], self.steps)
-        return [base + 1] * extra + [base] * (self.steps - extra)
+        base, extra = divmod(self.shard_sizes[rank], self.pass_steps)
+        return ([base + 1] * extra + [base] * (self.pass_steps - extra))[: self.steps]
 
     def gradient_weights(self, rank: int) -> list[float]:
         """Per step, ranks x this rank's jets / all ranks' jets: after Horovod's average over ranks the gradient is

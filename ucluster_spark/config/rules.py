@@ -83,6 +83,9 @@ def check_train(t: TrainConfig, m: ModelConfig) -> None:
         )
     _positive("train.lr_halve_every", t.lr_halve_every)
     _positive("train.bn_momentum_halve_every", t.bn_momentum_halve_every)
+    _positive("train.kmeans_max_jets", t.kmeans_max_jets)
+    _non_negative("train.steps_per_epoch", t.steps_per_epoch)
+    _non_negative("train.epoch_eval_max_jets", t.epoch_eval_max_jets)
     if not 0 < t.lr_floor <= t.learning_rate:
         raise ConfigError(f"train.lr_floor must be in (0, train.learning_rate={t.learning_rate}], got {t.lr_floor}")
     if not 0.0 <= t.bn_momentum_start <= t.bn_momentum_max < 1.0:
@@ -117,3 +120,8 @@ def _mass_window(name: str, window: list) -> list[float]:
 def _positive(name: str, value: float) -> None:
     if not value > 0:
         raise ConfigError(f"{name} must be > 0, got {value!r}")
+
+
+def _non_negative(name: str, value: float) -> None:
+    if not value >= 0:
+        raise ConfigError(f"{name} must be >= 0 (0: no limit), got {value!r}")

@@ -124,6 +124,15 @@ class TrainConfig:
     """Batch-norm momentum (of the moving statistics used for inference) 1 - (1 - start) / 2^n after n periods of
     this fraction of pre-training, at most ``bn_momentum_max``: the original's 0.5 rising to 0.99 on the same
     period as the learning rate. start = max gives a fixed momentum."""
+    steps_per_epoch: int = 0
+    """0: an epoch is one pass over the training split, every jet once. N: an epoch ends after at most N steps,
+    taken from the start of a fresh seeded shuffle of each shard (for datasets far larger than an epoch should
+    be: the learning-rate and momentum schedules, checkpoints and validation then follow steps, not the dataset's
+    size). Over epochs every row group is drawn at random; a resumed run still sees the order it would have."""
+    epoch_eval_max_jets: int = 0
+    """Per-epoch measurements (validation metrics, the k-means start's test accuracy) on about this many jets of
+    the split: a fixed subset chosen by a hash of jet_id, the same every epoch (0: every jet). The final test
+    metrics always use every test jet."""
     shuffle_buffer: int = 2048
     seed: int = 7
     intra_op_threads: int = 1

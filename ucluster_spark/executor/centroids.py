@@ -86,17 +86,63 @@ def row_keys(rows: np.ndarray, seed: int) -> np.ndarray:
         return z ^ (z >> np.uint64(31))
 
 
-def sample_for_kmeans(local_rows: np.ndarray, limit: int, seed: int, comm) -> np.ndarray:
-    """At most ``limit`` rows from all ranks, the same array on every rank, without gathering the others: the
-    ``limit`` rows with the smallest keys (``row_keys``) over all ranks, their threshold found by bisection on
-    counts (one small sum per step, 64 at most). Rows whose keys are above the threshold change nothing, so the
-    sample does not depend on how many rows were left out; memory and traffic are the sample's, whatever the
-    dataset's size. With ``limit`` rows or fewer in all, every row, in rank order."""
-    local_rows = np.asarray(local_rows, np.float32)
-    total = int(comm.sum(np.array([len(local_rows)], np.int64), "kmeans_rows")[0])
+class BoundedSample:
+    """One rank's candidates for the k-means sample, fed batch by batch: only the rows with the ``limit`` smallest
+    keys (``row_keys``) seen so far are kept, in arrival order, so memory stays below about 2 x ``limit`` rows
+    whatever the shard's size. Nothing is lost: the ``limit`` smallest keys over all ranks are among the union of
+    every rank's ``limit`` smallest."""
+
+    def __init__(self, limit: int, seed: int, dim: int) -> None:
+        self.limit, self.seed = limit, seed
+        self.seen = 0
+        self._rows = [np.zeros((0, dim), np.float32)]
+        self._keys = [np.zeros(0, np.uint64)]
+        self._held = 0
+
+    @classmethod
+    def of(cls, rows: np.ndarray, limit: int, seed: int) -> BoundedSample:
+        sample = cls(limit, seed, rows.shape[1])
+        sample.add(rows)
+        return sample
+
+    def add(self, rows: np.ndarray) -> None:
+        rows = np.asarray(rows, np.float32)
+        self._rows.append(rows)
+        self._keys.append(row_keys(rows, self.seed))
+        self.seen += len(rows)
+        self._held += len(rows)
+        if self._held >= 2 * self.limit:
+            self._reduce()
+
+    @property
+    def buffered(self) -> int:
+        """Rows held now (at most about 2 x ``limit``)."""
+        return self._held
+
+    def _reduce(self) -> None:
+        rows, keys = np.concatenate(self._rows), np.concatenate(self._keys)
+        if len(keys) > self.limit:
+            keep = keys <= np.partition(keys, self.limit - 1)[self.limit - 1]  # ties at the threshold all stay
+            rows, keys = rows[keep], keys[keep]
+        self._rows, self._keys, self._held = [rows], [keys], len(rows)
+
+    def held(self) -> tuple[np.ndarray, np.ndarray]:
+        """The kept rows and their keys (every row seen, in order, if no more than ``limit`` were)."""
+        self._reduce()
+        return self._rows[0], self._keys[0]
+
+
+def sample_for_kmeans(local: BoundedSample, comm) -> np.ndarray:
+    """At most ``local.limit`` rows from all ranks, the same array on every rank, without gathering the others: the
+    ``limit`` rows with the smallest keys over all ranks, their threshold found by bisection on counts (one small
+    sum per step, 64 at most). Rows whose keys are above the threshold change nothing, so the sample does not
+    depend on how many rows were left out; memory and traffic are the sample's, whatever the dataset's size. With
+    ``limit`` rows or fewer in all, every row, in rank order."""
+    limit = local.limit
+    rows, keys = local.held()
+    total = int(comm.sum(np.array([local.seen], np.int64), "kmeans_rows")[0])
     if total <= limit:
-        return comm.gather(local_rows, "kmeans_sample")
-    keys = row_keys(local_rows, seed)
+        return comm.gather(rows, "kmeans_sample")
     low, high = 0, 2**64 - 1  # the smallest threshold with at least ``limit`` keys at or below it is in [low, high]
     while low < high:
         middle = low + (high - low) // 2
@@ -105,5 +151,5 @@ def sample_for_kmeans(local_rows: np.ndarray, limit: int, seed: int, comm) -> np
             high = middle
         else:
             low = middle + 1
-    chosen = local_rows[keys <= np.uint64(high)]
+    chosen = rows[keys <= np.uint64(high)]
     return comm.gather(chosen, "kmeans_sample")[:limit]  # more than limit only for rows equal at the threshold

@@ -190,6 +190,20 @@ def training_batches(
         )
 
 
+def keep_by_jet_id(fraction: float, keep_id: bool = False):
+    """A row-group batch -> the jets whose jet_id hashes below ``fraction`` of the hash range: a fixed subset of
+    about that fraction, the same in every pass and on every host, whatever the rows' order (files list their jets
+    grouped by the tasks that made them, so the first rows of a shard are no sample)."""
+    buckets = 1 << 30
+    threshold = int(fraction * buckets)
+
+    def keep(batch):
+        chosen = tf.strings.to_hash_bucket_fast(batch[schema.JET_ID], buckets) < threshold
+        return {name: tf.boolean_mask(v, chosen) for name, v in batch.items() if keep_id or name != schema.JET_ID}
+
+    return keep
+
+
 @contextlib.contextmanager
 def evaluation_batches(
     url: str,
@@ -201,16 +215,25 @@ def evaluation_batches(
     batch_size: int,
     columns: Sequence[str] = (),
     reader: str = "petastorm",
+    sample_fraction: float = 1.0,
 ) -> Iterator[tf.data.Dataset]:
-    """One ordered pass over this rank's shard, in batches of {constituents, *columns} (e.g. label, mass)."""
+    """One ordered pass over this rank's shard, in batches of {constituents, *columns} (e.g. label, mass); with
+    ``sample_fraction`` < 1, only the fixed subset ``keep_by_jet_id`` chooses (chosen before the forward pass,
+    which is what costs)."""
+    subsample = sample_fraction < 1.0
+    read = [schema.CONSTITUENTS, *columns]
+    if subsample and schema.JET_ID not in read:
+        read.append(schema.JET_ID)
     with open_shard(
         url,
         shard=shard,
         shard_count=shard_count,
-        columns=[schema.CONSTITUENTS, *columns],
+        columns=read,
         num_epochs=1,
         shuffle=False,
         seed=0,
         reader=reader,
     ) as batches:
+        if subsample:
+            batches = batches.map(keep_by_jet_id(sample_fraction, keep_id=schema.JET_ID in columns))
         yield fixed_pipeline(per_jet(batches, max_constituents, n_features).batch(batch_size).prefetch(2))

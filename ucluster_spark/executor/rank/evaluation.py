@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -22,60 +23,90 @@ def nearest_centroid(z, centroids):
     return np.argmin(np.square(z[:, None, :] - centroids[None, :, :]).sum(axis=-1), axis=1)
 
 
-def embeddings_of(model, url: str, cfg, rank: int, size: int, columns: Sequence[str] = ()):
-    """(z, {column: values}) of this rank's shard, one ordered pass in inference mode."""
+@contextlib.contextmanager
+def embedded_batches(
+    model, url: str, cfg, rank: int, size: int, columns: Sequence[str] = (), sample_fraction: float = 1.0
+) -> Iterator[Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]]:
+    """(z, {column: values}) batch by batch over this rank's shard (or the fixed subset ``sample_fraction`` keeps),
+    one ordered pass in inference mode: memory is a batch's, whatever the shard's size."""
     d = cfg.data
-    zs, values = [], {c: [] for c in columns}
     with evaluation_batches(
         url,
         shard=rank,
         shard_count=size,
         max_constituents=d.max_constituents,
         n_features=len(feature_names(d.feature_set)),
-        batch_size=cfg.train.batch_size,
+        batch_size=cfg.train.batch_size,  # the training step's memory, not more
         columns=columns,
         reader=d.reader,
+        sample_fraction=sample_fraction,
     ) as ds:
-        for batch in ds:
-            zs.append(model.backbone(batch[CONSTITUENTS], training=False)["z"].numpy())
+        yield (
+            (model.backbone(batch[CONSTITUENTS], training=False)["z"].numpy(), {c: batch[c].numpy() for c in columns})
+            for batch in ds
+        )
+
+
+def embeddings_of(model, url: str, cfg, rank: int, size: int, columns: Sequence[str] = ()):
+    """(z, {column: values}) of this rank's whole shard in memory: for analyses of small datasets (the training
+    and evaluation paths stream with ``embedded_batches``)."""
+    zs, values = [], {c: [] for c in columns}
+    with embedded_batches(model, url, cfg, rank, size, columns) as batches:
+        for z, columns_of_batch in batches:
+            zs.append(z)
             for c in columns:
-                values[c].append(batch[c].numpy())
+                values[c].append(columns_of_batch[c])
     z = np.concatenate(zs) if zs else np.zeros((0, cfg.model.z_dim), np.float32)
     return z, {c: np.concatenate(v) if v else np.zeros(0) for c, v in values.items()}
 
 
-def evaluate_split(model, url: str, cfg, classes: list[str], comm, plot_jets: int = 0) -> dict[str, Any]:
-    """Clustering metrics over the whole split: per-rank contingency matrices summed with one allreduce. With
-    ``plot_jets``, also what the plots need under ``"plot"``: per-cluster mass histograms of every jet and a
-    sample of about ``plot_jets`` embeddings gathered from all ranks."""
+def evaluate_split(
+    model, url: str, cfg, classes: list[str], comm, plot_jets: int = 0, sample_fraction: float = 1.0
+) -> dict[str, Any]:
+    """Clustering metrics over the whole split (or the fixed subset ``sample_fraction`` keeps), streamed batch by
+    batch: per-rank contingency matrices and embedding moments summed with one allreduce each. With ``plot_jets``,
+    also what the plots need under ``"plot"``: per-cluster mass histograms of every jet and a sample of about
+    ``plot_jets`` embeddings gathered from all ranks."""
     rank, size = comm.rank, comm.size
-    z, columns = embeddings_of(model, url, cfg, rank, size, columns=(LABEL, MASS) if plot_jets else (LABEL,))
-    labels = columns[LABEL]
-    k = cfg.model.n_clusters
-    clusters = nearest_centroid(z, model.centroids.numpy())
-    counts = contingency(clusters, labels, k, len(classes))
-    moments = np.concatenate([[len(z)], z.sum(axis=0), np.square(z).sum(axis=0)]).astype(np.float64)
+    k, dim = cfg.model.n_clusters, cfg.model.z_dim
+    centroids = model.centroids.numpy()
+    take = -(-plot_jets // size)  # this rank's share of the plot sample: its first jets
+    counts = np.zeros((k, len(classes)), np.int64)
+    moments = np.zeros(1 + 2 * dim, np.float64)
+    histograms = plots.mass_histogram(np.zeros(0), np.zeros(0), k)
+    sample: list[np.ndarray] = []
+    columns = (LABEL, MASS) if plot_jets else (LABEL,)
+    with embedded_batches(model, url, cfg, rank, size, columns, sample_fraction) as batches:
+        for z, values in batches:
+            labels = values[LABEL]
+            clusters = nearest_centroid(z, centroids)
+            counts += contingency(clusters, labels, k, len(classes))
+            z64 = z.astype(np.float64)
+            moments += np.concatenate([[len(z)], z64.sum(axis=0), np.square(z64).sum(axis=0)])
+            if plot_jets:
+                histograms += plots.mass_histogram(clusters, values[MASS], k)
+                wanted = take - sum(len(s) for s in sample)
+                if wanted > 0:
+                    sample.append(np.column_stack([z, clusters, labels])[:wanted].astype(np.float32))
     # Collective: counts and moments summed over ranks (exact: no per-batch averaging).
     counts = comm.sum(counts, "eval_counts")
     moments = comm.sum(moments, "eval_moments")
     n = max(moments[0], 1.0)
-    dim = z.shape[1]
     mean = moments[1 : 1 + dim] / n
     std = np.sqrt(np.maximum(moments[1 + dim :] / n - mean**2, 0.0))
     result = summarize(counts, classes)
     result["embedding_mean"] = mean.round(6).tolist()
     result["embedding_std"] = std.round(6).tolist()
     if plot_jets:
-        take = -(-plot_jets // size)
-        sample = np.concatenate([z[:take], clusters[:take, None], labels[:take, None]], axis=1).astype(np.float32)
         # Collective: whole-split mass histograms and every rank's share of the embedding sample.
-        histograms = comm.sum(plots.mass_histogram(clusters, columns[MASS], k), "eval_mass_histograms")
-        sample = comm.gather(sample, "eval_plot_sample")
+        histograms = comm.sum(histograms, "eval_mass_histograms")
+        local = np.concatenate(sample) if sample else np.zeros((0, dim + 2), np.float32)
+        gathered = comm.gather(local, "eval_plot_sample")
         result["plot"] = {
             "mass_histograms": histograms,
-            "z": sample[:, :dim],
-            "cluster": sample[:, dim].astype(np.int64),
-            "label": sample[:, dim + 1].astype(np.int64),
+            "z": gathered[:, :dim],
+            "cluster": gathered[:, dim].astype(np.int64),
+            "label": gathered[:, dim + 1].astype(np.int64),
         }
     return result
 

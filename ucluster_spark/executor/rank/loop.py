@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import resource
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,7 @@ from sklearn.cluster import KMeans
 
 from ucluster_spark import checkpoint
 from ucluster_spark.config import Config
-from ucluster_spark.executor.centroids import ClusterMoments, reseed_starved_centroids, sample_for_kmeans
+from ucluster_spark.executor.centroids import BoundedSample, ClusterMoments, reseed_starved_centroids, sample_for_kmeans
 from ucluster_spark.executor.layers import share_batch_norm_momentum
 from ucluster_spark.executor.losses import (
     HalvingSchedule,
@@ -39,7 +40,7 @@ from ucluster_spark.executor.rank.environment import (
     record_placement,
     usable_cores,
 )
-from ucluster_spark.executor.rank.evaluation import embeddings_of, evaluate_split, nearest_centroid, write_run
+from ucluster_spark.executor.rank.evaluation import embedded_batches, evaluate_split, nearest_centroid, write_run
 from ucluster_spark.executor.reader import shard_size, training_batches
 from ucluster_spark.metrics import collapse_warnings
 from ucluster_spark.plan import EpochPlan, TrainingPlan
@@ -169,7 +170,7 @@ def start_rank(cfg, plan: TrainingPlan, comm) -> Rank:
     log = ProgressLog(rank, plan.run_dir)
     tf.keras.utils.set_random_seed(t.seed)  # Python, NumPy and TensorFlow: the initial weights are a function of it
     model = build_model(cfg)
-    epoch_plan = shared_epoch_plan(plan.train_url, t.batch_size, comm, log, cfg.data.reader)
+    epoch_plan = shared_epoch_plan(plan.train_url, t.batch_size, comm, log, cfg.data.reader, t.steps_per_epoch)
     schedule, optimizer = make_optimizer(cfg, model, size, epoch_plan.steps)
     bn_momentum = make_batch_norm_schedule(cfg, model, epoch_plan.steps)
     if plan.resume_from and rank == 0:
@@ -194,12 +195,13 @@ def start_rank(cfg, plan: TrainingPlan, comm) -> Rank:
 def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
     """One pass of every rank over its shard, then the epoch's record (means over ranks, validation metrics)."""
     t, lc = r.cfg.train, r.cfg.loss
-    # The last pre-training epoch sees every training jet once, in training mode: the embeddings it makes live
-    # in the space the clustering loss will see (batch-norm batch statistics), as in the original.
+    # The last pre-training epoch sees every training jet once (or its steps' jets), in training mode: the
+    # embeddings it makes live in the space the clustering loss will see (batch-norm batch statistics), as in the
+    # original. Only the k-means sample's candidates are kept.
     collect = epoch == t.pretrain_epochs - 1
     clustering = epoch >= t.pretrain_epochs
     moments = ClusterMoments.zeros(r.cfg.model.n_clusters, r.cfg.model.z_dim) if clustering else None
-    pooled = []
+    pooled = BoundedSample(t.kmeans_max_jets, t.seed, r.cfg.model.z_dim)
     r.alpha.assign(alpha_for_epoch(epoch, t.pretrain_epochs, lc.alpha_start, lc.alpha_step))
     r.beta.assign(lc.clustering_weight if clustering else 0.0)
     start, cpu_start = time.time(), time.process_time()
@@ -212,14 +214,13 @@ def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
             means, z = r.train_step(next(batches), tf.constant(weight, tf.float32))
             sums += means.numpy()
             if collect:
-                pooled.append(z.numpy())
+                pooled.add(z.numpy())
             if moments is not None:
                 z = z.numpy()
                 moments.add(z, nearest_centroid(z, r.model.centroids.numpy()))
     seconds, cpu_seconds = time.time() - start, time.process_time() - cpu_start
     sync_non_trainable(r.model, r.comm)
-    if collect:
-        set_centroids_by_kmeans(r.model, np.concatenate(pooled), r.cfg, r.comm, r.log)
+    kmeans_seconds = set_centroids_by_kmeans(r.model, pooled, r.cfg, r.comm, r.log) if collect else None
     # Collective: epoch means over all ranks.
     loss, focal, clustering_loss = r.comm.mean(sums / r.epoch_plan.steps, "epoch_means")
     train_cluster_sizes = []
@@ -248,11 +249,16 @@ def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
         "seconds": seconds,
         "cpu_seconds": cpu_seconds,  # rank 0's process, all its threads
         "jets_per_second": r.epoch_plan.jets / seconds,
+        # Collective: every rank's peak resident memory so far (MB).
+        "peak_rss_mb": [round(float(v), 1) for v in r.comm.gather(np.array([peak_rss_mb()]), "peak_rss")],
     }
+    if kmeans_seconds is not None:
+        record["kmeans_seconds"] = kmeans_seconds
     if train_cluster_sizes:
         record["train_cluster_sizes"] = train_cluster_sizes  # nearest centroid during the epoch's steps
     if r.plan.n_val:
-        val = evaluate_split(r.model, r.plan.val_url, r.cfg, r.plan.classes, r.comm)
+        val = evaluate_split(r.model, r.plan.val_url, r.cfg, r.plan.classes, r.comm,
+                             sample_fraction=epoch_eval_fraction(t.epoch_eval_max_jets, r.plan.n_val))  # fmt: skip
         centroids_set = epoch >= t.pretrain_epochs - 1  # before that they are still random
         if centroids_set:
             record.update({f"val_{k}": val[k] for k in ("clustering_accuracy", "nmi", "cluster_sizes")})
@@ -262,7 +268,8 @@ def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
             r.log(f"WARNING epoch {epoch + 1}: {warning}")
     if collect and r.plan.n_test:
         # The k-means start on the test split too: what the clustering phase adds is measured against it.
-        start = evaluate_split(r.model, r.plan.test_url, r.cfg, r.plan.classes, r.comm)
+        start = evaluate_split(r.model, r.plan.test_url, r.cfg, r.plan.classes, r.comm,
+                               sample_fraction=epoch_eval_fraction(t.epoch_eval_max_jets, r.plan.n_test))  # fmt: skip
         record["kmeans_start_test_accuracy"] = start["clustering_accuracy"]
         record["kmeans_start_test_nmi"] = start["nmi"]
     r.log(f"epoch {epoch + 1}/{t.epochs} " + " ".join(f"{k}={_fmt(v)}" for k, v in record.items() if k != "epoch"))
@@ -295,8 +302,11 @@ def train_rank(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str,
 
     history: list[dict[str, Any]] = list(plan.history)
     if cfg.train.pretrain_epochs == 0 and plan.epochs_done == 0:  # no pre-training pass to reuse: embed once
-        z_train, _ = embeddings_of(r.model, plan.train_url, cfg, r.rank, r.size)
-        set_centroids_by_kmeans(r.model, z_train, cfg, comm, r.log)
+        candidates = BoundedSample(cfg.train.kmeans_max_jets, cfg.train.seed, cfg.model.z_dim)
+        with embedded_batches(r.model, plan.train_url, cfg, r.rank, r.size) as batches:
+            for z, _ in batches:
+                candidates.add(z)
+        set_centroids_by_kmeans(r.model, candidates, cfg, comm, r.log)
     for epoch in range(plan.epochs_done, cfg.train.epochs):
         history.append(run_epoch(r, epoch))
         if r.rank == 0:
@@ -329,20 +339,37 @@ def weights_digest(variables) -> str:
     return digest.hexdigest()
 
 
-def shared_epoch_plan(url: str, batch_size: int, comm, log: ProgressLog, reader: str = "petastorm") -> EpochPlan:
+def shared_epoch_plan(
+    url: str, batch_size: int, comm, log: ProgressLog, reader: str = "petastorm", max_steps: int = 0
+) -> EpochPlan:
     """The same ``EpochPlan`` on every rank, from every shard's size."""
     size = comm.size
     local = shard_size(url, shard=comm.rank, shard_count=size, reader=reader)
     # Collective: every rank learns every shard's size and takes the same decision.
     sizes = comm.gather(np.array([local], np.int64), "shard_sizes").tolist()
-    plan = EpochPlan.for_shards(sizes, batch_size)
+    plan = EpochPlan.for_shards(sizes, batch_size, max_steps)
     every_batch = [n for r in range(size) for n in plan.batch_sizes(r)]
     smallest, largest = min(every_batch), max(every_batch)
+    coverage = (
+        "every jet once per epoch"
+        if plan.whole_pass
+        else f"{plan.jets} jets per epoch (train.steps_per_epoch; a pass over every jet takes {plan.pass_steps} steps)"
+    )
     log(
         f"training shards {sizes} jets: {plan.steps} steps/epoch on every rank, batches of {smallest}-{largest} "
-        "jets per rank, every jet once per epoch"
+        f"jets per rank, {coverage}"
     )
     return plan
+
+
+def epoch_eval_fraction(max_jets: int, split_jets: int) -> float:
+    """The fraction of a split the per-epoch measurements use (``train.epoch_eval_max_jets``; 1: all)."""
+    return min(1.0, max_jets / split_jets) if max_jets and split_jets else 1.0
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far (Linux reports kB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _fmt(value: Any) -> str:
@@ -361,10 +388,12 @@ def sync_non_trainable(model, comm) -> None:
         variable.assign(comm.mean(variable.numpy(), f"non_trainable_{i}"))
 
 
-def set_centroids_by_kmeans(model, local_z, cfg, comm, log: ProgressLog) -> None:
-    """k-means on a bounded sample of the training split's embeddings from all ranks, identical on every rank."""
+def set_centroids_by_kmeans(model, candidates: BoundedSample, cfg, comm, log: ProgressLog) -> float:
+    """k-means on a bounded sample of the training split's embeddings from all ranks, identical on every rank;
+    returns the seconds it took (sampling, k-means, broadcast)."""
     # Collective: each rank keeps its part of a seeded sample of at most kmeans_max_jets rows; only the sample moves.
-    sample = sample_for_kmeans(local_z, cfg.train.kmeans_max_jets, cfg.train.seed, comm)
+    started = time.time()
+    sample = sample_for_kmeans(candidates, comm)
     k = cfg.model.n_clusters
     centers = np.zeros((k, sample.shape[1]), np.float32)
     if comm.rank == 0:  # k-means runs once
@@ -373,7 +402,8 @@ def set_centroids_by_kmeans(model, local_z, cfg, comm, log: ProgressLog) -> None
         sizes = np.bincount(km.labels_, minlength=k).tolist()
         log(
             f"k-means centroids from {len(sample)} training embeddings: {centers.round(4).tolist()} "
-            f"(cluster sizes {sizes})",
+            f"(cluster sizes {sizes}; {time.time() - started:.1f} s)",
         )
     # Collective: rank 0's centroids everywhere.
     model.centroids.assign(comm.broadcast(centers, 0, "centroids_init"))
+    return time.time() - started
