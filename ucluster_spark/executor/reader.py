@@ -9,6 +9,7 @@ Both readers shard alike (petastorm's rule: the row groups of the split's files 
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -121,7 +122,10 @@ def open_shard(
 
     stream = _petastorm_reader(url, shard, shard_count, columns, num_epochs, shuffle, seed, workers)
     try:
-        yield make_petastorm_dataset(stream).map(lambda batch: batch._asdict())
+        with warnings.catch_warnings():  # "unicode strings come back as bytes": jet_id is decoded where it is used
+            warnings.simplefilter("ignore", UnicodeWarning)
+            dataset = make_petastorm_dataset(stream)
+        yield dataset.map(lambda batch: batch._asdict())
     finally:
         stream.stop()
         stream.join()
