@@ -98,3 +98,21 @@ def test_fixed_steps_per_epoch_and_a_subset_for_the_per_epoch_measurements(spark
     assert sum(history[0]["val_cluster_sizes"]) == sum(history[1]["val_cluster_sizes"])  # the same subset
     assert result.metrics["n_jets"] == info.n_jets("test")
     assert "3 steps/epoch on every rank" in log
+
+
+def test_a_replicated_dataset_copies_the_training_jets_under_new_ids(spark, synthetic_dataset, tmp_path):
+    from ucluster_spark.data.dataset import check_files, load_info
+    from ucluster_spark.data.replicate import replicate_training_split
+
+    root, info, _ = synthetic_dataset
+    written = replicate_training_split(spark, root, tmp_path / "x3", 3, jets_per_file=100)
+    copy = load_info(tmp_path / "x3")
+    check_files(tmp_path / "x3", copy)  # files and metadata agree
+    assert written["train_jets"] == copy.n_jets("train") == 3 * info.n_jets("train")
+    assert copy.counts["val"] == info.counts["val"] and copy.counts["test"] == info.counts["test"]
+    assert copy.source["generator"] == "replica" and copy.source["factor"] == 3
+    ids = pq.read_table(tmp_path / "x3" / "train", columns=["jet_id"]).column("jet_id").to_pylist()
+    originals = pq.read_table(root / "train", columns=["jet_id"]).column("jet_id").to_pylist()
+    assert len(set(ids)) == len(ids)
+    assert sorted(i.rpartition("#r")[0] for i in ids) == sorted(originals * 3)
+    assert max(pq.ParquetFile(f).metadata.num_rows for f in (tmp_path / "x3" / "train").glob("*.parquet")) <= 100

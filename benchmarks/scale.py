@@ -1,0 +1,363 @@
+"""Cost and memory against dataset size: does a job's time grow linearly and its memory not at all?
+
+    .venv/bin/python benchmarks/scale.py --source DATASET_DIR [--factors 1,14,143] [--evaluate-up-to 400000]
+                                         [--output DIR] [--config conf/scale.yaml]
+
+DATASET_DIR is a real generated sample (e.g. 30k Pythia jets). Each larger size is that sample's training split
+copied FACTOR times under new jet ids by a Spark job (``ucluster_spark.data.replicate``; validation and test
+splits unchanged, so per-epoch and final measurements stay bounded): the bytes, row groups and jet count of a
+large dataset, not new physics. For every size, through the real jobs under spark-submit (local[2]):
+
+- prepare: the replication job's jets/s and bytes (size 1: the source as generated; a small Pythia generation
+  measures generation throughput once);
+- train (``conf/scale.yaml``: 2 ranks, ``train.steps_per_epoch`` fixed, per-epoch validation on a fixed subset):
+  every rank's peak RSS (reported by the ranks), the driver's (Python and JVM, sampled), steady jets/s, the time
+  between epochs (validation, checkpoint, k-means start) and the k-means start's time;
+- evaluate (sizes up to ``--evaluate-up-to`` jets): jets/s per core, executor and driver peak RSS (sampled);
+- k-means start alone, in one process, on as many synthetic embeddings as each size's training split: the
+  bounded sample's time and peak memory (a whole pass over a big dataset is what a run without
+  ``train.steps_per_epoch`` feeds it).
+
+Prints ratios against the smallest size (targets: memory within 10 %, time per jet within 10 %), writes
+``scale.json`` and ``scale.png`` to ``--output`` (default runs/scale). Resumable: finished steps are kept in
+``--output``/steps/ and not run again. Run it alone on the machine: it measures time and memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SPARK_SUBMIT = Path(sys.executable).with_name("spark-submit")
+TOLERANCE = 0.10
+
+
+# ---- memory of a process tree, by role ---------------------------------------------------------------------------
+
+
+def role_of(process) -> str:
+    """What a process under spark-submit is: a training rank, the driver's JVM or Python, or a Python worker."""
+    try:
+        environ = process.environ()
+        if "HOROVOD_RANK" in environ or "UCLUSTER_RANK" in environ:
+            return "rank"
+        if process.name() == "java":
+            return "jvm"
+        command = " ".join(process.cmdline())
+    except Exception:  # gone, or not ours to read
+        return "other"
+    if "pyspark.daemon" in command or "pyspark.worker" in command or "pyspark/daemon" in command:
+        return "python_worker"
+    if "jobs/" in command or "scale.py" in command:
+        return "driver_python"
+    return "other"
+
+
+class PeakMemory:
+    """Samples the RSS of a process and its descendants every ``interval`` seconds: per role, the largest single
+    process's peak and the peak of their sum."""
+
+    def __init__(self, pid: int, interval: float = 0.25) -> None:
+        import psutil
+
+        self._root, self._interval, self._psutil = psutil.Process(pid), interval, psutil
+        self._roles: dict[tuple[int, str], str] = {}
+        self.largest: dict[str, float] = {}
+        self.total: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            sums: dict[str, float] = {}
+            try:
+                processes = [self._root, *self._root.children(recursive=True)]
+            except self._psutil.Error:
+                return
+            for process in processes:
+                try:
+                    rss = process.memory_info().rss / 2**20
+                    key = (process.pid, process.name())  # the name changes when spark-submit's script execs java
+                except self._psutil.Error:
+                    continue
+                role = self._roles.get(key) or self._roles.setdefault(key, role_of(process))
+                self.largest[role] = max(self.largest.get(role, 0.0), rss)
+                sums[role] = sums.get(role, 0.0) + rss
+            for role, value in sums.items():
+                self.total[role] = max(self.total.get(role, 0.0), value)
+            self._stop.wait(self._interval)
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "largest_process_mb": {k: round(v, 1) for k, v in sorted(self.largest.items())},
+            "sum_mb": {k: round(v, 1) for k, v in sorted(self.total.items())},
+        }
+
+
+def submit(args: list[str], log_path: Path) -> dict[str, Any]:
+    """spark-submit ARGS (local[2]) with its tree's memory sampled; output to ``log_path``; fails loudly."""
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    started = time.time()
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [str(SPARK_SUBMIT), "--master", "local[2]", "--driver-memory", "2g", *args],
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+        )  # fmt: skip
+        with PeakMemory(process.pid) as memory:
+            code = process.wait()
+    if code != 0:
+        raise SystemExit(f"{' '.join(args[:2])} failed with exit code {code}; see {log_path}")
+    return {"seconds": round(time.time() - started, 2), "memory": memory.report()}
+
+
+def cached(steps: Path, name: str, run) -> dict[str, Any]:
+    """A step's result from ``steps/NAME.json``, or run it and keep its result there (resumable)."""
+    path = steps / f"{name}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    print(f"[scale] {name} ...", flush=True)
+    result = run()
+    path.write_text(json.dumps(result, indent=2))
+    print(f"[scale] {name}: {json.dumps(result)[:400]}", flush=True)
+    return result
+
+
+# ---- the steps ---------------------------------------------------------------------------------------------------
+
+
+def replicate_step(source: str, output: str, factor: int) -> None:
+    """Inside spark-submit: the replication job (its result as the last stdout line)."""
+    from ucluster_spark.data.replicate import replicate_training_split
+    from ucluster_spark.driver.session import get_session, stop
+
+    spark = get_session("ucluster-replicate")
+    try:
+        print(json.dumps(replicate_training_split(spark, source, output, factor, overwrite=True)))
+    finally:
+        stop(spark)
+
+
+def generation_step(out: Path) -> dict[str, Any]:
+    """Pythia + FastJet generation throughput on a small sample (2 tasks per class on 2 cores)."""
+    target = out / "generated"
+    run = submit(["jobs/generate.py", "--classes", "w,z,t", "--jets-per-class", "400", "--tasks-per-class", "2",
+                  "--seed", "5", "--output", str(target), "--overwrite"], out / "generate.log")  # fmt: skip
+    info = json.loads((target / "_ucluster_dataset.json").read_text())
+    jets = sum(sum(c.values()) for c in info["counts"].values())
+    return {**run, "jets": jets, "jets_per_second": round(jets / run["seconds"], 1), "note": "whole job incl. start-up"}
+
+
+def train_step(out: Path, data: str, config: str, name: str, overrides: list[str]) -> dict[str, Any]:
+    run_dir = out / "runs" / name
+    shutil.rmtree(run_dir, ignore_errors=True)  # what an interrupted earlier attempt left
+    run = submit(["jobs/train.py", "--config", config, "--data", data, "--output", str(run_dir), *overrides],
+                 out / f"train-{name}.log")  # fmt: skip
+    history = json.loads((run_dir / "history.json").read_text())
+    later = history[1:] or history
+    gaps = [b["started_at"] - (a["started_at"] + a["seconds"]) for a, b in zip(history, history[1:], strict=False)]
+    return {
+        **run,
+        "run_dir": str(run_dir),
+        "steady_jets_per_second": round(sum(r["jets_per_second"] for r in later) / len(later), 2),
+        "jets_per_epoch": round(history[-1]["jets_per_second"] * history[-1]["seconds"]),
+        "epoch_seconds": [round(r["seconds"], 2) for r in history],
+        "between_epochs_seconds": [round(g, 2) for g in gaps],
+        "kmeans_seconds": round(next(r["kmeans_seconds"] for r in history if "kmeans_seconds" in r), 3),
+        "rank_peak_rss_mb": history[-1]["peak_rss_mb"],
+    }
+
+
+def evaluate_step(out: Path, run_dir: str, data: str, name: str) -> dict[str, Any]:
+    target = out / "evaluations" / name
+    run = submit(["jobs/evaluate.py", "--model", run_dir, "--data", data, "--output", str(target), "--overwrite"],
+                 out / f"evaluate-{name}.log")  # fmt: skip
+    metrics = json.loads((target / "metrics.json").read_text())
+    return {**run, "n_jets": metrics["n_jets"], "throughput": metrics["throughput"]}
+
+
+KMEANS_PROBE = """
+import json, resource, sys, time
+import numpy as np
+from sklearn.cluster import KMeans
+from ucluster_spark.config import TrainConfig
+from ucluster_spark.executor.centroids import BoundedSample, sample_for_kmeans
+from ucluster_spark.executor.rank.collectives import LocalCollectives
+
+def peak():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+rows, batch, t = int(sys.argv[1]), 512, TrainConfig()
+rng = np.random.default_rng(0)
+candidates, before = BoundedSample(t.kmeans_max_jets, t.seed, 3), peak()
+started = time.time()
+for start in range(0, rows, batch):  # as the last pre-training epoch feeds it, batch by batch
+    candidates.add(rng.normal(size=(min(batch, rows - start), 3)).astype(np.float32))
+sample = sample_for_kmeans(candidates, LocalCollectives())
+sampled = time.time()
+KMeans(n_clusters=3, n_init=10, random_state=t.seed).fit(sample)
+print(json.dumps({"rows": rows, "sample": len(sample), "sampling_seconds": round(sampled - started, 3),
+                  "kmeans_seconds": round(time.time() - sampled, 3), "peak_rss_growth_mb": round(peak() - before, 1)}))
+"""
+
+
+def kmeans_step(rows: int) -> dict[str, Any]:
+    result = subprocess.run([sys.executable, "-c", KMEANS_PROBE, str(rows)], capture_output=True, text=True,
+                            cwd=ROOT, check=True)  # fmt: skip
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+# ---- summary -----------------------------------------------------------------------------------------------------
+
+
+def ratios(sizes: list[dict[str, Any]]) -> dict[str, Any]:
+    """Largest size against the smallest: memory and time per jet (1.0 = flat)."""
+    small, large = sizes[0], sizes[-1]
+
+    def ratio(get) -> float | None:
+        try:
+            return round(get(large) / get(small), 4)
+        except (KeyError, TypeError, ZeroDivisionError):
+            return None
+
+    found = {
+        "rank_peak_rss": ratio(lambda s: max(s["train"]["rank_peak_rss_mb"])),
+        "train_driver_python_peak_rss": ratio(lambda s: s["train"]["memory"]["largest_process_mb"]["driver_python"]),
+        "train_driver_jvm_peak_rss": ratio(lambda s: s["train"]["memory"]["largest_process_mb"]["jvm"]),
+        "train_seconds_per_jet": ratio(lambda s: 1 / s["train"]["steady_jets_per_second"]),
+        "kmeans_start_peak_rss_growth": ratio(lambda s: max(s["kmeans"]["peak_rss_growth_mb"], 1.0)),
+        "kmeans_sampling_seconds_per_jet": ratio(lambda s: s["kmeans"]["sampling_seconds"] / s["kmeans"]["rows"]),
+    }
+    evaluated = [s for s in sizes if "evaluate" in s]
+    if len(evaluated) > 1:
+        first, last = evaluated[0]["evaluate"], evaluated[-1]["evaluate"]
+        found["evaluate_jets_per_second_per_core"] = round(
+            last["throughput"]["jets_per_second_per_core"] / first["throughput"]["jets_per_second_per_core"], 4
+        )
+        for role in ("python_worker", "driver_python", "jvm"):
+            found[f"evaluate_{role}_peak_rss"] = round(
+                last["memory"]["largest_process_mb"][role] / first["memory"]["largest_process_mb"][role], 4
+            )
+    return {
+        "compared": [small["train_jets"], large["train_jets"]],
+        "ratios": found,
+        "within_10_percent": {k: v is not None and abs(v - 1) <= TOLERANCE for k, v in found.items()},
+    }
+
+
+def draw(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = report["sizes"]
+    jets = [s["train_jets"] for s in sizes]
+    fig, (memory, cost) = plt.subplots(1, 2, figsize=(11, 4.2))
+    memory.plot(jets, [max(s["train"]["rank_peak_rss_mb"]) for s in sizes], "o-", label="training rank (peak)")
+    memory.plot(jets, [s["train"]["memory"]["largest_process_mb"]["driver_python"] for s in sizes], "s-",
+                label="training driver, Python")  # fmt: skip
+    memory.plot(jets, [s["train"]["memory"]["largest_process_mb"]["jvm"] for s in sizes], "^-",
+                label="training driver, JVM (local mode: also the executor)")  # fmt: skip
+    evaluated = [s for s in sizes if "evaluate" in s]
+    if evaluated:
+        memory.plot([s["train_jets"] for s in evaluated],
+                    [s["evaluate"]["memory"]["largest_process_mb"]["python_worker"] for s in evaluated], "d-",
+                    label="evaluate, executor Python worker")  # fmt: skip
+    memory.set(xscale="log", xlabel="training jets", ylabel="peak RSS (MB)", title="memory", ylim=(0, None))
+    memory.legend(fontsize=7)
+    cost.plot(jets, [1e3 / s["train"]["steady_jets_per_second"] for s in sizes], "o-", label="training, ms per jet")
+    if evaluated:
+        cost.plot([s["train_jets"] for s in evaluated],
+                  [1e3 / s["evaluate"]["throughput"]["jets_per_second_per_core"] for s in evaluated], "d-",
+                  label="evaluate, core-ms per jet")  # fmt: skip
+    cost.plot(jets, [1e6 * s["kmeans"]["sampling_seconds"] / s["kmeans"]["rows"] for s in sizes], "s--",
+              label="k-means sample, us per embedding")  # fmt: skip
+    cost.set(xscale="log", xlabel="training jets", ylabel="time per jet", title="time per jet", ylim=(0, None))
+    cost.legend(fontsize=7)
+    fig.suptitle("larger sizes: copies of a 21k-jet Pythia training split (benchmarks/scale.py)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", help="a generated dataset directory (the real sample)")
+    parser.add_argument("--factors", default="1,14,143", help="copies of the training split per size")
+    parser.add_argument("--evaluate-up-to", type=int, default=400_000, help="evaluate sizes up to this many jets")
+    parser.add_argument("--config", default=str(ROOT / "conf/scale.yaml"))
+    parser.add_argument("--output", default=str(ROOT / "runs/scale"))
+    parser.add_argument("overrides", nargs="*", help="config overrides for the training runs (section.key=value)")
+    parser.add_argument("--replicate", nargs=3, metavar=("SOURCE", "OUTPUT", "FACTOR"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.replicate:
+        replicate_step(args.replicate[0], args.replicate[1], int(args.replicate[2]))
+        return
+    if not args.source:
+        parser.error("--source DATASET_DIR is required")
+
+    out = Path(args.output).resolve()
+    steps = out / "steps"
+    steps.mkdir(parents=True, exist_ok=True)
+    source = Path(args.source).resolve()
+    source_info = json.loads((source / "_ucluster_dataset.json").read_text())
+    n_train = sum(source_info["counts"]["train"].values())
+    bounded = sum(sum(source_info["counts"][s].values()) for s in ("val", "test"))
+    report: dict[str, Any] = {
+        "source": str(source),
+        "source_generator": source_info["source"].get("generator"),
+        "note": "sizes above factor 1 copy the source's training split under new jet ids (a Spark job); "
+        "validation and test splits are the source's at every size",
+        "config": args.config,
+        "overrides": args.overrides,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "generation": cached(steps, "generate", lambda: generation_step(out)),
+        "sizes": [],
+    }
+    for factor in [int(f) for f in args.factors.split(",")]:
+        name = f"x{factor}"
+        data = str(source)
+        entry: dict[str, Any] = {"factor": factor, "train_jets": n_train * factor, "jets": n_train * factor + bounded}
+        if factor > 1:
+            data = str(out / "data" / name)
+
+            def replicate(factor=factor, data=data, name=name) -> dict[str, Any]:
+                run = submit([str(Path(__file__).resolve()), "--replicate", str(source), data, str(factor)],
+                             out / f"replicate-{name}.log")  # fmt: skip
+                last = (out / f"replicate-{name}.log").read_text().strip().splitlines()[-1]
+                return {**run, **json.loads(last)}
+
+            entry["prepare"] = cached(steps, f"replicate-{name}", replicate)
+        entry["train"] = cached(
+            steps, f"train-{name}", lambda d=data, n=name: train_step(out, d, args.config, n, args.overrides)
+        )
+        if entry["jets"] <= args.evaluate_up_to:
+            run_dir = entry["train"]["run_dir"]
+            entry["evaluate"] = cached(steps, f"evaluate-{name}", lambda r=run_dir, d=data, n=name:
+                                       evaluate_step(out, r, d, n))  # fmt: skip
+        entry["kmeans"] = cached(steps, f"kmeans-{name}", lambda rows=entry["train_jets"]: kmeans_step(rows))
+        report["sizes"].append(entry)
+    report["summary"] = ratios(report["sizes"])
+    (out / "scale.json").write_text(json.dumps(report, indent=2))
+    draw(report, out / "scale.png")
+    print(json.dumps(report["summary"], indent=2))
+
+
+if __name__ == "__main__":
+    main()
