@@ -113,7 +113,7 @@ def test_a_killed_rank_fails_the_job_and_the_run_resumes_from_its_checkpoint(fin
     )
     assert failed.returncode == errors.EXIT_TRAINING_FAILED
     output = failed.stdout + failed.stderr
-    assert "exit code 137 = a rank was killed" in output
+    assert "exit code 137: the rank was killed" in output
     assert f"continue from checkpoint epoch-0001 with --resume {run_dir}" in output
     assert not (run_dir / "metrics.json").exists()
     assert (run_dir / "checkpoints" / "LATEST").read_text().strip() == "epoch-0001"

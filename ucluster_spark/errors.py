@@ -8,6 +8,11 @@ bug or a broken environment.
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
+from collections.abc import Iterator
+
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1
 EXIT_BAD_INPUT = 2
@@ -15,6 +20,16 @@ EXIT_TRAINING_FAILED = 3
 EXIT_EVALUATION_FAILED = 4
 EXIT_DATA_FAILED = 5
 EXIT_BUSY = 75
+
+RANK_OUT_OF_MEMORY = errno.ENOMEM  # 12
+RANK_OUT_OF_DISK = errno.ENOSPC  # 28
+"""Exit codes of a rank process that ran out of a resource (the errno numbers, so they read as their cause): the
+code reaches the driver even when the disk is too full for the rank's failure report."""
+RANK_EXIT_MEANINGS = {
+    RANK_OUT_OF_MEMORY: "the rank ran out of memory",
+    RANK_OUT_OF_DISK: "the rank ran out of disk space",
+    137: "the rank was killed (SIGKILL: out of memory, a lost or preempted executor)",
+}
 
 
 class JobError(Exception):
@@ -68,3 +83,51 @@ class Busy(JobError, RuntimeError):
 
 def exit_code_for(err: BaseException) -> int:
     return err.exit_code if isinstance(err, JobError) else EXIT_UNEXPECTED
+
+
+class MemoryLimitExceeded(MemoryError):
+    """A rank's resident memory passed ``run.rank_memory_limit_mb``."""
+
+
+def _causes(err: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        yield err
+        err = err.__cause__ or err.__context__
+
+
+def exhausted_resource(err: BaseException, near: str = "") -> str | None:
+    """What ran out, if ``err`` (or what caused it) is a resource running out: the disk (with the filesystem and
+    what it has left: the one of the file the error names, else of ``near``, e.g. the run directory) or memory;
+    None for any other failure."""
+    for cause in _causes(err):
+        if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"out of disk space{_free_space(cause.filename or near)}: {cause}"
+        if isinstance(cause, MemoryError) or type(cause).__name__ == "ResourceExhaustedError":
+            return f"out of memory: {type(cause).__name__}: {str(cause).strip().splitlines()[0] if str(cause) else ''}"
+        if "No space left on device" in str(cause) or "Disk quota exceeded" in str(cause):
+            return f"out of disk space{_free_space(near)}: {str(cause).strip().splitlines()[-1][:300]}"
+    return None
+
+
+def _free_space(path: str) -> str:
+    """' on DIR (N MB free of M MB)' for the filesystem holding ``path``, or '' if it cannot be told."""
+    directory = os.path.abspath(path) if path else ""
+    while directory and not os.path.isdir(directory):
+        directory = os.path.dirname(directory)
+    if not directory:
+        return ""
+    try:
+        usage = shutil.disk_usage(directory)
+    except OSError:
+        return ""
+    return f" on {directory} ({usage.free / 2**20:.0f} MB free of {usage.total / 2**20:.0f} MB)"
+
+
+def rank_exit_code_for(err: BaseException) -> int | None:
+    """The exit code a rank process ends with for ``err`` when a resource ran out (None: let it raise)."""
+    what = exhausted_resource(err)
+    if what is None:
+        return None
+    return RANK_OUT_OF_DISK if what.startswith("out of disk") else RANK_OUT_OF_MEMORY

@@ -100,6 +100,7 @@ def check_run(r: RunConfig) -> None:
     if r.launcher not in LAUNCHERS:
         raise ConfigError(f"run.launcher must be one of {list(LAUNCHERS)}, got {r.launcher!r}")
     _positive("run.collective_timeout_seconds", r.collective_timeout_seconds)
+    _non_negative("run.rank_memory_limit_mb", r.rank_memory_limit_mb)
 
 
 def check_evaluate(e: EvaluateConfig) -> None:

@@ -174,6 +174,10 @@ class RunConfig:
     """Start the ranks with glibc's mmap and trim thresholds raised (``ucluster_spark/_env.py``): the step's large
     tensors are then reused from the heap instead of mapped and unmapped every step. Off: glibc's defaults (or
     your own allocator settings, e.g. an ``LD_PRELOAD``-ed jemalloc)."""
+    rank_memory_limit_mb: float = 0.0
+    """A rank whose resident memory passes this many MB fails at once with a message naming it (0: no limit). Set
+    it below what the cluster manager allows the executor's Python processes (YARN/Kubernetes memory overhead), so
+    the job ends with the cause named instead of an executor lost without a word; ``--resume`` continues."""
     verbose: int = 1
     spark_conf: dict[str, str] = field(default_factory=dict)
 

@@ -84,4 +84,3 @@ def replicate_training_split(
         "seconds": round(seconds, 2),
         "jets_per_second": round(written.n_jets("train") / seconds, 1),
     }
-

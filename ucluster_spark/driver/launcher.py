@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ucluster_spark import _env, checkpoint, store
+from ucluster_spark import _env, checkpoint, errors, store
 from ucluster_spark.config import Config, ConfigError
 from ucluster_spark.data.dataset import DatasetError, DatasetInfo, check_files, check_filled, check_shardable
 from ucluster_spark.data.sources import locate_or_generate
@@ -283,8 +283,9 @@ def lost_ranks(horovod_error: str, layout: store.RunLayout) -> list[str]:
 def failure_hint(err: Exception, run_dir: Path) -> str:
     text = str(err)
     hints = []
-    if "Exit code: 137" in text:
-        hints.append("exit code 137 = a rank was killed (SIGKILL: out of memory, a lost or preempted executor)")
+    for code, meaning in errors.RANK_EXIT_MEANINGS.items():
+        if f"Exit code: {code}\n" in text + "\n":
+            hints.append(f"exit code {code}: {meaning}")
     hints += [f"{lost} was lost: its process ended without an exit code, as when the executor, container or host "
               "running it dies" for lost in lost_ranks(text, store.RunLayout(run_dir))]  # fmt: skip
     last = checkpoint.latest(run_dir)

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ucluster_spark import store
+from ucluster_spark import errors, store
 
 RANK_ENV = "UCLUSTER_RANK"
 """The rank of the process, for its failure report (Horovod's ranks have ``HOROVOD_RANK``)."""
@@ -52,7 +52,8 @@ def describe_exit(code: int) -> str:
         name = signal.Signals(-code).name
         hint = " (out of memory, or killed from outside)" if -code == signal.SIGKILL else ""
         return f"was killed by {name}{hint}"
-    return f"exited with code {code}"
+    meaning = errors.RANK_EXIT_MEANINGS.get(code)
+    return f"exited with code {code}" + (f" ({meaning})" if meaning else "")
 
 
 def run_rank_task(cfg_dict: dict[str, Any], plan_dict: dict[str, Any], env: dict[str, str | None], _) -> Iterator[str]:

@@ -7,18 +7,24 @@ import contextlib
 import os
 import signal
 import socket
+import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
-from ucluster_spark import logs, store
+from ucluster_spark import errors, logs, store
 
 FAULT_ENV = "UCLUSTER_INJECT_FAULT"
 """``kill:RANK:EPOCH:STEP`` makes that rank SIGKILL itself before that step (0-based epoch and step), ``stop:...``
-makes it SIGSTOP itself (a frozen worker): how the tests check that a lost or hung worker fails the job within a
-bounded time and that the run resumes from its last checkpoint."""
+makes it SIGSTOP itself (a frozen worker), ``allocate:...`` makes it hold 4 GiB for up to 30 s (a memory leak),
+``fill_disk:...`` fills the run directory's filesystem (only ever on a small one made for the test): how the tests
+check that a lost, hung or starved worker fails the job within a bounded time, names the cause, and that the run
+resumes from its last checkpoint."""
+ALLOCATE_BYTES = 4 * 2**30
 
 
-def inject_fault(rank: int, epoch: int, step: int) -> None:
+def inject_fault(rank: int, epoch: int, step: int, run_dir: str = "") -> None:
     spec = os.environ.get(FAULT_ENV, "")
     if not spec:
         return
@@ -29,6 +35,17 @@ def inject_fault(rank: int, epoch: int, step: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     elif kind == "stop":  # frozen, not dead: the process and its sockets stay, the peers hear nothing
         os.kill(os.getpid(), signal.SIGSTOP)
+    elif kind == "allocate":  # touched, so resident; released after 30 s if nothing stopped the rank by then
+        held = bytearray(ALLOCATE_BYTES)
+        for page in range(0, len(held), 4096):
+            held[page] = 1
+        time.sleep(30)
+        del held
+    elif kind == "fill_disk":
+        with contextlib.suppress(OSError), open(Path(run_dir) / "fill-disk", "ab") as filler:
+            while True:
+                filler.write(bytes(2**20))
+                filler.flush()
 
 
 class ProgressLog:
@@ -110,6 +127,7 @@ def report_failure(run_dir: str, err: BaseException) -> None:
     rank stuck on a frozen peer would keep the driver waiting; this file lets the driver act on the first failure."""
     rank = os.environ.get("HOROVOD_RANK") or os.environ.get("UCLUSTER_RANK", "unknown")  # either launcher's
     text = str(err)
+    resource = errors.exhausted_resource(err, near=run_dir)
     # TensorFlow puts the op's traceback first, then the cause (e.g. a Gloo timeout), then "[[{{node ...}}]]".
     lines = [line.strip() for line in text.splitlines()]
     cause = next((line for line in reversed(lines) if line and not line.startswith(("[[", "File "))), "")
@@ -117,9 +135,62 @@ def report_failure(run_dir: str, err: BaseException) -> None:
         "rank": rank,
         "host": socket.gethostname(),
         "pid": os.getpid(),
-        "error": (cause if cause.startswith(type(err).__name__) else f"{type(err).__name__}: {cause}")[:1000],
+        "error": (resource or (cause if cause.startswith(type(err).__name__) else f"{type(err).__name__}: {cause}"))[
+            :1000
+        ],
         "details": text[-4000:],
         "at": time.time(),
     }
     with contextlib.suppress(OSError):  # the report is a courtesy; the original error is what must surface
         store.atomic_write_json(store.RunLayout(run_dir).failure_report(rank), report)
+
+
+def resident_mb() -> float:
+    """This process's resident memory now (Linux ``/proc/self/statm``; elsewhere its peak so far)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def exit_for_resource(run_dir: str, err: BaseException) -> None:
+    """A rank that ran out of disk or memory reports it and ends with that resource's exit code at once
+    (``errors.RANK_EXIT_MEANINGS``): the code reaches the driver even if the disk is too full for the report, and
+    nothing more is attempted in a process that cannot allocate. Returns for any other failure."""
+    code = errors.rank_exit_code_for(err)
+    if code is None:
+        return
+    report_failure(run_dir, err)
+    print(f"error: {errors.exhausted_resource(err, near=run_dir)}", file=sys.stderr, flush=True)
+    os._exit(code)
+
+
+@contextlib.contextmanager
+def memory_guard(limit_mb: float, run_dir: str, interval: float = 0.5) -> Iterator[None]:
+    """``run.rank_memory_limit_mb``: a rank whose resident memory passes the limit fails at once, naming it,
+    instead of being killed without a word by the kernel or the cluster manager (YARN, Kubernetes) a moment later.
+    The run resumes from its last checkpoint like after any other failure."""
+    if not limit_mb:
+        yield
+        return
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(interval):
+            rss = resident_mb()
+            if rss > limit_mb:
+                message = (
+                    f"resident memory {rss:.0f} MB on {socket.gethostname()} passed run.rank_memory_limit_mb="
+                    f"{limit_mb:g}; give the executors more memory, or lower train.batch_size"
+                )
+                exit_for_resource(run_dir, errors.MemoryLimitExceeded(message))
+
+    thread = threading.Thread(target=watch, name="rank-memory-guard", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()

@@ -37,6 +37,7 @@ from ucluster_spark.executor.rank.environment import (
     bind_rank_to_cores,
     configure_threads,
     inject_fault,
+    memory_guard,
     record_placement,
     usable_cores,
 )
@@ -210,7 +211,7 @@ def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
         batches = iter(train_ds)
         # The same step count on every rank (no hang on uneven shards), every jet once.
         for step, weight in enumerate(r.epoch_plan.gradient_weights(r.rank)):
-            inject_fault(r.rank, epoch, step)
+            inject_fault(r.rank, epoch, step, r.plan.run_dir)
             means, z = r.train_step(next(batches), tf.constant(weight, tf.float32))
             sums += means.numpy()
             if collect:
@@ -295,6 +296,12 @@ def train_rank(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str,
     comm = connect(cfg)  # one process per rank
     rank_started_at = time.time()  # start-up cost = launch -> here -> the first epoch's started_at
     record_placement(plan.run_dir, comm.rank)
+    with memory_guard(cfg.run.rank_memory_limit_mb, plan.run_dir):
+        return train_and_evaluate(cfg, plan, comm, rank_started_at)
+
+
+def train_and_evaluate(cfg, plan: TrainingPlan, comm, rank_started_at: float) -> dict[str, Any]:
+    """The epochs from where the plan starts, then the whole-test-split evaluation; this rank's summary."""
     binding = bind_rank_to_cores(comm.local_rank, comm.local_size) if cfg.run.bind_ranks_to_cores else ""
     r = start_rank(cfg, plan, comm)
     if binding:

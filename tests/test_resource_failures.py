@@ -1,0 +1,89 @@
+"""A rank out of memory or out of disk: the job fails with a message naming the resource, and the run resumes from
+its last checkpoint once the resource is back. Real exhaustion: a rank holding 4 GiB against
+``run.rank_memory_limit_mb``, a run directory on a small tmpfs filled to the last byte."""
+
+import errno
+import json
+import subprocess
+
+import pytest
+
+from tests.conftest import ROOT, STACK, TINY, submit
+from ucluster_spark import errors
+
+pytestmark = [pytest.mark.slow, pytest.mark.portable]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 MB tmpfs (needs root: CI and this project's machines run as root; elsewhere the test is skipped)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {made.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_and_memory_errors_are_named_by_resource(small_disk):
+    filler = small_disk / "filler"
+    with pytest.raises(OSError) as caught, open(filler, "wb") as handle:
+        while True:
+            handle.write(bytes(2**20))
+            handle.flush()
+    assert caught.value.errno == errno.ENOSPC
+    found = errors.exhausted_resource(caught.value, near=str(filler))  # a write error names no file: the run dir
+    assert found.startswith(f"out of disk space on {small_disk} (0 MB free of 64 MB)"), found
+    try:
+        raise RuntimeError("checkpoint failed") from caught.value
+    except RuntimeError as wrapped:
+        assert errors.exhausted_resource(wrapped, near=str(filler)) == found  # found through the cause
+        assert errors.rank_exit_code_for(wrapped) == errors.RANK_OUT_OF_DISK
+    assert errors.exhausted_resource(MemoryError()).startswith("out of memory")
+    assert errors.rank_exit_code_for(errors.MemoryLimitExceeded("x")) == errors.RANK_OUT_OF_MEMORY
+    assert errors.exhausted_resource(ValueError("bad")) is None and errors.rank_exit_code_for(ValueError()) is None
+
+
+def _train(run_dir, work, synthetic_root, *extra, fault=None):
+    from ucluster_spark.executor.rank.environment import FAULT_ENV
+
+    return submit(
+        "--config", str(ROOT / "conf/local.yaml"), "--data", str(synthetic_root), "--output", str(run_dir), *TINY,
+        *STACK, *extra, cwd=work, extra_env={FAULT_ENV: fault} if fault else None, timeout=600,
+    )  # fmt: skip
+
+
+def _resumes(run_dir, work):
+    resumed = submit("--resume", str(run_dir), cwd=work, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-6000:]
+    assert "resumed from" in (run_dir / "train.log").read_text()
+    assert [h["epoch"] for h in json.loads((run_dir / "history.json").read_text())] == [0, 1]
+
+
+def test_a_rank_over_its_memory_limit_fails_naming_it_and_the_run_resumes(synthetic_dataset, tmp_path):
+    root, _, _ = synthetic_dataset
+    run_dir = tmp_path / "run"
+    # Rank 1 takes 4 GiB more at the first step of epoch 2, after the epoch-1 checkpoint; ranks use ~1-1.5 GB.
+    failed = _train(run_dir, tmp_path, root, "run.rank_memory_limit_mb=3500", fault="allocate:1:1:0")
+    assert failed.returncode == errors.EXIT_TRAINING_FAILED, failed.stderr[-4000:]
+    assert "passed run.rank_memory_limit_mb=3500" in failed.stderr
+    assert "the rank ran out of memory" in failed.stderr  # from its exit code (12), whichever launcher
+    assert f"continue from checkpoint epoch-0001 with --resume {run_dir}" in failed.stderr
+    _resumes(run_dir, tmp_path)
+
+
+def test_a_rank_out_of_disk_fails_naming_it_and_the_run_resumes_once_there_is_room(
+    synthetic_dataset, small_disk, tmp_path
+):
+    root, _, _ = synthetic_dataset
+    run_dir = small_disk / "run"
+    # Rank 0 fills the run directory's filesystem at the first step of epoch 2: its next write (progress line or
+    # checkpoint) fails with ENOSPC. Its failure report cannot be written either: the exit code carries the cause.
+    failed = _train(run_dir, tmp_path, root, fault="fill_disk:0:1:0")
+    assert failed.returncode == errors.EXIT_TRAINING_FAILED, failed.stderr[-4000:]
+    assert "out of disk space" in failed.stderr
+    assert "the rank ran out of disk space" in failed.stderr  # from its exit code (28), whichever launcher
+    assert (run_dir / "checkpoints" / "LATEST").read_text().strip() == "epoch-0001"
+    (run_dir / "fill-disk").unlink()  # room again
+    _resumes(run_dir, tmp_path)
