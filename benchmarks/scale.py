@@ -274,6 +274,37 @@ def ratios(sizes: list[dict[str, Any]]) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def readme_table(report: dict[str, Any]) -> str:
+    """The README's table of a results file (a test checks the README holds it)."""
+    head = (
+        "| training jets | train split on disk | prepared at | training (2 ranks) | rank peak RSS | "
+        "driver peak RSS (Python / JVM) | between epochs | k-means start in the run / on every jet | "
+        "evaluate (all splits) | evaluate worker peak RSS |\n|---|---|---|---|---|---|---|---|---|---|"
+    )
+    rows = []
+    for size in report["sizes"]:
+        train, kmeans = size["train"], size["kmeans"]
+        prepare = size.get("prepare")
+        prepared = f"{prepare['jets_per_second']:,.0f} jets/s (copies)" if prepare else "generated (Pythia)"
+        disk = f"{prepare['train_bytes'] / 1e9:.2f} GB" if prepare else "—"
+        memory = train["memory"]["largest_process_mb"]
+        evaluate = size.get("evaluate")
+        evaluated = (
+            (f"{evaluate['n_jets']:,} jets, {evaluate['throughput']['jets_per_second_per_core']:.0f} jets/s per core",
+             f"{evaluate['memory']['largest_process_mb']['python_worker']:,.0f} MB")
+            if evaluate else ("not run", "—")
+        )  # fmt: skip
+        rows.append(
+            f"| {size['train_jets']:,} | {disk} | {prepared} | {train['steady_jets_per_second']:.0f} jets/s | "
+            f"{' / '.join(f'{v:,.0f}' for v in train['rank_peak_rss_mb'])} MB | "
+            f"{memory['driver_python']:,.0f} / {memory['jvm']:,.0f} MB | "
+            f"{sum(train['between_epochs_seconds']):.1f} s | "
+            f"{train['kmeans_seconds']:.2f} s / {kmeans['sampling_seconds'] + kmeans['kmeans_seconds']:.2f} s "
+            f"(+{kmeans['peak_rss_growth_mb']:.0f} MB) | {evaluated[0]} | {evaluated[1]} |"
+        )
+    return "\n".join([head, *rows])
+
+
 def draw(report: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -317,10 +348,14 @@ def main() -> None:
     parser.add_argument("--config", default=str(ROOT / "conf/scale.yaml"))
     parser.add_argument("--output", default=str(ROOT / "runs/scale"))
     parser.add_argument("overrides", nargs="*", help="config overrides for the training runs (section.key=value)")
+    parser.add_argument("--readme-table", metavar="RESULTS_JSON", help="print the README table of a results file")
     parser.add_argument("--replicate", nargs=3, metavar=("SOURCE", "OUTPUT", "FACTOR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.replicate:
         replicate_step(args.replicate[0], args.replicate[1], int(args.replicate[2]))
+        return
+    if args.readme_table:
+        print(readme_table(json.loads(Path(args.readme_table).read_text())))
         return
     if not args.source:
         parser.error("--source DATASET_DIR is required")

@@ -32,3 +32,13 @@ def test_the_accuracy_results_are_committed():
         "accuracy-floor1e4.json",
         "accuracy.json",
     ]
+
+
+def test_the_readme_scale_table_is_the_committed_results_file():
+    spec = importlib.util.spec_from_file_location("scale_benchmark", ROOT / "benchmarks/scale.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    results = json.loads((ROOT / "benchmarks/results/scale.json").read_text())
+    table = module.readme_table(results)
+    assert table in (ROOT / "README.md").read_text(), "regenerate it: benchmarks/scale.py --readme-table RESULTS"
+    assert results["summary"]["compared"]["train"][-1] >= 3_000_000

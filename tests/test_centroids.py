@@ -95,3 +95,16 @@ def test_the_sample_fed_batch_by_batch_holds_little_and_is_the_sample_of_the_who
     for start in range(0, 300, 37):
         small.add(rows[start : min(start + 37, 300)])
     np.testing.assert_array_equal(sample_for_kmeans(small, comm), rows[:300])  # under the limit: every row, in order
+
+
+def test_the_kmeans_start_finds_separated_clusters_in_its_sample():
+    from ucluster_spark.executor.centroids import BoundedSample, kmeans_centroids
+    from ucluster_spark.executor.rank.collectives import LocalCollectives
+
+    rng = np.random.default_rng(2)
+    true_centers = np.array([[0, 0, 0], [5, 0, 0], [0, 5, 0]], np.float32)
+    rows = np.concatenate([c + 0.1 * rng.normal(size=(1000, 3)) for c in true_centers]).astype(np.float32)
+    centers, used, sizes = kmeans_centroids(BoundedSample.of(rows, 600, 7), 3, 7, LocalCollectives())
+    assert used == 600 and sum(sizes) == 600 and min(sizes) > 150  # a sample of every cluster
+    found = sorted(map(tuple, centers.round(0).tolist()))
+    assert found == sorted(map(tuple, true_centers.tolist()))

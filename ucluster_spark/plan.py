@@ -67,3 +67,8 @@ class EpochPlan:
         per_rank = [self.batch_sizes(r) for r in range(len(self.shard_sizes))]
         totals = [sum(step) for step in zip(*per_rank, strict=True)]
         return [len(per_rank) * n / total for n, total in zip(per_rank[rank], totals, strict=True)]
+
+
+def epoch_eval_fraction(max_jets: int, split_jets: int) -> float:
+    """The fraction of a split the per-epoch measurements use (``train.epoch_eval_max_jets``; 1: all)."""
+    return min(1.0, max_jets / split_jets) if max_jets and split_jets else 1.0

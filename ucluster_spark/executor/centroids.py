@@ -1,9 +1,9 @@
-"""The centroids' data: the bounded sample of training embeddings their k-means start is fitted on, per-cluster
-moments of the training embeddings, and the split that re-seeds a centroid which has lost its jets (an option,
+"""The centroids' data: the k-means start on a bounded sample of training embeddings, per-cluster moments of the
+training embeddings, and the split that re-seeds a centroid which has lost its jets (an option,
 ``train.min_cluster_fraction``; the original never re-seeds).
 
-Pure numpy plus a rank's collectives (``comm``): ranks add up their moments (one allreduce), then every rank
-takes the same decision.
+numpy and scikit-learn plus a rank's collectives (``comm``): ranks add up what they hold (small sums), then every
+rank takes the same decision.
 """
 
 from __future__ import annotations
@@ -153,3 +153,20 @@ def sample_for_kmeans(local: BoundedSample, comm) -> np.ndarray:
             low = middle + 1
     chosen = rows[keys <= np.uint64(high)]
     return comm.gather(chosen, "kmeans_sample")[:limit]  # more than limit only for rows equal at the threshold
+
+
+def kmeans_centroids(candidates: BoundedSample, n_clusters: int, seed: int, comm) -> tuple[np.ndarray, int, list[int]]:
+    """k-means (scikit-learn, once, on rank 0) on the sample of every rank's candidates, its centroids broadcast:
+    the same (centroids, sample size, cluster sizes) on every rank."""
+    from sklearn.cluster import KMeans
+
+    sample = sample_for_kmeans(candidates, comm)
+    centers = np.zeros((n_clusters, sample.shape[1]), np.float32)
+    sizes = np.zeros(n_clusters, np.float32)
+    if comm.rank == 0:
+        km = KMeans(n_clusters=n_clusters, n_init=10, random_state=seed).fit(sample)
+        centers = km.cluster_centers_.astype(np.float32)
+        sizes = np.bincount(km.labels_, minlength=n_clusters).astype(np.float32)
+    # Collective: rank 0's centroids and cluster sizes everywhere.
+    shared = comm.broadcast(np.concatenate([centers, sizes[:, None]], axis=1), 0, "centroids_init")
+    return shared[:, :-1], len(sample), [int(n) for n in shared[:, -1]]

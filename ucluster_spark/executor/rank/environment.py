@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import socket
 import sys
@@ -145,15 +146,18 @@ def report_failure(run_dir: str, err: BaseException) -> None:
         store.atomic_write_json(store.RunLayout(run_dir).failure_report(rank), report)
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far (Linux reports kB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def resident_mb() -> float:
     """This process's resident memory now (Linux ``/proc/self/statm``; elsewhere its peak so far)."""
     try:
         with open("/proc/self/statm") as statm:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
     except (OSError, ValueError, IndexError):
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return peak_rss_mb()
 
 
 def exit_for_resource(run_dir: str, err: BaseException) -> None:

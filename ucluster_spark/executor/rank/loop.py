@@ -6,18 +6,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import resource
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from sklearn.cluster import KMeans
 
 from ucluster_spark import checkpoint
 from ucluster_spark.config import Config
-from ucluster_spark.executor.centroids import BoundedSample, ClusterMoments, reseed_starved_centroids, sample_for_kmeans
+from ucluster_spark.executor.centroids import BoundedSample, ClusterMoments, kmeans_centroids, reseed_starved_centroids
 from ucluster_spark.executor.layers import share_batch_norm_momentum
 from ucluster_spark.executor.losses import (
     HalvingSchedule,
@@ -38,13 +36,14 @@ from ucluster_spark.executor.rank.environment import (
     configure_threads,
     inject_fault,
     memory_guard,
+    peak_rss_mb,
     record_placement,
     usable_cores,
 )
 from ucluster_spark.executor.rank.evaluation import embedded_batches, evaluate_split, nearest_centroid, write_run
 from ucluster_spark.executor.reader import shard_size, training_batches
 from ucluster_spark.metrics import collapse_warnings
-from ucluster_spark.plan import EpochPlan, TrainingPlan
+from ucluster_spark.plan import EpochPlan, TrainingPlan, epoch_eval_fraction
 from ucluster_spark.schema import CONSTITUENTS, feature_names
 
 
@@ -369,16 +368,6 @@ def shared_epoch_plan(
     return plan
 
 
-def epoch_eval_fraction(max_jets: int, split_jets: int) -> float:
-    """The fraction of a split the per-epoch measurements use (``train.epoch_eval_max_jets``; 1: all)."""
-    return min(1.0, max_jets / split_jets) if max_jets and split_jets else 1.0
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory so far (Linux reports kB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
@@ -398,19 +387,13 @@ def sync_non_trainable(model, comm) -> None:
 def set_centroids_by_kmeans(model, candidates: BoundedSample, cfg, comm, log: ProgressLog) -> float:
     """k-means on a bounded sample of the training split's embeddings from all ranks, identical on every rank;
     returns the seconds it took (sampling, k-means, broadcast)."""
-    # Collective: each rank keeps its part of a seeded sample of at most kmeans_max_jets rows; only the sample moves.
     started = time.time()
-    sample = sample_for_kmeans(candidates, comm)
-    k = cfg.model.n_clusters
-    centers = np.zeros((k, sample.shape[1]), np.float32)
-    if comm.rank == 0:  # k-means runs once
-        km = KMeans(n_clusters=k, n_init=10, random_state=cfg.train.seed).fit(sample)
-        centers = km.cluster_centers_.astype(np.float32)
-        sizes = np.bincount(km.labels_, minlength=k).tolist()
+    # Collective: the sample gathered, k-means on rank 0, its centroids broadcast.
+    centers, used, sizes = kmeans_centroids(candidates, cfg.model.n_clusters, cfg.train.seed, comm)
+    if comm.rank == 0:
         log(
-            f"k-means centroids from {len(sample)} training embeddings: {centers.round(4).tolist()} "
+            f"k-means centroids from {used} training embeddings: {centers.round(4).tolist()} "
             f"(cluster sizes {sizes}; {time.time() - started:.1f} s)",
         )
-    # Collective: rank 0's centroids everywhere.
-    model.centroids.assign(comm.broadcast(centers, 0, "centroids_init"))
+    model.centroids.assign(centers)
     return time.time() - started
