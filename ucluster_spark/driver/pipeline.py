@@ -43,6 +43,7 @@ IGNORED_FOR_RERUN = {
     ("run", "start_timeout"),
     ("run", "spark_conf"),
     ("run", "collective_timeout_seconds"),
+    ("run", "rank_memory_limit_mb"),  # raised after a rank failed on it, the rerun continues the same run
 }
 """Settings a rerun may change: they do not change what is computed."""
 
