@@ -324,9 +324,13 @@ def draw(report: dict[str, Any], path: Path) -> None:
         memory.plot([s["train_jets"] for s in evaluated],
                     [s["evaluate"]["memory"]["largest_process_mb"]["python_worker"] for s in evaluated], "d-",
                     label="evaluate, executor Python worker")  # fmt: skip
+        memory.plot([s["train_jets"] for s in evaluated],
+                    [s["evaluate"]["memory"]["largest_process_mb"]["jvm"] for s in evaluated], "v--",
+                    label="evaluate, JVM (driver and executor, --driver-memory 2g)")  # fmt: skip
     memory.set(xscale="log", xlabel="training jets", ylabel="peak RSS (MB)", title="memory", ylim=(0, None))
     memory.legend(fontsize=7)
-    cost.plot(jets, [1e3 / s["train"]["steady_jets_per_second"] for s in sizes], "o-", label="training, ms per jet")
+    cost.plot(jets, [1e3 / s["train"]["steady_jets_per_second"] for s in sizes], "o-",
+              label="training, ms per jet (2 ranks)")  # fmt: skip
     if evaluated:
         cost.plot([s["train_jets"] for s in evaluated],
                   [1e3 / s["evaluate"]["throughput"]["jets_per_second_per_core"] for s in evaluated], "d-",
@@ -335,7 +339,8 @@ def draw(report: dict[str, Any], path: Path) -> None:
               label="k-means sample, us per embedding")  # fmt: skip
     cost.set(xscale="log", xlabel="training jets", ylabel="time per jet", title="time per jet", ylim=(0, None))
     cost.legend(fontsize=7)
-    fig.suptitle("larger sizes: copies of a 21k-jet Pythia training split (benchmarks/scale.py)", fontsize=9)
+    fig.suptitle(f"larger sizes: copies of a {sizes[0]['train_jets']:,}-jet Pythia training split "
+                 "(benchmarks/scale.py; 2 cores, local[2])", fontsize=9)  # fmt: skip
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -349,6 +354,7 @@ def main() -> None:
     parser.add_argument("--output", default=str(ROOT / "runs/scale"))
     parser.add_argument("overrides", nargs="*", help="config overrides for the training runs (section.key=value)")
     parser.add_argument("--readme-table", metavar="RESULTS_JSON", help="print the README table of a results file")
+    parser.add_argument("--plot", metavar="RESULTS_JSON", help="draw a results file's PNG again, beside it")
     parser.add_argument("--replicate", nargs=3, metavar=("SOURCE", "OUTPUT", "FACTOR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.replicate:
@@ -356,6 +362,9 @@ def main() -> None:
         return
     if args.readme_table:
         print(readme_table(json.loads(Path(args.readme_table).read_text())))
+        return
+    if args.plot:
+        draw(json.loads(Path(args.plot).read_text()), Path(args.plot).with_suffix(".png"))
         return
     if not args.source:
         parser.error("--source DATASET_DIR is required")
