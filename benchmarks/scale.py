@@ -111,13 +111,13 @@ class PeakMemory:
         }
 
 
-def submit(args: list[str], log_path: Path) -> dict[str, Any]:
+def submit(args: list[str], log_path: Path, driver_memory: str = "2g") -> dict[str, Any]:
     """spark-submit ARGS (local[2]) with its tree's memory sampled; output to ``log_path``; fails loudly."""
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     started = time.time()
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [str(SPARK_SUBMIT), "--master", "local[2]", "--driver-memory", "2g", *args],
+            [str(SPARK_SUBMIT), "--master", "local[2]", "--driver-memory", driver_memory, *args],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
         )  # fmt: skip
         with PeakMemory(process.pid) as memory:
@@ -184,12 +184,13 @@ def train_step(out: Path, data: str, config: str, name: str, overrides: list[str
     }
 
 
-def evaluate_step(out: Path, run_dir: str, data: str, name: str) -> dict[str, Any]:
+def evaluate_step(out: Path, run_dir: str, data: str, name: str, driver_memory: str = "2g") -> dict[str, Any]:
+    """The evaluate job on every split of ``data``; ``driver_memory`` is the local JVM's heap (driver + executor)."""
     target = out / "evaluations" / name
     run = submit(["jobs/evaluate.py", "--model", run_dir, "--data", data, "--output", str(target), "--overwrite"],
-                 out / f"evaluate-{name}.log")  # fmt: skip
+                 out / f"evaluate-{name}.log", driver_memory)  # fmt: skip
     metrics = json.loads((target / "metrics.json").read_text())
-    return {**run, "n_jets": metrics["n_jets"], "throughput": metrics["throughput"]}
+    return {**run, "driver_memory": driver_memory, "n_jets": metrics["n_jets"], "throughput": metrics["throughput"]}
 
 
 KMEANS_PROBE = """
@@ -277,8 +278,8 @@ def ratios(sizes: list[dict[str, Any]]) -> dict[str, Any]:
 def readme_table(report: dict[str, Any]) -> str:
     """The README's table of a results file (a test checks the README holds it)."""
     head = (
-        "| training jets | train split on disk | prepared at | training (2 ranks) | rank peak RSS | "
-        "driver peak RSS (Python / JVM) | between epochs | k-means start in the run / on every jet | "
+        "| training jets | train split on disk | prepared at | training (2 ranks) | peak RSS, rank 0 / 1 | "
+        "driver peak RSS (Python / JVM) | between epochs (2 gaps) | k-means start in the run / on every jet | "
         "evaluate (all splits) | evaluate worker peak RSS |\n|---|---|---|---|---|---|---|---|---|---|"
     )
     rows = []
