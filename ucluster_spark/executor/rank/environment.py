@@ -128,7 +128,7 @@ def report_failure(run_dir: str, err: BaseException) -> None:
     rank stuck on a frozen peer would keep the driver waiting; this file lets the driver act on the first failure."""
     rank = os.environ.get("HOROVOD_RANK") or os.environ.get("UCLUSTER_RANK", "unknown")  # either launcher's
     text = str(err)
-    resource = errors.exhausted_resource(err, near=run_dir)
+    exhausted = errors.exhausted_resource(err, near=run_dir)  # out of disk or memory: said first
     # TensorFlow puts the op's traceback first, then the cause (e.g. a Gloo timeout), then "[[{{node ...}}]]".
     lines = [line.strip() for line in text.splitlines()]
     cause = next((line for line in reversed(lines) if line and not line.startswith(("[[", "File "))), "")
@@ -136,7 +136,7 @@ def report_failure(run_dir: str, err: BaseException) -> None:
         "rank": rank,
         "host": socket.gethostname(),
         "pid": os.getpid(),
-        "error": (resource or (cause if cause.startswith(type(err).__name__) else f"{type(err).__name__}: {cause}"))[
+        "error": (exhausted or (cause if cause.startswith(type(err).__name__) else f"{type(err).__name__}: {cause}"))[
             :1000
         ],
         "details": text[-4000:],
