@@ -97,18 +97,26 @@ def _causes(err: BaseException) -> Iterator[BaseException]:
         err = err.__cause__ or err.__context__
 
 
+def _exhaustion(err: BaseException, near: str) -> tuple[int, str] | None:
+    """(the rank exit code, what ran out) if ``err`` or what caused it is a resource running out."""
+    for cause in _causes(err):
+        if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+            return RANK_OUT_OF_DISK, f"out of disk space{_free_space(cause.filename or near)}: {cause}"
+        if isinstance(cause, MemoryError) or type(cause).__name__ == "ResourceExhaustedError":
+            first = str(cause).strip().splitlines()[0] if str(cause) else ""
+            return RANK_OUT_OF_MEMORY, f"out of memory: {type(cause).__name__}: {first}"
+        if "No space left on device" in str(cause) or "Disk quota exceeded" in str(cause):
+            last = str(cause).strip().splitlines()[-1][:300]
+            return RANK_OUT_OF_DISK, f"out of disk space{_free_space(near)}: {last}"
+    return None
+
+
 def exhausted_resource(err: BaseException, near: str = "") -> str | None:
     """What ran out, if ``err`` (or what caused it) is a resource running out: the disk (with the filesystem and
     what it has left: the one of the file the error names, else of ``near``, e.g. the run directory) or memory;
     None for any other failure."""
-    for cause in _causes(err):
-        if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
-            return f"out of disk space{_free_space(cause.filename or near)}: {cause}"
-        if isinstance(cause, MemoryError) or type(cause).__name__ == "ResourceExhaustedError":
-            return f"out of memory: {type(cause).__name__}: {str(cause).strip().splitlines()[0] if str(cause) else ''}"
-        if "No space left on device" in str(cause) or "Disk quota exceeded" in str(cause):
-            return f"out of disk space{_free_space(near)}: {str(cause).strip().splitlines()[-1][:300]}"
-    return None
+    found = _exhaustion(err, near)
+    return found[1] if found else None
 
 
 def _free_space(path: str) -> str:
@@ -127,7 +135,5 @@ def _free_space(path: str) -> str:
 
 def rank_exit_code_for(err: BaseException) -> int | None:
     """The exit code a rank process ends with for ``err`` when a resource ran out (None: let it raise)."""
-    what = exhausted_resource(err)
-    if what is None:
-        return None
-    return RANK_OUT_OF_DISK if what.startswith("out of disk") else RANK_OUT_OF_MEMORY
+    found = _exhaustion(err, "")
+    return found[0] if found else None
