@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import ROOT, submit, synthetic_jets
 from ucluster_spark import config, errors, schema, store
 from ucluster_spark.data.dataset import DatasetError, write_dataset
-from ucluster_spark.driver.evaluate import evaluate, read_trained_run, score
+from ucluster_spark.driver.evaluate import evaluate, mass_histograms, read_trained_run, score, tallies
 from ucluster_spark.jobs import evaluate as evaluate_job
 
 pytestmark = pytest.mark.slow
@@ -90,6 +90,19 @@ def test_assignment_columns_are_consistent(evaluation):
     np.testing.assert_array_equal(np.argmin(d, axis=1), a[schema.CLUSTER])
     np.testing.assert_array_equal(np.argmax(q, axis=1), a[schema.CLUSTER])
     assert result["soft_assignment_alpha"] == config.load(ROOT / "conf/local.yaml").loss.alpha_start  # last epoch's
+
+
+def test_one_read_of_the_assignments_gives_the_counts_and_the_mass_histograms(spark, evaluation):
+    from ucluster_spark import plots
+
+    _, out, result = evaluation
+    a = pd.read_parquet(out / "assignments")
+    rows = tallies(spark.read.parquet(str(out / "assignments")))
+    assert sum(row[-1] for row in rows) == len(a) == result["n_jets"]
+    expected = plots.mass_histogram(a[schema.CLUSTER].to_numpy(), a[schema.MASS].to_numpy(), 3)
+    np.testing.assert_array_equal(mass_histograms(rows, 3), expected)
+    assert score([(s, c, label, n) for s, c, label, _, n in rows], list(schema.SPLITS), 3, ["w", "z", "t"])[
+        "confusion_matrix"] == result["confusion_matrix"]  # fmt: skip
 
 
 def test_the_model_is_loaded_once_per_executor_process(spark, evaluation):

@@ -128,16 +128,23 @@ def score(counts_rows, splits: list[str], n_clusters: int, classes: list[str]) -
     }
 
 
-def mass_histograms(assignments, n_clusters: int) -> np.ndarray:
-    """``plots.mass_histogram`` of every assigned jet, computed by Spark (uniform bins, last bin = overflow)."""
+def tallies(assignments) -> list[tuple[str, int, int | None, int, int]]:
+    """Jets per (split, cluster, label, mass bin) of the written assignments: all that metrics.json and the mass
+    plot need, in one read of them (``plots.MASS_EDGES``' uniform bins, the last one = overflow)."""
     from pyspark.sql import functions as F
 
     width = float(plots.MASS_EDGES[1] - plots.MASS_EDGES[0])
     last = len(plots.MASS_EDGES) - 2
     binned = F.least(F.greatest(F.floor(F.col(schema.MASS) / width), F.lit(0)), F.lit(last)).cast("int")
-    counts = np.zeros((n_clusters, last + 1), np.int64)
-    for row in assignments.groupBy(CLUSTER, binned.alias("bin")).count().collect():
-        counts[row[CLUSTER], row["bin"]] = row["count"]
+    grouped = assignments.groupBy(schema.SPLIT, CLUSTER, schema.LABEL, binned.alias("bin")).count()
+    return [tuple(row) for row in grouped.collect()]
+
+
+def mass_histograms(tally_rows, n_clusters: int) -> np.ndarray:
+    """``plots.mass_histogram`` of every assigned jet, per cluster, from ``tallies`` rows."""
+    counts = np.zeros((n_clusters, len(plots.MASS_EDGES) - 1), np.int64)
+    for _split, cluster, _label, mass_bin, count in tally_rows:
+        counts[cluster, mass_bin] += count
     return counts
 
 
@@ -223,8 +230,9 @@ def evaluate(
             raise EvaluationError(f"cluster assignment of {root} with {run.run_dir} failed: {err}") from err
         seconds = time.time() - started
         assignments = spark.read.parquet(store.file_url(staging.assignments))
-        rows = assignments.groupBy(schema.SPLIT, CLUSTER, schema.LABEL).count().collect()
-        result = score([tuple(r) for r in rows], splits, run.cfg.model.n_clusters, classes)
+        tally_rows = tallies(assignments)
+        result = score([(s, c, label, n) for s, c, label, _bin, n in tally_rows], splits, run.cfg.model.n_clusters,
+                       classes)  # fmt: skip
         assigned = result["n_jets"]
         if assigned != n_jets:
             raise EvaluationError(f"{assigned} jets assigned but the dataset metadata lists {n_jets}")
@@ -248,7 +256,7 @@ def evaluate(
             }
         )
         sample = embedding_sample(assignments, settings.plot_jets, n_jets, run.cfg.train.seed).toPandas()
-        histograms = mass_histograms(assignments, run.cfg.model.n_clusters)
+        histograms = mass_histograms(tally_rows, run.cfg.model.n_clusters)
         result["plots"] = draw(staging.plots, result, sample, histograms, run, classes)
         warnings = metrics.collapse_warnings(result["cluster_sizes"], [])
         result["warnings"] = warnings
