@@ -15,10 +15,11 @@ HOROVOD_BUILD_ENV := MAKEFLAGS=-j$(shell nproc) HOROVOD_WITH_TENSORFLOW=1 HOROVO
 	HOROVOD_WITHOUT_MPI=1 HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 HOROVOD_CPU_OPERATIONS=GLOO \
 	$(if $(HOROVOD_GPU),HOROVOD_GPU_OPERATIONS=$(HOROVOD_GPU))
 # The runtime environment the stack needs (stack.md); the code sets the same for executors.
-# The malloc thresholds keep the model's large step tensors out of mmap/munmap (ucluster_spark/_env.py).
+# The malloc thresholds keep the model's large step tensors out of mmap/munmap; two arenas keep the JVM that
+# reads the parquet from growing with the data (ucluster_spark/_env.py).
 RUN_ENV := PYSPARK_PYTHON=$(abspath $(PY)) PYSPARK_DRIVER_PYTHON=$(abspath $(PY)) \
 	TF_USE_LEGACY_KERAS=1 SPARK_LOCAL_IP=127.0.0.1 PYTHONUNBUFFERED=1 \
-	MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296
+	MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296 MALLOC_ARENA_MAX=2
 CONFIG ?= conf/local.yaml
 ARGS ?=
 PYTEST_ARGS ?=
@@ -30,7 +31,7 @@ MODERN_PY := $(MODERN_VENV)/bin/python
 MODERN_EXTRAS ?= modern,modern-cpu,sim,test
 MODERN_STAMP := $(MODERN_VENV)/.installed-$(shell (cat setup.cfg; echo '$(MODERN_EXTRAS)') | sha1sum | cut -c1-12)
 MODERN_RUN_ENV := PYSPARK_PYTHON=$(abspath $(MODERN_PY)) PYSPARK_DRIVER_PYTHON=$(abspath $(MODERN_PY)) \
-	TF_USE_LEGACY_KERAS=1 SPARK_LOCAL_IP=127.0.0.1 PYTHONUNBUFFERED=1
+	TF_USE_LEGACY_KERAS=1 SPARK_LOCAL_IP=127.0.0.1 PYTHONUNBUFFERED=1 MALLOC_ARENA_MAX=2
 
 .PHONY: run test venv lint clean-venv venv-modern test-modern
 

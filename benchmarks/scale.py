@@ -64,15 +64,18 @@ def role_of(process) -> str:
 
 class PeakMemory:
     """Samples the RSS of a process and its descendants every ``interval`` seconds: per role, the largest single
-    process's peak and the peak of their sum."""
+    process's peak and the peak of their sum, and a timeline (the largest process per role in each ``window``
+    seconds) that shows whether memory levels off or keeps growing as the job goes through the data."""
 
-    def __init__(self, pid: int, interval: float = 0.25) -> None:
+    def __init__(self, pid: int, interval: float = 0.25, window: float = 10.0) -> None:
         import psutil
 
         self._root, self._interval, self._psutil = psutil.Process(pid), interval, psutil
         self._roles: dict[tuple[int, str], str] = {}
         self.largest: dict[str, float] = {}
         self.total: dict[str, float] = {}
+        self._started, self._window = time.time(), window
+        self.timeline: list[dict[str, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -99,21 +102,32 @@ class PeakMemory:
                     continue
                 role = self._roles.get(key) or self._roles.setdefault(key, role_of(process))
                 self.largest[role] = max(self.largest.get(role, 0.0), rss)
+                self._in_window(role, rss)
                 sums[role] = sums.get(role, 0.0) + rss
             for role, value in sums.items():
                 self.total[role] = max(self.total.get(role, 0.0), value)
             self._stop.wait(self._interval)
 
+    def _in_window(self, role: str, rss: float) -> None:
+        start = round((time.time() - self._started) // self._window * self._window, 1)
+        if not self.timeline or self.timeline[-1]["seconds"] != start:
+            self.timeline.append({"seconds": start})
+        self.timeline[-1][role] = round(max(self.timeline[-1].get(role, 0.0), rss), 1)
+
     def report(self) -> dict[str, Any]:
         return {
             "largest_process_mb": {k: round(v, 1) for k, v in sorted(self.largest.items())},
             "sum_mb": {k: round(v, 1) for k, v in sorted(self.total.items())},
+            "timeline_mb": self.timeline,
         }
 
 
 def submit(args: list[str], log_path: Path, driver_memory: str = "2g") -> dict[str, Any]:
-    """spark-submit ARGS (local[2]) with its tree's memory sampled; output to ``log_path``; fails loudly."""
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    """spark-submit ARGS (local[2]) with its tree's memory sampled; output to ``log_path``; fails loudly. The JVM
+    starts with two malloc arenas, as under the Makefile (ucluster_spark/_env.py ARENA_ENV; README "Large
+    datasets")."""
+    env = {"MALLOC_ARENA_MAX": "2", **os.environ}
+    env.update(PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
     started = time.time()
     with log_path.open("w") as log:
         process = subprocess.Popen(
@@ -314,13 +328,15 @@ def draw(report: dict[str, Any], path: Path) -> None:
 
     sizes = report["sizes"]
     jets = [s["train_jets"] for s in sizes]
-    fig, (memory, cost) = plt.subplots(1, 2, figsize=(11, 4.2))
+    evaluated = [s for s in sizes if "evaluate" in s]
+    over_time = [s for s in evaluated if s["evaluate"]["memory"].get("timeline_mb")]
+    fig, panels = plt.subplots(1, 3 if over_time else 2, figsize=(16 if over_time else 11, 4.2))
+    memory, cost = panels[:2]
     memory.plot(jets, [max(s["train"]["rank_peak_rss_mb"]) for s in sizes], "o-", label="training rank (peak)")
     memory.plot(jets, [s["train"]["memory"]["largest_process_mb"]["driver_python"] for s in sizes], "s-",
                 label="training driver, Python")  # fmt: skip
     memory.plot(jets, [s["train"]["memory"]["largest_process_mb"]["jvm"] for s in sizes], "^-",
                 label="training driver, JVM (local mode: also the executor)")  # fmt: skip
-    evaluated = [s for s in sizes if "evaluate" in s]
     if evaluated:
         memory.plot([s["train_jets"] for s in evaluated],
                     [s["evaluate"]["memory"]["largest_process_mb"]["python_worker"] for s in evaluated], "d-",
@@ -340,6 +356,17 @@ def draw(report: dict[str, Any], path: Path) -> None:
               label="k-means sample, us per embedding")  # fmt: skip
     cost.set(xscale="log", xlabel="training jets", ylabel="time per jet", title="time per jet", ylim=(0, None))
     cost.legend(fontsize=7)
+    if over_time:
+        during = panels[2]
+        for size, style in zip(over_time, ("-", "--", ":", "-."), strict=False):
+            timeline = size["evaluate"]["memory"]["timeline_mb"]
+            minutes = [t["seconds"] / 60 for t in timeline]
+            for role, colour in (("jvm", "tab:purple"), ("python_worker", "tab:red")):
+                during.plot(minutes, [t.get(role, float("nan")) for t in timeline], style, color=colour,
+                            label=f"{size['evaluate']['n_jets']:,} jets, {role.replace('_', ' ')}")  # fmt: skip
+        during.set(xlabel="minutes into the evaluate job", ylabel="RSS, largest process (MB, 10 s maxima)",
+                   title="evaluate: memory during the run", ylim=(0, None))  # fmt: skip
+        during.legend(fontsize=7)
     fig.suptitle(f"larger sizes: copies of a {sizes[0]['train_jets']:,}-jet Pythia training split "
                  "(benchmarks/scale.py; 2 cores, local[2])", fontsize=9)  # fmt: skip
     fig.tight_layout()

@@ -3,6 +3,7 @@
 import json
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -75,3 +76,15 @@ def test_ranks_and_executors_start_with_the_malloc_thresholds_unless_switched_of
     # Spark's Python workers (the evaluate job's executors) get them through spark.executorEnv.
     for key, value in _env.MALLOC_ENV.items():
         assert spark.sparkContext.getConf().get(f"spark.executorEnv.{key}") == value
+
+
+def test_the_jvms_start_with_two_malloc_arenas(spark):
+    """Executors through spark.executorEnv; the local JVM (here the tests' own, started after the package set its
+    environment) from its parent's environment."""
+    from ucluster_spark import _env
+
+    assert spark.sparkContext.getConf().get("spark.executorEnv.MALLOC_ARENA_MAX") == "2" == _env.ARENA_ENV[
+        "MALLOC_ARENA_MAX"]  # fmt: skip
+    jvm_pid = spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid()
+    environ = Path(f"/proc/{jvm_pid}/environ").read_bytes().split(b"\0")
+    assert b"MALLOC_ARENA_MAX=2" in environ
