@@ -50,6 +50,29 @@ def test_summary_matches_sklearn_on_the_expanded_labels():
     assert summary["clustering_accuracy"] == pytest.approx(np.mean(clusters == labels))
 
 
+@pytest.mark.parametrize(
+    "clusters, labels",
+    [([0, 0, 0, 0], [1, 1, 1, 1]), ([0, 1, 2, 3], [3, 2, 1, 0]), ([0, 0, 0, 0], [0, 1, 2, 0]),
+     ([0, 1, 2, 0], [0, 0, 0, 0]), ([0, 1, 1, 2, 2, 2], [0, 1, 2, 0, 1, 2]), ([1], [2])],
+)  # fmt: skip
+def test_nmi_and_ari_match_sklearn_in_its_limit_cases(clusters, labels):
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    summary = summarize(contingency(np.array(clusters), np.array(labels), 4, 4))
+    assert summary["nmi"] == pytest.approx(normalized_mutual_info_score(labels, clusters))
+    assert summary["ari"] == pytest.approx(adjusted_rand_score(labels, clusters))
+
+
+def test_the_metrics_of_a_huge_set_need_only_its_matrix():
+    """10^15 jets: per-jet label arrays (what sklearn's functions take) would need 16 PB."""
+    counts = np.array([[700, 200, 100], [150, 800, 50], [100, 100, 800]])
+    small, huge = summarize(counts), summarize(counts * 10**12)
+    assert huge["n_jets"] == 3000 * 10**12
+    assert huge["clustering_accuracy"] == pytest.approx(small["clustering_accuracy"])
+    assert huge["nmi"] == pytest.approx(small["nmi"])  # depends on the proportions only
+    assert huge["ari"] == pytest.approx(small["ari"], abs=2e-3)  # pair counts: only to order 1/n
+
+
 def test_summed_shard_matrices_equal_the_whole_set_matrix():
     rng = np.random.default_rng(2)
     labels, clusters = rng.integers(0, 3, 300), rng.integers(0, 3, 300)
