@@ -39,6 +39,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 SPARK_SUBMIT = Path(sys.executable).with_name("spark-submit")
 TOLERANCE = 0.10
+JVM_WARM_UP_SECONDS = 60.0
+"""A JVM's resident size grows over its first minute whatever it reads (heap sizing, compiled code, buffers)."""
 
 
 # ---- memory of a process tree, by role ---------------------------------------------------------------------------
@@ -245,7 +247,9 @@ def ratios(sizes: list[dict[str, Any]]) -> dict[str, Any]:
     """The largest size against the smallest (1.0 = flat). Targets: memory and time per jet grow by at most 10 %.
     Evaluation's time per jet is its marginal cost (extra seconds per extra jet between consecutive sizes), as its
     fixed start-up (tasks, model loads) is a large part of the smallest size's run; the k-means start's memory is
-    compared from the first size above its sample limit (below it the sample is the whole split)."""
+    compared from the first size above its sample limit (below it the sample is the whole split). The evaluate
+    JVM's is also compared from the first evaluation that outlasts its warm-up, and within the largest evaluation:
+    the peak over its second half against the peak over its first (growth as the data streams through)."""
     small, large = sizes[0], sizes[-1]
     evaluated = [s for s in sizes if "evaluate" in s]
 
@@ -278,9 +282,19 @@ def ratios(sizes: list[dict[str, Any]]) -> dict[str, Any]:
     if len(evaluated) > 1:
         for role in ("python_worker", "driver_python", "jvm"):
             found[f"evaluate_{role}_peak_rss"] = ratio(largest("evaluate", role), evaluated[0], evaluated[-1])
+    warm = next((s for s in evaluated if s["evaluate"]["seconds"] >= JVM_WARM_UP_SECONDS), None)
+    if warm is not None and warm is not evaluated[-1]:
+        found["evaluate_jvm_peak_rss_after_warm_up"] = ratio(largest("evaluate", "jvm"), warm, evaluated[-1])
+    timeline = evaluated[-1]["evaluate"]["memory"].get("timeline_mb") if evaluated else None
+    if timeline:
+        half = timeline[-1]["seconds"] / 2
+        first, second = (max(t.get("jvm", 0.0) for t in timeline if (t["seconds"] >= half) == later)
+                         for later in (False, True))  # fmt: skip
+        found["evaluate_jvm_rss_second_half_of_run"] = round(second / first, 4)
     return {
         "compared": {"train": [small["train_jets"], large["train_jets"]],
-                     "evaluate": [s["jets"] for s in evaluated], "kmeans_memory_from": limited["train_jets"]},
+                     "evaluate": [s["jets"] for s in evaluated], "kmeans_memory_from": limited["train_jets"],
+                     "evaluate_jvm_after_warm_up_from": warm["jets"] if warm else None},
         "ratios": found,
         "evaluate_jets_per_second_per_core": [e["evaluate"]["throughput"]["jets_per_second_per_core"]
                                               for e in evaluated],
@@ -294,7 +308,7 @@ def readme_table(report: dict[str, Any]) -> str:
     head = (
         "| training jets | train split on disk | prepared at | training (2 ranks) | peak RSS, rank 0 / 1 | "
         "driver peak RSS (Python / JVM) | between epochs (2 gaps) | k-means start in the run / on every jet | "
-        "evaluate (all splits) | evaluate worker peak RSS |\n|---|---|---|---|---|---|---|---|---|---|"
+        "evaluate (all splits) | evaluate peak RSS (worker / JVM) |\n|---|---|---|---|---|---|---|---|---|---|"
     )
     rows = []
     for size in report["sizes"]:
@@ -306,7 +320,8 @@ def readme_table(report: dict[str, Any]) -> str:
         evaluate = size.get("evaluate")
         evaluated = (
             (f"{evaluate['n_jets']:,} jets, {evaluate['throughput']['jets_per_second_per_core']:.0f} jets/s per core",
-             f"{evaluate['memory']['largest_process_mb']['python_worker']:,.0f} MB")
+             f"{evaluate['memory']['largest_process_mb']['python_worker']:,.0f} / "
+             f"{evaluate['memory']['largest_process_mb']['jvm']:,.0f} MB")
             if evaluate else ("not run", "—")
         )  # fmt: skip
         rows.append(

@@ -42,3 +42,5 @@ def test_the_readme_scale_table_is_the_committed_results_file():
     table = module.readme_table(results)
     assert table in (ROOT / "README.md").read_text(), "regenerate it: benchmarks/scale.py --readme-table RESULTS"
     assert results["summary"]["compared"]["train"][-1] >= 3_000_000
+    # The committed summary is what the benchmark's own ratios make of the committed measurements.
+    assert module.ratios(results["sizes"]) == results["summary"]
