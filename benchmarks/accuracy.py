@@ -28,11 +28,26 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 READOUT = ("clustering_accuracy", "nmi", "ari")
+ORIGINAL_BY_STEP = ((600, 0.525), (1800, 0.533), (6000, 0.695), (9000, 0.782), (12000, 0.802), (27500, 0.810))
+"""The original run's test accuracy (per-batch matching) by clustering step, batch 512 (docs/recipe.md)."""
+POINT_KEYS = (
+    "clustering_step",
+    "clustering_jets",
+    "alpha",
+    "val_clustering_accuracy",
+    "test_clustering_accuracy",
+    "assignment_change",
+    "clustering_loss_per_jet",
+    "centroid_offsets",
+    "cluster_radii",
+    "val_cluster_sizes",
+)
 
 
 def run_report(run_dir, data_dir, cfg, wall_seconds: float | None) -> dict:
     """One finished run: its test metrics, the k-means start, the validation curve and the diagnostics."""
-    from ucluster_spark import store
+    from ucluster_spark import plots, store
+    from ucluster_spark.selection import validation_points
 
     layout = store.RunLayout(run_dir)
     history = json.loads(layout.history.read_text())
@@ -83,9 +98,47 @@ def run_report(run_dir, data_dir, cfg, wall_seconds: float | None) -> dict:
         "wall_seconds": wall_seconds,
         "diagnostics": diagnostics(data_dir, cfg, m, run_dir),
     }
+    points = validation_points(history)
+    if points:
+        report["validation_points"] = [{k: p.get(k) for k in POINT_KEYS} for p in points]
+        report["model_selection"] = model_selection(points, cfg)
+        plots.clustering_by_step(history, Path(run_dir) / "accuracy_by_step.png", reference=ORIGINAL_BY_STEP)
+    report["stopped_by"] = m.get("stopped_by", "")
+    report["clustering_steps"] = m.get("global_step", history[-1]["global_step"]) - pretrain * report["steps_per_epoch"]
     kmeans_test = report["kmeans_start"]["test_clustering_accuracy"]
     report["lift_over_kmeans_start_test"] = None if kmeans_test is None else m["clustering_accuracy"] - kmeans_test
     return report
+
+
+def model_selection(points: list[dict], cfg) -> dict:
+    """Where each label-free stop rule (with the run's tolerance, patience and minimum steps) would have ended
+    training, next to the best point by validation and by test accuracy (labels: diagnostics only)."""
+    from ucluster_spark.selection import chosen_point
+
+    t = cfg.train
+
+    def at(index: int | None) -> dict | None:
+        if index is None:
+            return None
+        p = points[index]
+        keys = ("clustering_step", "alpha", "val_clustering_accuracy", "test_clustering_accuracy")
+        return {"point": index, **{k: p.get(k) for k in keys}}
+
+    chosen = {
+        rule: at(chosen_point(points, rule, t.stop_tolerance, t.stop_patience, t.stop_min_clustering_steps))
+        for rule in ("assignments", "loss")
+    }
+    best_val = max(range(len(points)), key=lambda i: points[i]["val_clustering_accuracy"])
+    tested = [i for i, p in enumerate(points) if p.get("test_clustering_accuracy") is not None]
+    best_test = max(tested, key=lambda i: points[i]["test_clustering_accuracy"]) if tested else None
+    return {
+        "rule_settings": {"tolerance": t.stop_tolerance, "patience": t.stop_patience,
+                          "min_clustering_steps": t.stop_min_clustering_steps},
+        "chosen_by_rule": chosen,
+        "best_by_validation_accuracy": at(best_val),
+        "best_by_test_accuracy": at(best_test),
+        "last": at(len(points) - 1),
+    }  # fmt: skip
 
 
 def diagnostics(data_dir, cfg, metrics: dict, run_dir) -> dict:

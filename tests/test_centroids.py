@@ -108,3 +108,46 @@ def test_the_kmeans_start_finds_separated_clusters_in_its_sample():
     assert used == 600 and sum(sizes) == 600 and min(sizes) > 150  # a sample of every cluster
     found = sorted(map(tuple, centers.round(0).tolist()))
     assert found == sorted(map(tuple, true_centers.tolist()))
+
+
+def test_minibatch_kmeans_brings_the_centroids_to_the_clusters_means():
+    """Three separated clusters, centroids started off to one side: after a few hundred batches each sits on its
+    cluster's mean, and the count state stays bounded by the decay."""
+    import tensorflow as tf
+
+    from ucluster_spark.executor.centroids import batch_cluster_sums, minibatch_kmeans_step
+
+    rng = np.random.default_rng(4)
+    means = np.array([[0.0, 0.0], [4.0, 0.0], [0.0, 4.0]])
+    centroids = tf.constant(means + [[0.8, 0.6], [-0.7, 0.5], [0.6, -0.9]], tf.float32)
+    counted = tf.zeros(3)
+    for _ in range(300):
+        z = tf.constant(means[rng.integers(0, 3, 64)] + rng.normal(0, 0.3, (64, 2)), tf.float32)
+        centroids, counted = minibatch_kmeans_step(centroids, counted, batch_cluster_sums(z, centroids), 0.99)
+    np.testing.assert_allclose(centroids.numpy(), means, atol=0.05)
+    assert float(tf.reduce_max(counted)) <= 64 / (1 - 0.99)
+
+
+def test_minibatch_kmeans_follows_a_moving_cluster_and_leaves_an_empty_one_alone():
+    import tensorflow as tf
+
+    from ucluster_spark.executor.centroids import batch_cluster_sums, minibatch_kmeans_step
+
+    centroids, counted = tf.constant([[0.0, 0.0], [10.0, 10.0]]), tf.zeros(2)
+    for step in range(400):  # cluster 0 drifts by 0.005 per step; no jet ever comes near centroid 1
+        z = tf.fill([32, 2], 0.005 * step)
+        centroids, counted = minibatch_kmeans_step(centroids, counted, batch_cluster_sums(z, centroids), 0.95)
+    # With decay 0.95 the centroid lags its cluster by ~ drift x (1 / (1 - decay) - 1) = 0.095.
+    assert abs(float(centroids[0, 0]) - 0.005 * 399) < 0.11
+    np.testing.assert_array_equal(centroids[1].numpy(), [10.0, 10.0])
+    assert float(counted[1]) == 0.0
+
+
+def test_batch_cluster_sums_counts_and_sums_each_nearest_centroid():
+    import tensorflow as tf
+
+    from ucluster_spark.executor.centroids import batch_cluster_sums
+
+    z = tf.constant([[0.1, 0.0], [0.0, 0.2], [5.0, 5.0]])
+    sums = batch_cluster_sums(z, tf.constant([[0.0, 0.0], [5.0, 4.0], [9.0, 9.0]])).numpy()
+    np.testing.assert_allclose(sums, [[2, 0.1, 0.2], [1, 5.0, 5.0], [0, 0, 0]], atol=1e-6)

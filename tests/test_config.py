@@ -39,6 +39,13 @@ def test_overrides_are_typed_and_win_over_the_file():
         ("data.mass_window=[a,200]", r"data.mass_window must be \[LO, HI\]"),
         ("data.underlying_event=maybe", "data.underlying_event: expected bool, got 'maybe'"),
         ("pipeline.mass_window=[10,200]", "pipeline.mass_window is now data.mass_window"),
+        ("train.centroid_update=ema", r"train.centroid_update must be one of \['adam', 'sgd', 'kmeans'\]"),
+        ("train.centroid_decay=1", r"train.centroid_decay must be in \[0, 1\), got 1"),
+        ("train.stop_rule=labels", r"train.stop_rule must be one of \['never', 'assignments', 'loss'\]"),
+        ("train.stop_patience=0", "train.stop_patience must be > 0"),
+        ("train.validate_every_steps=-1", r"train.validate_every_steps must be >= 0 \(0: at epoch ends only\)"),
+        ("loss.alpha_every_jets=-5", r"loss.alpha_every_jets must be >= 0 \(0: once per epoch\)"),
+        ("loss.assignment=hard", r"loss.assignment must be one of \['softmax', 'sinkhorn'\]"),
     ],
 )
 def test_bad_values_name_the_key(override, message):

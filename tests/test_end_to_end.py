@@ -11,6 +11,13 @@ from tests.conftest import ROOT, STACK, TINY, needs_horovod, submit
 from ucluster_spark import config, errors, schema, store
 
 pytestmark = pytest.mark.slow
+PICTURES = [
+    "clustering_by_step.png",
+    "confusion_matrix.png",
+    "embedding.png",
+    "mass_per_cluster.png",
+    "training_curves.png",
+]
 
 
 def test_train_job_writes_a_complete_run_directory(finished_run):
@@ -37,7 +44,7 @@ def test_train_job_writes_a_complete_run_directory(finished_run):
     history = json.loads((run_dir / "history.json").read_text())
     assert [h["epoch"] for h in history] == [0, 1]
     pictures = sorted(p.name for p in (run_dir / "plots").iterdir())
-    assert pictures == ["confusion_matrix.png", "embedding.png", "mass_per_cluster.png", "training_curves.png"]
+    assert pictures == PICTURES
     assert all((run_dir / "plots" / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pictures)
     # The schedule defects of the earlier port cannot recur: alpha ramps, and the learning rate and batch-norm
     # momentum follow the optimizer's own step counter in units of pre-training, whatever the dataset size: halving
@@ -129,7 +136,7 @@ def test_a_killed_rank_fails_the_job_and_the_run_resumes_from_its_checkpoint(fin
     history = json.loads((run_dir / "history.json").read_text())
     assert [h["epoch"] for h in history] == [0, 1]
     pictures = sorted(p.name for p in (run_dir / "plots").iterdir())
-    assert pictures == ["confusion_matrix.png", "embedding.png", "mass_per_cluster.png", "training_curves.png"]
+    assert pictures == PICTURES
     assert all((run_dir / "plots" / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pictures)
     assert history[0] == saved["history"][0]  # the first epoch is the checkpoint's, not retrained
     alpha = config.load(ROOT / "conf/local.yaml").loss.alpha_start
@@ -140,7 +147,8 @@ def test_a_killed_rank_fails_the_job_and_the_run_resumes_from_its_checkpoint(fin
     # The same configuration and data as the uninterrupted run: the same run, number for number (data order, dropout
     # masks, optimizer and schedule state are all functions of the seed, the epoch and the step).
     reference = json.loads((uninterrupted / "history.json").read_text())
-    for key in ("loss", "focal_loss", "clustering_loss_per_jet", "global_step", "val_clustering_accuracy"):
+    keys = ("loss", "focal_loss", "clustering_loss_per_jet", "global_step", "val_clustering_accuracy", "validations")
+    for key in keys:  # validations: incl. the share of jets that changed cluster since the point before the kill
         assert [h.get(key) for h in history] == [h.get(key) for h in reference], key
     final, expected = (json.loads((d / "metrics.json").read_text()) for d in (run_dir, uninterrupted))
     assert (final["confusion_matrix"], final["embedding_mean"]) == (
@@ -246,6 +254,53 @@ def test_ranks_end_with_identical_weights_and_centroids(spark, synthetic_dataset
     assert first["cpu_affinity"] and not set(first["cpu_affinity"]) & set(second["cpu_affinity"])
     assert "each rank bound to" in (tmp_path / "run" / "train.log").read_text()
     assert "k-means centroids from 100 training embeddings" in (tmp_path / "run" / "train.log").read_text()
+
+
+@pytest.mark.parametrize(
+    "launcher", [pytest.param("horovod", marks=needs_horovod), pytest.param("barrier", marks=pytest.mark.portable)]
+)
+def test_the_clustering_phase_by_steps_with_kmeans_centroids_and_a_stop_rule(
+    spark, synthetic_dataset, tmp_path, launcher
+):
+    """2 ranks: alpha ramped per jets seen, validation points every 2 steps and at epoch ends, centroids moved by
+    mini-batch k-means (the same on both ranks), and the run ending where the stop rule says, mid-epoch."""
+    from ucluster_spark.driver.launcher import train
+    from ucluster_spark.executor.losses import alpha_for_jets
+    from ucluster_spark.selection import validation_points
+
+    root, info, _ = synthetic_dataset
+    overrides = [
+        f"data.path={root}", f"run.output={tmp_path / 'run'}", *TINY, f"run.launcher={launcher}", STACK[1],
+        "train.epochs=4", "train.centroid_update=kmeans", "loss.alpha_every_jets=64", "train.validate_every_steps=2",
+        "train.validate_test=true", "train.stop_rule=assignments", "train.stop_tolerance=1.0", "train.stop_patience=2",
+        "train.stop_min_clustering_steps=2",
+    ]  # fmt: skip
+    cfg = config.load(ROOT / "conf/local.yaml", overrides)
+    result = train(spark, cfg)
+    first, second = result.rank_results
+    assert first["weights_digest"] == second["weights_digest"] and first["centroids"] == second["centroids"]
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    steps = history[0]["global_step"]  # per epoch: 168 training jets over 2 ranks in batches of 16
+    jets_per_step = info.n_jets("train") / steps
+    points = validation_points(history)
+    # The k-means start (end of pre-training), then every 2 steps: settled (under 100 % changed) at clustering
+    # steps 2 and 4, so training ends at step 4 of the clustering phase, mid-epoch.
+    assert [p["clustering_step"] for p in points] == [0, 2, 4]
+    assert [p["global_step"] for p in points] == [steps, steps + 2, steps + 4]
+    assert len(history) == 2 and history[-1]["global_step"] == steps + 4
+    assert "train.stop_rule=assignments" in history[-1]["stopped_by"]
+    assert result.metrics["stopped_by"] == history[-1]["stopped_by"] and result.metrics["global_step"] == steps + 4
+    for p in points[1:]:  # the alpha of each point's last step: by jets seen before it
+        assert p["alpha"] == alpha_for_jets((p["clustering_step"] - 1) * jets_per_step, 50.0, 25.0, 64)
+        assert 0.0 <= p["assignment_change"] <= 1.0 and p["clustering_loss_per_jet"] > 0
+        assert 0.0 <= p["test_clustering_accuracy"] <= 1.0
+        assert sum(p["val_cluster_sizes"]) == info.n_jets("val")
+        sized = [(o, r) for o, r in zip(p["centroid_offsets"], p["cluster_radii"], strict=True) if o is not None]
+        assert sized and all(o >= 0 and r >= 0 for o, r in sized)
+    assert points[0]["assignment_change"] is None and points[0]["clustering_loss_per_jet"] is None
+    np.testing.assert_allclose(points[-1]["centroids"], first["centroids"], atol=1e-6)  # the final model: chosen
+    assert history[-1]["val_clustering_accuracy"] == points[-1]["val_clustering_accuracy"]
+    assert (tmp_path / "run" / "plots" / "clustering_by_step.png").read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.parametrize(

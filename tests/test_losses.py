@@ -5,6 +5,9 @@ import tensorflow as tf
 from ucluster_spark.executor.losses import (
     HalvingSchedule,
     alpha_for_epoch,
+    alpha_for_jets,
+    balanced_assignment,
+    balanced_clustering_loss_per_jet,
     batch_norm_momentum,
     cluster_balance_penalty,
     clustering_loss_per_jet,
@@ -87,6 +90,14 @@ def test_sum_reduction_weighs_the_batch_size_and_mean_does_not():
 def test_alpha_is_10_in_the_first_clustering_epoch_then_plus_5():
     values = [alpha_for_epoch(e, pretrain_epochs=3, alpha_start=10.0, alpha_step=5.0) for e in range(7)]
     assert values == [0.0, 0.0, 0.0, 10.0, 15.0, 20.0, 25.0]
+
+
+def test_alpha_ramps_per_jets_seen_whatever_an_epoch_is():
+    # The original's ramp, +5 per epoch of ~306k jets, on a dataset of 21k jets (82 steps of 256 per epoch):
+    # alpha climbs by jets seen, so 82 steps of 256 jets move it not at all, and 1,196 steps by one step.
+    every = 306_000
+    alpha = [alpha_for_jets(steps * 256, 10.0, 5.0, every) for steps in (0, 82, 1195, 1196, 12_000)]
+    assert alpha == [10.0, 10.0, 10.0, 15.0, 10.0 + 5.0 * (12_000 * 256 // every)]
 
 
 def test_learning_rate_halves_on_a_staircase_down_to_the_floor():
@@ -174,3 +185,85 @@ def test_the_train_step_weighs_the_losses_as_the_original_ran():
     assert focal_step == pytest.approx(focal, rel=1e-4)
     assert clustering_step == pytest.approx(clustering, rel=1e-4)
     assert loss == pytest.approx(focal + 10.0 * clustering, rel=1e-4)
+
+
+def _tiny_step(update, **train):
+    from tests.conftest import synthetic_jets
+    from ucluster_spark import config
+    from ucluster_spark.executor.model import build_model
+    from ucluster_spark.executor.rank.loop import make_optimizer, make_train_step
+    from ucluster_spark.schema import CONSTITUENTS, MASS
+
+    cfg = config.load(None, ["model.mlp1=[8,16]", "model.gap2_features=16", "model.mlp2=[16,16]",
+                             "model.aux_hidden=[16,8]", "data.max_constituents=30", f"train.centroid_update={update}",
+                             *[f"train.{k}={v}" for k, v in train.items()]])  # fmt: skip
+    tf.keras.utils.set_random_seed(0)
+    model = build_model(cfg)
+    jets = synthetic_jets(6, max_constituents=30)
+    batch = {
+        CONSTITUENTS: tf.constant(np.stack(jets["constituents"]).reshape(-1, 30, 8).astype(np.float32)),
+        MASS: tf.constant(jets["mass"].to_numpy(np.float32)),
+    }
+    _, optimizer = make_optimizer(cfg, model, workers=1, steps_per_epoch=10)
+    beta = tf.Variable(0.0)
+    return model, make_train_step(model, optimizer, cfg, tf.Variable(10.0), beta), batch, beta
+
+
+@pytest.mark.parametrize("update", ["adam", "sgd", "kmeans"])
+def test_the_centroids_move_only_while_the_clustering_loss_is_on(update):
+    model, step, batch, beta = _tiny_step(update)
+    before = model.centroids.numpy()
+    step(batch, tf.constant(1.0))  # pre-training: beta = 0
+    np.testing.assert_array_equal(model.centroids.numpy(), before)
+    beta.assign(10.0)
+    step(batch, tf.constant(1.0))
+    assert not np.array_equal(model.centroids.numpy(), before)
+
+
+def test_the_kmeans_update_puts_each_centroid_on_its_batch_jets_first():
+    """With nothing counted yet, the first k-means step sets each centroid to the mean of its nearest jets of the
+    batch (the embedding of that same forward pass), and the gradient step leaves the centroids to it."""
+    from ucluster_spark.executor.rank.evaluation import nearest_centroid
+    from ucluster_spark.schema import CONSTITUENTS
+
+    model, step, batch, beta = _tiny_step("kmeans")
+    beta.assign(10.0)
+    z = model(batch[CONSTITUENTS], training=True)["z"].numpy()
+    model.centroids.assign(z[:3])  # every centroid owns at least one jet
+    nearest = nearest_centroid(z, z[:3])
+    step(batch, tf.constant(1.0))
+    expected = np.stack([z[nearest == k].mean(axis=0) for k in range(3)])
+    np.testing.assert_allclose(model.centroids.numpy(), expected, rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(model.centroid_counts.numpy(), np.bincount(nearest, minlength=3))
+
+
+def test_the_sgd_update_is_a_plain_step_of_its_own_rate():
+    model, step, batch, beta = _tiny_step("sgd", centroid_learning_rate=0.5)
+    beta.assign(10.0)
+    before = model.centroids.numpy()
+    with tf.GradientTape() as tape:  # the same loss the step differentiates, here for the centroids only
+        out = model(batch["constituents"], training=True)
+        loss = 10.0 * tf.reduce_mean(clustering_loss_per_jet(out["z"], model.centroids, 10.0))
+    gradient = tape.gradient(loss, model.centroids).numpy()
+    step(batch, tf.constant(1.0))
+    np.testing.assert_allclose(model.centroids.numpy(), before - 0.5 * gradient, rtol=1e-3, atol=1e-7)
+
+
+def test_the_balanced_assignment_gives_every_cluster_an_equal_share_of_the_batch():
+    # 9 jets, 8 of them near centroid 0: the softmax puts 8/9 of the batch there; Sinkhorn evens the columns out.
+    rng = np.random.default_rng(0)
+    centroids = tf.constant([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    z = tf.constant(np.concatenate([rng.normal(0.0, 0.1, (8, 2)), [[1.0, 0.0]]]), tf.float32)
+    distances = tf.reduce_sum((z[:, None] - centroids[None]) ** 2, -1)
+    q = balanced_assignment(distances, 5.0, iterations=50).numpy()
+    np.testing.assert_allclose(q.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(q.sum(axis=0), 3.0, rtol=1e-3)
+    assert soft_assignment(distances, 5.0).numpy()[:, 0].sum() > 6.0
+    with tf.GradientTape() as tape:  # the target is held fixed: gradients only through the distances
+        tape.watch(z)
+        loss = tf.reduce_sum(balanced_clustering_loss_per_jet(z, centroids, 5.0, 3))
+    d = (z.numpy()[:, None] - centroids.numpy()[None]) ** 2
+    q3 = balanced_assignment(distances, 5.0, 3).numpy()
+    assert float(loss) == pytest.approx(float((d.sum(-1) * q3).sum()), rel=1e-5)
+    expected = 2 * (q3[:, :, None] * (z.numpy()[:, None] - centroids.numpy()[None])).sum(axis=1)
+    np.testing.assert_allclose(tape.gradient(loss, z).numpy(), expected, rtol=1e-4, atol=1e-6)

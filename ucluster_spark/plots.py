@@ -24,6 +24,7 @@ FILE_NAMES = {
     "confusion": "confusion_matrix.png",
     "embedding": "embedding.png",
     "curves": "training_curves.png",
+    "by_step": "clustering_by_step.png",
     "mass": "mass_per_cluster.png",
     "scaling": "scaling.png",
 }
@@ -148,6 +149,50 @@ def training_curves(history: list[dict[str, Any]], pretrain_epochs: int, path) -
             ax.set_xlabel("epoch")
             ax.legend(fontsize=7)
     return store.local_path(path)
+
+
+def clustering_by_step(history: list[dict[str, Any]], path, reference: Sequence[tuple[float, float]] = ()) -> Path:
+    """The clustering phase by optimizer step, from the validation points (``history[*].validations``): accuracy
+    (validation, and test where it was scored; ``reference``: (step, accuracy) pairs of another run to compare
+    with), the distance of each centroid to the mean of its jets against the jets' own spread, and the share of
+    jets that changed cluster between points (what the ``assignments`` stop rule reads)."""
+    points = [p for h in history for p in h.get("validations", [])]
+    steps = [p["clustering_step"] for p in points]
+    stopped = next((h for h in history if h.get("stopped_by")), None)
+    with _figure(path, 1, 3, width=5.0) as (fig, (quality, offsets, change)):
+        quality.plot(steps, [p["val_clustering_accuracy"] for p in points], marker=".", label="validation")
+        scored = [p for p in points if "test_clustering_accuracy" in p]
+        if scored:
+            quality.plot([p["clustering_step"] for p in scored], [p["test_clustering_accuracy"] for p in scored],
+                         marker=".", label="test (diagnostic)")  # fmt: skip
+        if reference:
+            quality.plot(*zip(*reference, strict=True), marker="s", ls="--", color="grey", label="reference run")
+        quality.set_ylim(0.3, 1.0)
+        quality.set_title("clustering accuracy (Hungarian)")
+        for k in range(len(points[0]["centroid_offsets"]) if points else 0):
+            line = offsets.plot(steps, [_nan(p["centroid_offsets"][k]) for p in points], marker=".",
+                                label=f"cluster {k}: centroid to its jets' mean")[0]  # fmt: skip
+            offsets.plot(steps, [_nan(p["cluster_radii"][k]) for p in points], ls=":", color=line.get_color(),
+                         label=f"cluster {k}: jets' rms radius")  # fmt: skip
+        offsets.set_yscale("log")
+        offsets.set_title("centroids against their jets (validation)")
+        moved = [p for p in points if p.get("assignment_change") is not None]
+        change.plot([p["clustering_step"] for p in moved], [max(p["assignment_change"], 1e-5) for p in moved],
+                    marker=".")  # fmt: skip
+        change.set_yscale("log")
+        change.set_title("share of validation jets that changed cluster")
+        for ax in (quality, offsets, change):
+            ax.set_xlabel("clustering steps")
+            if stopped and points:
+                at = stopped["validations"][-1]["clustering_step"] if stopped.get("validations") else steps[-1]
+                ax.axvline(at, ls="--", color="grey", label="stop rule")
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
+    return store.local_path(path)
+
+
+def _nan(value: float | None) -> float:
+    return np.nan if value is None else value
 
 
 def mass_per_cluster(histograms: np.ndarray, path, title: str = "") -> Path:

@@ -18,6 +18,9 @@ from ucluster_spark.schema import AUX_MASS_COLUMNS, FEATURE_SETS, KNOWN_CLASSES,
 EMBEDDING_POOLINGS = ("mean_all_slots", "mean_real", "max_real")
 READERS = ("petastorm", "arrow")
 LAUNCHERS = ("horovod", "barrier")
+CENTROID_UPDATES = ("adam", "sgd", "kmeans")
+STOP_RULES = ("never", "assignments", "loss")
+ASSIGNMENTS = ("softmax", "sinkhorn")
 
 
 def check_data(d: DataConfig) -> None:
@@ -69,6 +72,10 @@ def check_loss(lo: LossConfig) -> None:
     for name in ("focal_gamma", "focal_weight", "clustering_weight", "alpha_start", "alpha_step", "balance_weight"):
         if getattr(lo, name) < 0:
             raise ConfigError(f"loss.{name} must be >= 0, got {getattr(lo, name)}")
+    _non_negative("loss.alpha_every_jets", lo.alpha_every_jets, "0: once per epoch")
+    if lo.assignment not in ASSIGNMENTS:
+        raise ConfigError(f"loss.assignment must be one of {list(ASSIGNMENTS)}, got {lo.assignment!r}")
+    _positive("loss.sinkhorn_iterations", lo.sinkhorn_iterations)
 
 
 def check_train(t: TrainConfig, m: ModelConfig) -> None:
@@ -85,6 +92,17 @@ def check_train(t: TrainConfig, m: ModelConfig) -> None:
     _positive("train.bn_momentum_halve_every", t.bn_momentum_halve_every)
     _positive("train.kmeans_max_jets", t.kmeans_max_jets)
     _non_negative("train.steps_per_epoch", t.steps_per_epoch)
+    if t.centroid_update not in CENTROID_UPDATES:
+        raise ConfigError(f"train.centroid_update must be one of {list(CENTROID_UPDATES)}, got {t.centroid_update!r}")
+    _positive("train.centroid_learning_rate", t.centroid_learning_rate)
+    if not 0.0 <= t.centroid_decay < 1.0:
+        raise ConfigError(f"train.centroid_decay must be in [0, 1), got {t.centroid_decay}")
+    _non_negative("train.validate_every_steps", t.validate_every_steps, "0: at epoch ends only")
+    if t.stop_rule not in STOP_RULES:
+        raise ConfigError(f"train.stop_rule must be one of {list(STOP_RULES)}, got {t.stop_rule!r}")
+    _positive("train.stop_tolerance", t.stop_tolerance)
+    _positive("train.stop_patience", t.stop_patience)
+    _non_negative("train.stop_min_clustering_steps", t.stop_min_clustering_steps, "0: from the first point")
     _non_negative("train.epoch_eval_max_jets", t.epoch_eval_max_jets)
     if not 0 < t.lr_floor <= t.learning_rate:
         raise ConfigError(f"train.lr_floor must be in (0, train.learning_rate={t.learning_rate}], got {t.lr_floor}")
@@ -123,6 +141,6 @@ def _positive(name: str, value: float) -> None:
         raise ConfigError(f"{name} must be > 0, got {value!r}")
 
 
-def _non_negative(name: str, value: float) -> None:
+def _non_negative(name: str, value: float, zero_means: str = "0: no limit") -> None:
     if not value >= 0:
-        raise ConfigError(f"{name} must be >= 0 (0: no limit), got {value!r}")
+        raise ConfigError(f"{name} must be >= 0 ({zero_means}), got {value!r}")

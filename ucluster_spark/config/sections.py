@@ -99,6 +99,15 @@ class LossConfig:
     balance_weight: float = 0.0
     """Option, not the original: weight of a prior that keeps every cluster populated, log K minus the entropy of
     the batch's mean soft assignment (0 when the batch spreads evenly over the K clusters)."""
+    assignment: str = "softmax"
+    """How a jet's distances weigh in the clustering loss: ``softmax`` (as run: softmax_k(-alpha d_k), differentiated
+    through) or ``sinkhorn`` (option: that softmax rescaled by Sinkhorn-Knopp so the rank's batch splits into equal
+    shares, held fixed as the target: an equal-size prior for clusters that share one mode of z)."""
+    sinkhorn_iterations: int = 3
+    alpha_every_jets: int = 0
+    """0 (as run): ``alpha_step`` is added once per clustering epoch. N: it is added every N training jets of the
+    clustering phase, so alpha's growth per jet seen is the same on any dataset size and epoch length (the
+    original: +5 per epoch of ~306k jets, i.e. N = 306000)."""
 
 
 @dataclass
@@ -140,6 +149,35 @@ class TrainConfig:
     min_cluster_fraction: float = 0.0
     """Option, not the original: after each clustering epoch, a centroid whose cluster held less than this fraction
     of the epoch's training jets is re-seeded by splitting the largest cluster along its principal axis (0: never)."""
+    centroid_update: str = "adam"
+    """How the centroids follow the embedding in the clustering phase. ``adam`` (as run): trainable variables of
+    the network's optimizer, so at the 1e-5 floor they move at most ~1e-5 per step while the network moves z.
+    ``sgd``: plain gradient steps of their own rate (``centroid_learning_rate``) on the rank-averaged gradient.
+    ``kmeans``: after every step each centroid moves toward the mean of the jets nearest to it in the global
+    batch (mini-batch k-means, Sculley 2010), with counts forgotten at ``centroid_decay`` per step; the clustering
+    loss then trains the network only."""
+    centroid_learning_rate: float = 0.003
+    """Step size of ``centroid_update: sgd`` (unused otherwise)."""
+    centroid_decay: float = 0.99
+    """``centroid_update: kmeans``: the weight kept per step by the jets counted so far, so a centroid is an
+    average over roughly the last 1 / (1 - decay) steps' jets and keeps up with an embedding that moves."""
+    validate_every_steps: int = 0
+    """In the clustering phase, also measure the validation subset (``epoch_eval_max_jets``) every this many
+    optimizer steps, not only at the end of each epoch (0: at epoch ends only). Each measurement is a point of
+    ``history[*].validations``: accuracy, NMI, cluster sizes, the distance of each centroid to its jets' mean, the
+    share of jets that changed cluster since the previous point, and the clustering loss since then."""
+    validate_test: bool = False
+    """Also score the test split's fixed subset at every validation point: a diagnostic that uses labels, for
+    comparing the model chosen without labels with the best one (the accuracy benchmark); never read by training."""
+    stop_rule: str = "never"
+    """How training chooses its final model without labels: ``never`` (run every epoch), ``assignments`` (stop once
+    fewer than ``stop_tolerance`` of the validation jets changed cluster between consecutive validation points,
+    ``stop_patience`` times in a row), ``loss`` (stop once the clustering loss per jet fell by less than
+    ``stop_tolerance`` relative between consecutive points, ``stop_patience`` times in a row)."""
+    stop_tolerance: float = 0.01
+    stop_patience: int = 3
+    stop_min_clustering_steps: int = 0
+    """The stop rule is not applied before this many clustering steps (the original's climb started after ~2k)."""
     kmeans_max_jets: int = 200_000
     """Centroid initialisation: k-means on at most this many training embeddings, a seeded sample taken on every
     rank before anything is gathered (only the sample moves; memory does not grow with the dataset)."""

@@ -312,6 +312,11 @@ def train(spark, cfg: Config, resume: bool = False) -> TrainingResult:
     check_files(root, info)  # before any rank starts: never train on part of a damaged dataset
     if info.n_jets("train") == 0 or info.n_jets("test") == 0:
         raise DatasetError(f"{root}: the train and test splits must both hold jets, got {info.counts}")
+    if not info.n_jets("val") and (cfg.train.stop_rule != "never" or cfg.train.validate_every_steps):
+        raise ConfigError(
+            f"train.stop_rule={cfg.train.stop_rule} / train.validate_every_steps={cfg.train.validate_every_steps} "
+            f"need validation jets, and {root} has none: give data.split_fractions a val share"
+        )
     check_shardable(root, cfg.run.num_proc, ("train", "test") + (("val",) if info.n_jets("val") else ()))
     check_filled(root, "train", cfg.data.aux_mass_columns)
     plan = replace(

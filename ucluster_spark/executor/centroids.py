@@ -1,6 +1,7 @@
-"""The centroids' data: the k-means start on a bounded sample of training embeddings, per-cluster moments of the
-training embeddings, and the split that re-seeds a centroid which has lost its jets (an option,
-``train.min_cluster_fraction``; the original never re-seeds).
+"""The centroids' data: the k-means start on a bounded sample of training embeddings, the mini-batch k-means step
+that keeps them on their jets (``train.centroid_update: kmeans``), per-cluster moments of the training embeddings,
+and the split that re-seeds a centroid which has lost its jets (an option, ``train.min_cluster_fraction``; the
+original never re-seeds).
 
 numpy and scikit-learn plus a rank's collectives (``comm``): ranks add up what they hold (small sums), then every
 rank takes the same decision.
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 
 
 @dataclass
@@ -41,6 +43,28 @@ class ClusterMoments:
     def from_flat(cls, values: np.ndarray, n_clusters: int, dim: int) -> ClusterMoments:
         k, d = n_clusters, dim
         return cls(values[:k], values[k : k + k * d].reshape(k, d), values[k + k * d :].reshape(k, d, d))
+
+
+def batch_cluster_sums(z: tf.Tensor, centroids: tf.Tensor) -> tf.Tensor:
+    """(K, D + 1): per nearest centroid, the jets' count and the sum of their z: what ranks add up for one
+    mini-batch k-means step."""
+    nearest = tf.argmin(tf.reduce_sum(tf.square(z[:, None, :] - centroids[None, :, :]), axis=-1), axis=1)
+    one_hot = tf.one_hot(nearest, tf.shape(centroids)[0], dtype=z.dtype)  # (B, K)
+    return tf.concat([tf.reduce_sum(one_hot, axis=0)[:, None], tf.transpose(one_hot) @ z], axis=1)
+
+
+def minibatch_kmeans_step(
+    centroids: tf.Tensor, counted: tf.Tensor, cluster_sums: tf.Tensor, decay: float
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """One mini-batch k-means update (Sculley 2010) with forgetting: each centroid moves toward the mean of its
+    batch jets by n_k / N_k, where N_k = decay * N_k + n_k counts the jets it has absorbed. ``cluster_sums`` is
+    ``batch_cluster_sums`` over the global batch. A centroid with no jet in the batch stays. Returns the new
+    (centroids, counted)."""
+    n = cluster_sums[:, 0]
+    counted = decay * counted + n
+    rate = tf.math.divide_no_nan(n, counted)[:, None]
+    mean = tf.math.divide_no_nan(cluster_sums[:, 1:], n[:, None])
+    return centroids + rate * (mean - centroids) * tf.cast(n[:, None] > 0, centroids.dtype), counted
 
 
 def reseed_starved_centroids(

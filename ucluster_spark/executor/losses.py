@@ -42,6 +42,28 @@ def clustering_loss_per_jet(z: tf.Tensor, centroids: tf.Tensor, alpha: tf.Tensor
     return tf.reduce_sum(distances * soft_assignment(distances, alpha), axis=-1)
 
 
+def balanced_assignment(distances: tf.Tensor, alpha: tf.Tensor | float, iterations: int) -> tf.Tensor:
+    """The soft assignment softmax_k(-alpha d_k) rescaled by Sinkhorn-Knopp iterations (Cuturi 2013; as in SwAV,
+    Caron et al. 2020) so that every cluster takes an equal share of the batch while every jet's weights still sum
+    to 1: an equal-size prior on the partition, for clusters that would otherwise share one mode."""
+    q = soft_assignment(distances, alpha)
+    share = tf.cast(tf.shape(q)[0], q.dtype) / tf.cast(tf.shape(q)[1], q.dtype)  # jets per cluster if equal
+    for _ in range(iterations):
+        q = tf.math.divide_no_nan(q, tf.reduce_sum(q, axis=0, keepdims=True)) * share
+        q = tf.math.divide_no_nan(q, tf.reduce_sum(q, axis=1, keepdims=True))
+    return q
+
+
+def balanced_clustering_loss_per_jet(
+    z: tf.Tensor, centroids: tf.Tensor, alpha: tf.Tensor | float, iterations: int
+) -> tf.Tensor:
+    """sum_k ||z - mu_k||^2 q_k with q the batch's equal-size assignment (``balanced_assignment``), held fixed as a
+    target (no gradient through it), one value per jet."""
+    distances = squared_distances(z, centroids)
+    target = tf.stop_gradient(balanced_assignment(distances, alpha, iterations))
+    return tf.reduce_sum(distances * target, axis=-1)
+
+
 def reduce_clustering_loss(per_jet: tf.Tensor, reduction: str) -> tf.Tensor:
     """``sum`` reproduces the original weighting (per-jet vector loss, gradients summed over the batch)."""
     if reduction == "sum":
@@ -66,6 +88,12 @@ def alpha_for_epoch(epoch: int, pretrain_epochs: int, alpha_start: float, alpha_
     if epoch < pretrain_epochs:
         return 0.0
     return float(alpha_start + alpha_step * (epoch - pretrain_epochs))
+
+
+def alpha_for_jets(jets_seen: float, alpha_start: float, alpha_step: float, every_jets: float) -> float:
+    """alpha_start, then + alpha_step after every ``every_jets`` training jets of the clustering phase: the
+    original's ramp (+5 per epoch of ~306k jets) as a function of jets seen, not of what an epoch is here."""
+    return float(alpha_start + alpha_step * np.floor(jets_seen / every_jets))
 
 
 def halvings(step: tf.Tensor | int, halve_every_steps: float) -> tf.Tensor:

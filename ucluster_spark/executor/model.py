@@ -67,7 +67,8 @@ def build_backbone(cfg: Config) -> tf.keras.Model:
 
 @tf.keras.utils.register_keras_serializable(package="ucluster_spark")
 class UCluster(tf.keras.Model):
-    """The backbone plus trainable centroids mu (n_clusters x embedding dim), saved and restored together."""
+    """The backbone plus the centroids mu (n_clusters x embedding dim, trainable unless a k-means update moves
+    them), saved and restored together."""
 
     def __init__(self, cfg_dict: dict, **kwargs):
         super().__init__(**kwargs)
@@ -76,6 +77,10 @@ class UCluster(tf.keras.Model):
         self.backbone = build_backbone(cfg)
         shape = (cfg.model.n_clusters, cfg.model.z_dim)
         self.centroids = self.add_weight(name="centroids", shape=shape, initializer="random_normal", trainable=True)
+        # Jets each centroid has absorbed (decayed): the state of the mini-batch k-means update, saved with it.
+        self.centroid_counts = self.add_weight(
+            name="centroid_counts", shape=(cfg.model.n_clusters,), initializer="zeros", trainable=False
+        )
 
     def call(self, x, training=None):
         out = self.backbone(x, training=training)

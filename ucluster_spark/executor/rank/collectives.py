@@ -42,6 +42,10 @@ class HorovodCollectives:
     def broadcast_variables(self, variables, root: int = 0) -> None:
         self.hvd.broadcast_variables(variables, root_rank=root)
 
+    def sum_in_step(self, tensor: tf.Tensor, name: str) -> tf.Tensor:
+        """A sum over ranks inside the training step's graph."""
+        return self.hvd.allreduce(tensor, op=self.hvd.Sum, name=name)
+
     def sum(self, array, name: str) -> np.ndarray:
         return self.hvd.allreduce(tf.constant(array), op=self.hvd.Sum, name=name).numpy()
 
@@ -102,6 +106,10 @@ class StrategyCollectives:
         grads = tape.gradient(loss, variables)
         return list(self._on_every_worker(lambda *g: self._reduce(tf.distribute.ReduceOp.MEAN, list(g)), *grads))
 
+    def sum_in_step(self, tensor: tf.Tensor, name: str) -> tf.Tensor:
+        """A sum over ranks inside the training step's graph."""
+        return self._on_every_worker(lambda x: self._reduce(tf.distribute.ReduceOp.SUM, x), tensor)
+
     def broadcast_variables(self, variables, root: int = 0) -> None:
         """Root's values everywhere, one ``broadcast`` per dtype."""
         by_dtype: dict[Any, list] = {}
@@ -155,6 +163,9 @@ class LocalCollectives:
 
     def broadcast_variables(self, variables, root: int = 0) -> None:
         pass
+
+    def sum_in_step(self, tensor: tf.Tensor, name: str) -> tf.Tensor:
+        return tensor
 
     def sum(self, array, name: str) -> np.ndarray:
         return np.asarray(array)

@@ -61,20 +61,32 @@ def embeddings_of(model, url: str, cfg, rank: int, size: int, columns: Sequence[
 
 
 def evaluate_split(
-    model, url: str, cfg, classes: list[str], comm, plot_jets: int = 0, sample_fraction: float = 1.0
+    model,
+    url: str,
+    cfg,
+    classes: list[str],
+    comm,
+    plot_jets: int = 0,
+    sample_fraction: float = 1.0,
+    keep_assignments: bool = False,
 ) -> dict[str, Any]:
     """Clustering metrics over the whole split (or the fixed subset ``sample_fraction`` keeps), streamed batch by
-    batch: per-rank contingency matrices and embedding moments summed with one allreduce each. With ``plot_jets``,
-    also what the plots need under ``"plot"``: per-cluster mass histograms of every jet and a sample of about
-    ``plot_jets`` embeddings gathered from all ranks."""
+    batch: per-rank contingency matrices and embedding moments summed with one allreduce each, and how far each
+    centroid sits from the mean of its jets (``centroid_offsets``; None for an empty cluster) against their spread
+    (``cluster_radii``: root-mean-square distance to that mean). With ``plot_jets``, also what the plots need under
+    ``"plot"``: per-cluster mass histograms of every jet and a sample of about ``plot_jets`` embeddings gathered from
+    all ranks. With ``keep_assignments``, this rank's cluster of each jet, in reading order, under
+    ``"assignments"`` (int8; a fixed subset's stays small)."""
     rank, size = comm.rank, comm.size
     k, dim = cfg.model.n_clusters, cfg.model.z_dim
     centroids = model.centroids.numpy()
     take = -(-plot_jets // size)  # this rank's share of the plot sample: its first jets
     counts = np.zeros((k, len(classes)), np.int64)
     moments = np.zeros(1 + 2 * dim, np.float64)
+    per_cluster = np.zeros((k, dim + 1), np.float64)  # sum of z and of |z|^2 per cluster
     histograms = plots.mass_histogram(np.zeros(0), np.zeros(0), k)
     sample: list[np.ndarray] = []
+    assignments: list[np.ndarray] = []
     columns = (LABEL, MASS) if plot_jets else (LABEL,)
     with embedded_batches(model, url, cfg, rank, size, columns, sample_fraction) as batches:
         for z, values in batches:
@@ -83,6 +95,9 @@ def evaluate_split(
             counts += contingency(clusters, labels, k, len(classes))
             z64 = z.astype(np.float64)
             moments += np.concatenate([[len(z)], z64.sum(axis=0), np.square(z64).sum(axis=0)])
+            np.add.at(per_cluster, clusters, np.column_stack([z64, np.square(z64).sum(axis=1)]))
+            if keep_assignments:
+                assignments.append(clusters.astype(np.int8))
             if plot_jets:
                 histograms += plots.mass_histogram(clusters, values[MASS], k)
                 wanted = take - sum(len(s) for s in sample)
@@ -91,12 +106,16 @@ def evaluate_split(
     # Collective: counts and moments summed over ranks (exact: no per-batch averaging).
     counts = comm.sum(counts, "eval_counts")
     moments = comm.sum(moments, "eval_moments")
+    per_cluster = comm.sum(per_cluster, "eval_cluster_moments")
     n = max(moments[0], 1.0)
     mean = moments[1 : 1 + dim] / n
     std = np.sqrt(np.maximum(moments[1 + dim :] / n - mean**2, 0.0))
     result = summarize(counts, classes)
     result["embedding_mean"] = mean.round(6).tolist()
     result["embedding_std"] = std.round(6).tolist()
+    result["centroid_offsets"], result["cluster_radii"] = centroid_offsets(centroids, counts.sum(axis=1), per_cluster)
+    if keep_assignments:
+        result["assignments"] = np.concatenate(assignments) if assignments else np.zeros(0, np.int8)
     if plot_jets:
         # Collective: whole-split mass histograms and every rank's share of the embedding sample.
         histograms = comm.sum(histograms, "eval_mass_histograms")
@@ -111,6 +130,24 @@ def evaluate_split(
     return result
 
 
+def centroid_offsets(
+    centroids: np.ndarray, sizes: np.ndarray, per_cluster: np.ndarray
+) -> tuple[list[float | None], list[float | None]]:
+    """Per cluster: the distance from its centroid to the mean of its jets, and the jets' root-mean-square
+    distance to that mean (``per_cluster``: sums of z and of |z|^2 per cluster). None for an empty cluster."""
+    offsets: list[float | None] = []
+    radii: list[float | None] = []
+    for centroid, n, sums in zip(centroids, sizes, per_cluster, strict=True):
+        if n == 0:
+            offsets.append(None)
+            radii.append(None)
+            continue
+        mean = sums[:-1] / n
+        offsets.append(round(float(np.linalg.norm(centroid - mean)), 6))
+        radii.append(round(float(np.sqrt(max(sums[-1] / n - mean @ mean, 0.0))), 6))
+    return offsets, radii
+
+
 def draw_run_plots(model, cfg, classes: list[str], metrics: dict, plot: dict, history: list[dict], out: Path) -> None:
     """Rank 0: the pictures of a finished run, from the test split and the epoch history."""
     counts = np.asarray(metrics["confusion_matrix"])
@@ -119,6 +156,7 @@ def draw_run_plots(model, cfg, classes: list[str], metrics: dict, plot: dict, hi
     centroids = model.centroids.numpy()
     plots.embedding(plot["z"], plot["cluster"], plot["label"], classes, centroids, out / plots.FILE_NAMES["embedding"])
     plots.training_curves(history, cfg.train.pretrain_epochs, out / plots.FILE_NAMES["curves"])
+    plots.clustering_by_step(history, out / plots.FILE_NAMES["by_step"])
     plots.mass_per_cluster(plot["mass_histograms"], out / plots.FILE_NAMES["mass"], "jet mass per cluster (test split)")
 
 

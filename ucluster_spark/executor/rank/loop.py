@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -15,11 +15,20 @@ import tensorflow as tf
 
 from ucluster_spark import checkpoint
 from ucluster_spark.config import Config
-from ucluster_spark.executor.centroids import BoundedSample, ClusterMoments, kmeans_centroids, reseed_starved_centroids
+from ucluster_spark.executor.centroids import (
+    BoundedSample,
+    ClusterMoments,
+    batch_cluster_sums,
+    kmeans_centroids,
+    minibatch_kmeans_step,
+    reseed_starved_centroids,
+)
 from ucluster_spark.executor.layers import share_batch_norm_momentum
 from ucluster_spark.executor.losses import (
     HalvingSchedule,
     alpha_for_epoch,
+    alpha_for_jets,
+    balanced_clustering_loss_per_jet,
     batch_norm_momentum,
     cluster_balance_penalty,
     clustering_loss_per_jet,
@@ -29,7 +38,7 @@ from ucluster_spark.executor.losses import (
     schedule_steps,
 )
 from ucluster_spark.executor.model import build_model
-from ucluster_spark.executor.rank.collectives import HorovodCollectives, StrategyCollectives
+from ucluster_spark.executor.rank.collectives import HorovodCollectives, LocalCollectives, StrategyCollectives
 from ucluster_spark.executor.rank.environment import (
     ProgressLog,
     bind_rank_to_cores,
@@ -45,6 +54,7 @@ from ucluster_spark.executor.reader import shard_size, training_batches
 from ucluster_spark.metrics import collapse_warnings
 from ucluster_spark.plan import EpochPlan, TrainingPlan, epoch_eval_fraction
 from ucluster_spark.schema import CONSTITUENTS, feature_names
+from ucluster_spark.selection import settled, validation_points
 
 
 def make_optimizer(cfg, model, workers: int, steps_per_epoch: int):
@@ -77,8 +87,13 @@ def make_train_step(model, optimizer, cfg, alpha, beta, comm=None, bn_momentum=N
     gradient scaled by ``weight`` (``EpochPlan.gradient_weights``) and averaged over ranks by ``comm`` (None: this
     process alone): a ``tf.function`` of (batch, weight) returning ([loss, focal, mean clustering loss per jet],
     z). With ``bn_momentum`` = (variable, function of the step), the batch-norm momentum follows its schedule. The
+    centroids move as ``train.centroid_update`` says, and only while the clustering loss is on (beta > 0). The
     scaling benchmark's bare loop runs the same step."""
-    d, lc = cfg.data, cfg.loss
+    d, lc, update = cfg.data, cfg.loss, cfg.train.centroid_update
+    comm = comm or LocalCollectives()
+    variables = model.trainable_variables
+    network = [i for i, v in enumerate(variables) if v is not model.centroids]
+    centroid_index = next(i for i, v in enumerate(variables) if v is model.centroids)
     n_features = len(feature_names(d.feature_set))
     signature = (
         {
@@ -100,19 +115,32 @@ def make_train_step(model, optimizer, cfg, alpha, beta, comm=None, bn_momentum=N
             masses = tf.stack([batch[c] for c in d.aux_mass_columns], axis=-1)  # (B, targets)
             target = mass_bin(masses, d.mass_bins, d.mass_bin_edges_max)
             focal = focal_loss(target, out["aux_logits"], lc.focal_gamma)
-            per_jet = clustering_loss_per_jet(out["z"], model.centroids, alpha)
+            if lc.assignment == "sinkhorn":
+                per_jet = balanced_clustering_loss_per_jet(out["z"], model.centroids, alpha, lc.sinkhorn_iterations)
+            else:
+                per_jet = clustering_loss_per_jet(out["z"], model.centroids, alpha)
             clustering = reduce_clustering_loss(per_jet, lc.clustering_reduction)
             loss = lc.focal_weight * focal + beta * clustering
             if lc.balance_weight:
                 balance = cluster_balance_penalty(out["distances"], alpha)
                 loss += tf.sign(beta) * lc.balance_weight * balance  # only while the clustering loss is on
             weighted = loss * weight
-        if comm is not None:
-            # Collective: gradients averaged over ranks.
-            grads = comm.gradients(tape, weighted, model.trainable_variables)
+        # Collective: gradients averaged over ranks.
+        grads = comm.gradients(tape, weighted, variables)
+        if update == "adam":  # as run: the centroids are the optimizer's like every weight
+            optimizer.apply_gradients(zip(grads, variables, strict=True))
         else:
-            grads = tape.gradient(weighted, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+            optimizer.apply_gradients([(grads[i], variables[i]) for i in network])
+        if update == "sgd":
+            model.centroids.assign_sub(cfg.train.centroid_learning_rate * grads[centroid_index])
+        elif update == "kmeans":
+            sums = batch_cluster_sums(tf.stop_gradient(out["z"]), model.centroids)
+            sums = comm.sum_in_step(sums, "centroid_cluster_sums")  # Collective: the global batch's sums.
+            decay = cfg.train.centroid_decay
+            moved, counted = minibatch_kmeans_step(model.centroids, model.centroid_counts, sums, decay)
+            on = beta > 0
+            model.centroids.assign(tf.where(on, moved, model.centroids))
+            model.centroid_counts.assign(tf.where(on, counted, model.centroid_counts))
         return tf.stack([loss, focal, tf.reduce_mean(per_jet)]), out["z"]
 
     return train_step
@@ -134,6 +162,12 @@ class Rank:
     train_step: Any
     epoch_plan: EpochPlan
     bn_momentum: Any
+    points: list[dict[str, Any]] = field(default_factory=list)
+    """Every validation point so far (``history[*].validations``), for the stop rule."""
+    val_assignments: np.ndarray | None = None
+    """This rank's cluster of each validation jet at the last point (what ``assignment_change`` compares)."""
+    interval_loss: list[float] = field(default_factory=list)
+    """This rank's clustering loss per jet of every step since the last point."""
 
     @property
     def rank(self) -> int:
@@ -146,6 +180,19 @@ class Rank:
     @property
     def global_batch(self) -> int:
         return self.cfg.train.batch_size * self.size
+
+    def validation_due(self, global_step: int, last_step: bool) -> bool:
+        """A validation point inside the epoch (``train.validate_every_steps``); the epoch's end has its own."""
+        every = self.cfg.train.validate_every_steps
+        return bool(self.plan.n_val and every and not last_step and global_step % every == 0)
+
+    def clustering_steps(self, global_step: int) -> int:
+        """Optimizer steps taken with the clustering loss on, after ``global_step`` steps in all."""
+        return max(global_step - self.cfg.train.pretrain_epochs * self.epoch_plan.steps, 0)
+
+    def clustering_jets(self, global_step: int) -> float:
+        """Training jets seen with the clustering loss on (all ranks), after ``global_step`` steps in all."""
+        return self.clustering_steps(global_step) * self.epoch_plan.jets / self.epoch_plan.steps
 
     def one_pass(self, epoch: int):
         """This rank's shard once, shuffled by (seed, rank, epoch): a resumed run sees the order it would have."""
@@ -193,7 +240,8 @@ def start_rank(cfg, plan: TrainingPlan, comm) -> Rank:
 
 
 def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
-    """One pass of every rank over its shard, then the epoch's record (means over ranks, validation metrics)."""
+    """One pass of every rank over its shard (or the steps up to where the stop rule ends training), then the
+    epoch's record (means over ranks, validation metrics, the epoch's validation points)."""
     t, lc = r.cfg.train, r.cfg.loss
     # The last pre-training epoch sees every training jet once (or its steps' jets), in training mode: the
     # embeddings it makes live in the space the clustering loss will see (batch-norm batch statistics), as in the
@@ -204,37 +252,54 @@ def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
     pooled = BoundedSample(t.kmeans_max_jets, t.seed, r.cfg.model.z_dim)
     r.alpha.assign(alpha_for_epoch(epoch, t.pretrain_epochs, lc.alpha_start, lc.alpha_step))
     r.beta.assign(lc.clustering_weight if clustering else 0.0)
+    first_step = epoch * r.epoch_plan.steps
+    points: list[dict[str, Any]] = []
+    stopped_by = ""
     start, cpu_start = time.time(), time.process_time()
     sums = np.zeros(3)
+    steps_done = 0
     with r.one_pass(epoch) as train_ds:
         batches = iter(train_ds)
         # The same step count on every rank (no hang on uneven shards), every jet once.
         for step, weight in enumerate(r.epoch_plan.gradient_weights(r.rank)):
             inject_fault(r.rank, epoch, step, r.plan.run_dir)
+            if clustering and lc.alpha_every_jets:
+                jets = r.clustering_jets(first_step + step)
+                r.alpha.assign(alpha_for_jets(jets, lc.alpha_start, lc.alpha_step, lc.alpha_every_jets))
             means, z = r.train_step(next(batches), tf.constant(weight, tf.float32))
-            sums += means.numpy()
+            means = means.numpy()
+            sums += means
+            steps_done += 1
+            if clustering:
+                r.interval_loss.append(float(means[2]))
             if collect:
                 pooled.add(z.numpy())
             if moments is not None:
                 z = z.numpy()
                 moments.add(z, nearest_centroid(z, r.model.centroids.numpy()))
+            global_step = first_step + step + 1
+            if clustering and r.validation_due(global_step, last_step=step + 1 == r.epoch_plan.steps):
+                points.append(validation_point(r, global_step))
+                if stopped_by := stop_reason(r):
+                    break
     seconds, cpu_seconds = time.time() - start, time.process_time() - cpu_start
     sync_non_trainable(r.model, r.comm)
     kmeans_seconds = set_centroids_by_kmeans(r.model, pooled, r.cfg, r.comm, r.log) if collect else None
     # Collective: epoch means over all ranks.
-    loss, focal, clustering_loss = r.comm.mean(sums / r.epoch_plan.steps, "epoch_means")
+    loss, focal, clustering_loss = r.comm.mean(sums / steps_done, "epoch_means")
     train_cluster_sizes = []
     if moments is not None:
         # Collective: every rank sums the same moments and takes the same re-seeding decision.
         total = r.comm.sum(moments.flat(), "cluster_moments")
         moments = ClusterMoments.from_flat(total, r.cfg.model.n_clusters, r.cfg.model.z_dim)
         train_cluster_sizes = [int(n) for n in moments.counts]
-        if t.min_cluster_fraction:
+        if t.min_cluster_fraction and not stopped_by:
             centroids, moves = reseed_starved_centroids(r.model.centroids.numpy(), moments, t.min_cluster_fraction)
             for dead, donor in moves:
                 r.log(f"epoch {epoch + 1}: cluster {dead} held {int(moments.counts[dead])} training jets; its centroid "
                       f"re-seeded by splitting cluster {donor} ({int(moments.counts[donor])} jets)")  # fmt: skip
             r.model.centroids.assign(centroids)
+    global_step = first_step + steps_done
     record = {
         "epoch": epoch,
         "loss": float(loss),
@@ -244,11 +309,11 @@ def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
         "beta": float(r.beta.numpy()),
         "learning_rate": float(r.schedule(r.optimizer.iterations - 1).numpy()),  # of the epoch's last step
         "bn_momentum": float(r.bn_momentum.numpy()),
-        "global_step": int(r.optimizer.iterations.numpy()),
+        "global_step": global_step,
         "started_at": start,
         "seconds": seconds,
         "cpu_seconds": cpu_seconds,  # rank 0's process, all its threads
-        "jets_per_second": r.epoch_plan.jets / seconds,
+        "jets_per_second": r.epoch_plan.jets * steps_done / r.epoch_plan.steps / seconds,
         # Collective: every rank's peak resident memory so far (MB).
         "peak_rss_mb": [round(float(v), 1) for v in r.comm.gather(np.array([peak_rss_mb()]), "peak_rss")],
     }
@@ -257,23 +322,96 @@ def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
     if train_cluster_sizes:
         record["train_cluster_sizes"] = train_cluster_sizes  # nearest centroid during the epoch's steps
     if r.plan.n_val:
-        val = evaluate_split(r.model, r.plan.val_url, r.cfg, r.plan.classes, r.comm,
-                             sample_fraction=epoch_eval_fraction(t.epoch_eval_max_jets, r.plan.n_val))  # fmt: skip
         centroids_set = epoch >= t.pretrain_epochs - 1  # before that they are still random
+        if centroids_set and not stopped_by:  # the epoch's last point: after any re-seeding, as checkpointed
+            points.append(validation_point(r, global_step))
+            stopped_by = stop_reason(r) if clustering else ""
         if centroids_set:
-            record.update({f"val_{k}": val[k] for k in ("clustering_accuracy", "nmi", "cluster_sizes")})
-        record["val_embedding_std"] = val["embedding_std"]
-        record["val_warnings"] = collapse_warnings(val["cluster_sizes"] if centroids_set else [], val["embedding_std"])
+            val = points[-1]
+            record.update({f"val_{k}": val[f"val_{k}"] for k in ("clustering_accuracy", "nmi", "cluster_sizes")})
+            record["val_embedding_std"] = val["val_embedding_std"]
+        else:
+            val = evaluate_split(r.model, r.plan.val_url, r.cfg, r.plan.classes, r.comm,
+                                 sample_fraction=epoch_eval_fraction(t.epoch_eval_max_jets, r.plan.n_val))  # fmt: skip
+            record["val_embedding_std"] = val["embedding_std"]
+        sizes = record.get("val_cluster_sizes", [])
+        record["val_warnings"] = collapse_warnings(sizes, record["val_embedding_std"])
         for warning in record["val_warnings"]:
             r.log(f"WARNING epoch {epoch + 1}: {warning}")
+    if points:
+        record["validations"] = points
+    if stopped_by:
+        record["stopped_by"] = stopped_by
+        r.log(f"epoch {epoch + 1}: training ends at step {global_step}: {stopped_by}")
     if collect and r.plan.n_test:
         # The k-means start on the test split too: what the clustering phase adds is measured against it.
         start = evaluate_split(r.model, r.plan.test_url, r.cfg, r.plan.classes, r.comm,
                                sample_fraction=epoch_eval_fraction(t.epoch_eval_max_jets, r.plan.n_test))  # fmt: skip
         record["kmeans_start_test_accuracy"] = start["clustering_accuracy"]
         record["kmeans_start_test_nmi"] = start["nmi"]
-    r.log(f"epoch {epoch + 1}/{t.epochs} " + " ".join(f"{k}={_fmt(v)}" for k, v in record.items() if k != "epoch"))
+    shown = {k: v for k, v in record.items() if k not in ("epoch", "validations")}
+    r.log(f"epoch {epoch + 1}/{r.cfg.train.epochs} " + " ".join(f"{k}={_fmt(v)}" for k, v in shown.items()))
     return record
+
+
+def validation_point(r: Rank, global_step: int) -> dict[str, Any]:
+    """Measure the validation subset now (batch-norm statistics first averaged over ranks): the label-free
+    quantities the stop rule reads (share of jets that changed cluster since the last point, the training
+    clustering loss since then) and the diagnostics (accuracy, centroid-to-jets distances; test with
+    ``train.validate_test``). Appended to ``r.points``; logged as one line."""
+    t = r.cfg.train
+    sync_non_trainable(r.model, r.comm)
+    val = evaluate_split(r.model, r.plan.val_url, r.cfg, r.plan.classes, r.comm,
+                         sample_fraction=epoch_eval_fraction(t.epoch_eval_max_jets, r.plan.n_val),
+                         keep_assignments=True)  # fmt: skip
+    assignments = val.pop("assignments")
+    changed = None
+    if r.val_assignments is not None:
+        same_jets = len(r.val_assignments) == len(assignments)
+        differ = np.count_nonzero(r.val_assignments != assignments) if same_jets else len(assignments)
+        # Collective: jets that changed cluster, and jets, over all ranks.
+        differ, jets = r.comm.sum(np.array([differ, len(assignments)], np.int64), "assignment_change")
+        changed = float(differ / max(jets, 1))
+    r.val_assignments = assignments
+    # Collective: the training clustering loss since the last point, over ranks (None right after k-means).
+    interval = r.comm.mean(np.array([np.mean(r.interval_loss) if r.interval_loss else np.nan]), "interval_loss")[0]
+    r.interval_loss = []
+    point = {
+        "global_step": global_step,
+        "clustering_step": r.clustering_steps(global_step),
+        "clustering_jets": int(r.clustering_jets(global_step)),
+        "alpha": float(r.alpha.numpy()),
+        "clustering_loss_per_jet": None if np.isnan(interval) else float(interval),
+        "assignment_change": changed,
+        "val_clustering_accuracy": val["clustering_accuracy"],
+        "val_nmi": val["nmi"],
+        "val_cluster_sizes": val["cluster_sizes"],
+        "val_embedding_std": val["embedding_std"],
+        "centroid_offsets": val["centroid_offsets"],
+        "cluster_radii": val["cluster_radii"],
+        "centroids": r.model.centroids.numpy().round(6).tolist(),
+    }
+    if t.validate_test and r.plan.n_test:
+        test = evaluate_split(r.model, r.plan.test_url, r.cfg, r.plan.classes, r.comm,
+                              sample_fraction=epoch_eval_fraction(t.epoch_eval_max_jets, r.plan.n_test))  # fmt: skip
+        point.update({"test_clustering_accuracy": test["clustering_accuracy"], "test_nmi": test["nmi"]})
+    r.points.append(point)
+    shown = ("clustering_step", "alpha", "val_clustering_accuracy", "assignment_change", "centroid_offsets")
+    r.log(f"step {global_step} " + " ".join(f"{k}={_fmt(point[k])}" for k in shown))
+    return point
+
+
+def stop_reason(r: Rank) -> str:
+    """Why training ends at the last validation point under ``train.stop_rule`` ("" while it goes on). Every rank
+    reads the same points, so every rank takes the same decision."""
+    t = r.cfg.train
+    if not settled(r.points, t.stop_rule, t.stop_tolerance, t.stop_patience, t.stop_min_clustering_steps):
+        return ""
+    measure = "of the validation jets changed cluster" if t.stop_rule == "assignments" else "clustering loss change"
+    return (
+        f"train.stop_rule={t.stop_rule}: under {t.stop_tolerance:g} {measure} at {t.stop_patience} validation "
+        f"point(s) in a row (clustering step {r.points[-1]['clustering_step']})"
+    )
 
 
 def connect(cfg) -> Any:
@@ -307,21 +445,33 @@ def train_and_evaluate(cfg, plan: TrainingPlan, comm, rank_started_at: float) ->
         r.log(binding)
 
     history: list[dict[str, Any]] = list(plan.history)
+    r.points = validation_points(history)
+    stopped = bool(history) and bool(history[-1].get("stopped_by"))
     if cfg.train.pretrain_epochs == 0 and plan.epochs_done == 0:  # no pre-training pass to reuse: embed once
         candidates = BoundedSample(cfg.train.kmeans_max_jets, cfg.train.seed, cfg.model.z_dim)
         with embedded_batches(r.model, plan.train_url, cfg, r.rank, r.size) as batches:
             for z, _ in batches:
                 candidates.add(z)
         set_centroids_by_kmeans(r.model, candidates, cfg, comm, r.log)
+    if r.points and not stopped:
+        # Resumed: the last point's assignments again (the checkpoint is the model at that point), so the next
+        # point's assignment_change is what it would have been without the interruption.
+        r.val_assignments = evaluate_split(r.model, plan.val_url, cfg, plan.classes, comm, keep_assignments=True,
+            sample_fraction=epoch_eval_fraction(cfg.train.epoch_eval_max_jets, plan.n_val))["assignments"]  # fmt: skip
     for epoch in range(plan.epochs_done, cfg.train.epochs):
+        if stopped:
+            break
         history.append(run_epoch(r, epoch))
+        stopped = bool(history[-1].get("stopped_by"))
         if r.rank == 0:
             state = checkpoint.TrainingState(epoch + 1, history)
             saved = checkpoint.save(plan.run_dir, r.model, r.optimizer, state)
             r.log(f"checkpoint {saved.name} written")
     test = evaluate_split(r.model, plan.test_url, cfg, plan.classes, comm, cfg.evaluate.plot_jets)
     plot = test.pop("plot")
-    metrics = {"split": "test", **test, "epochs": cfg.train.epochs, "num_proc": r.size, "global_batch": r.global_batch}
+    metrics = {"split": "test", **test, "epochs": len(history), "num_proc": r.size, "global_batch": r.global_batch}
+    metrics["global_step"] = int(r.optimizer.iterations.numpy())
+    metrics["stopped_by"] = history[-1].get("stopped_by", "") if history else ""
     metrics["centroids"] = r.model.centroids.numpy().round(6).tolist()
     if r.rank == 0:
         write_run(r.model, cfg, plan, metrics, plot, history)
