@@ -4,7 +4,9 @@
                                             [--seeds 7,8,9] [--results benchmarks/results/accuracy.json]
                                             [section.key=value ...]
     .venv/bin/python benchmarks/accuracy.py --data DATASET_DIR --report-only RUN_DIR [...]
+    .venv/bin/python benchmarks/accuracy.py --data DATASET_DIR --start-from CHECKPOINT_DIR --output RUN_DIR [...]
     .venv/bin/python benchmarks/accuracy.py --readme-table benchmarks/results/accuracy.json
+    .venv/bin/python benchmarks/accuracy.py --compare NAME=RESULTS.json [NAME=RESULTS.json ...] [--plot FILE.png]
 
 Trains through the full stack (Spark local[2] + petastorm + horovod.spark.run) once per seed (run directories
 RUN_DIR-s<seed>; one seed: RUN_DIR itself), then prints one JSON document: per seed the test accuracy / NMI / ARI,
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import time
@@ -44,7 +47,7 @@ POINT_KEYS = (
 )
 
 
-def run_report(run_dir, data_dir, cfg, wall_seconds: float | None) -> dict:
+def run_report(run_dir, data_dir, cfg, wall_seconds: float | None, with_diagnostics: bool = True) -> dict:
     """One finished run: its test metrics, the k-means start, the validation curve and the diagnostics."""
     from ucluster_spark import plots, store
     from ucluster_spark.selection import validation_points
@@ -96,7 +99,7 @@ def run_report(run_dir, data_dir, cfg, wall_seconds: float | None) -> dict:
         "steps_per_epoch": history[0]["global_step"],
         "train_seconds": sum(h["seconds"] for h in history),
         "wall_seconds": wall_seconds,
-        "diagnostics": diagnostics(data_dir, cfg, m, run_dir),
+        "diagnostics": diagnostics(data_dir, cfg, m, run_dir) if with_diagnostics else None,
     }
     points = validation_points(history)
     if points:
@@ -178,8 +181,10 @@ def aggregate(runs: list[dict]) -> dict:
     return out
 
 
-def train_or_resume(cfg) -> float | None:
-    """Train the run directory ``cfg.run.output`` to completion; the wall time, or None if it was already done."""
+def train_or_resume(cfg, start_from: str = "") -> float | None:
+    """Train the run directory ``cfg.run.output`` to completion; the wall time, or None if it was already done.
+    ``start_from``: a checkpoint directory (``RUN/checkpoints/epoch-NNNN``) copied into a fresh run directory
+    first, so that runs with different clustering-phase settings continue one and the same pre-training."""
     from ucluster_spark import checkpoint, store
     from ucluster_spark.driver.launcher import train
     from ucluster_spark.driver.session import get_session
@@ -187,6 +192,12 @@ def train_or_resume(cfg) -> float | None:
     run_dir = Path(cfg.run.output)
     if store.RunLayout(run_dir).metrics.exists():
         return None
+    if start_from and checkpoint.latest(run_dir) is None:
+        source = Path(start_from)
+        if not (source / checkpoint.STATE).is_file():
+            sys.exit(f"--start-from {source}: not a complete checkpoint directory")
+        shutil.copytree(source, checkpoint.checkpoints_dir(run_dir) / source.name)
+        store.atomic_write_text(checkpoint.checkpoints_dir(run_dir) / checkpoint.LATEST, source.name + "\n")
     resume = checkpoint.latest(run_dir) is not None
     print(f"[accuracy] {'resuming' if resume else 'training'} {run_dir}", file=sys.stderr)
     start = time.time()
@@ -238,6 +249,31 @@ def readme_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def comparison(results: dict[str, dict]) -> str:
+    """A table of runs that continue one pre-training with different clustering-phase settings (one seed each):
+    accuracy at the k-means start and by clustering step, how far the centroids sit from their jets at the end,
+    and the test accuracy of the final model on the whole split."""
+    lines = [
+        "| variant | val accuracy: k-means start → each point | test (whole split) | NMI | "
+        "centroid offset / cluster radius at the end | jets changing cluster, last point |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, result in results.items():
+        run = result["runs"][0]
+        points = run["validation_points"]
+        curve = " ".join(f"{p['val_clustering_accuracy']:.3f}" for p in points)
+        last = points[-1]
+        ratios = ", ".join(
+            "–" if o is None else f"{o / r:.1f}" if r else "∞"
+            for o, r in zip(last["centroid_offsets"], last["cluster_radii"], strict=True)
+        )
+        lines.append(
+            f"| {name} | {curve} | {run['test_clustering_accuracy']:.3f} | {run['test_nmi']:.3f} | {ratios} | "
+            f"{_fmt(last['assignment_change'])} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", help="prepared or generated dataset directory")
@@ -246,14 +282,29 @@ def main() -> None:
     parser.add_argument("--seeds", help="comma-separated train.seed values (default: the config's)")
     parser.add_argument("--results", help="also write the JSON here (e.g. benchmarks/results/accuracy.json)")
     parser.add_argument("--report-only", metavar="RUN_DIR", help="skip training: report on a finished run")
+    parser.add_argument("--start-from", metavar="CHECKPOINT", help="continue a checkpoint with these settings")
     parser.add_argument("--readme-table", metavar="RESULTS", help="print the README table of a results file")
+    parser.add_argument("--quick", action="store_true", help="no labelled probes or observable baselines")
+    parser.add_argument("--compare", nargs="+", metavar="NAME=RESULTS", help="table of runs continuing one checkpoint")
+    parser.add_argument("--plot", help="with --compare: also draw their curves into this PNG")
     parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # overrides may stand between options
     if args.readme_table:
         print(readme_table(json.loads(Path(args.readme_table).read_text())))
         return
+    if args.compare:
+        results = {n: json.loads(Path(f).read_text()) for n, f in (item.split("=", 1) for item in args.compare)}
+        if args.plot:
+            from ucluster_spark import plots
+
+            runs = {name: result["runs"][0]["validation_points"] for name, result in results.items()}
+            plots.clustering_comparison(runs, args.plot, reference=ORIGINAL_BY_STEP)
+        print(comparison(results))
+        return
     if not args.data or not (args.output or args.report_only):
         parser.error("--data and --output (or --report-only) are required")
+    if args.start_from and args.seeds and "," in args.seeds:
+        parser.error("--start-from continues one checkpoint: give one seed (the checkpoint's)")
 
     from ucluster_spark import config, store
     from ucluster_spark.baselines import observable_baselines
@@ -270,10 +321,10 @@ def main() -> None:
             args.config, [*args.overrides, f"data.path={args.data}", f"train.seed={seed}", f"run.output={run_dir}"]
         )
         previous = run_dir / "benchmark.json"
-        wall = None if args.report_only else train_or_resume(cfg)
+        wall = None if args.report_only else train_or_resume(cfg, args.start_from or "")
         if wall is None and previous.exists():  # keep the wall time measured when the run trained
             wall = json.loads(previous.read_text()).get("wall_seconds")
-        report = run_report(run_dir, args.data, cfg, wall)
+        report = run_report(run_dir, args.data, cfg, wall, with_diagnostics=not args.quick)
         store.atomic_write_json(previous, report)
         runs.append(report)
         print(f"[accuracy] seed {seed}: test accuracy {report['test_clustering_accuracy']:.4f}", file=sys.stderr)
@@ -282,7 +333,9 @@ def main() -> None:
         "data": {"path": args.data, "train_jets": runs[0]["train_jets"], "test_jets": runs[0]["test_jets"]},
         "config": base_cfg.to_dict(),
         "aggregate": aggregate(runs),
-        "baselines": observable_baselines(args.data, base_cfg.data.classes, seed=base_cfg.train.seed),
+        "baselines": None
+        if args.quick
+        else observable_baselines(args.data, base_cfg.data.classes, base_cfg.train.seed),
         "runs": runs,
     }
     text = json.dumps(results, indent=2)

@@ -48,6 +48,18 @@ def test_each_picture_is_a_complete_png_and_leaves_no_temporary_file(tmp_path):
         },
     }
     plots.scaling(report, tmp_path / "s.png")
+    points = [
+        {"clustering_step": 50 * i, "val_clustering_accuracy": 0.5 + 0.02 * i, "test_clustering_accuracy": 0.5,
+         "assignment_change": None if i == 0 else 0.1 / i, "centroid_offsets": [0.01, None, 0.02],
+         "cluster_radii": [0.01, None, 0.03]}
+        for i in range(4)
+    ]  # fmt: skip
+    by_step = [{"epoch": 0}, {"epoch": 1, "validations": points[:2]}, {"epoch": 2, "validations": points[2:],
+               "stopped_by": "train.stop_rule=assignments"}]  # fmt: skip
+    plots.clustering_by_step(by_step, tmp_path / "b.png", reference=[(60, 0.52), (120, 0.6)])
+    plots.clustering_by_step([{"epoch": 0}], tmp_path / "b_empty.png")  # pre-training only: empty panels, no error
+    plots.clustering_comparison({"a": points, "b": points[:2]}, tmp_path / "v.png", reference=[(60, 0.52)])
     written = sorted(p.name for p in tmp_path.iterdir())
-    assert written == ["c.png", "e.png", "e_unlabelled.png", "m.png", "s.png", "t.png"]
+    expected = ["b.png", "b_empty.png", "c.png", "e.png", "e_unlabelled.png", "m.png", "s.png", "t.png", "v.png"]
+    assert written == expected
     assert all((tmp_path / name).read_bytes()[:8] == PNG for name in written)

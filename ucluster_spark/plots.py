@@ -191,6 +191,38 @@ def clustering_by_step(history: list[dict[str, Any]], path, reference: Sequence[
     return store.local_path(path)
 
 
+def clustering_comparison(
+    runs: dict[str, list[dict[str, Any]]], path, reference: Sequence[tuple[float, float]] = ()
+) -> Path:
+    """Several runs' validation points (name -> points): validation and test accuracy by clustering step beside a
+    reference run's (step, accuracy) pairs, and each run's largest centroid offset in units of its cluster's
+    rms radius."""
+    with _figure(path, 1, 2, width=6.0) as (fig, (accuracy, offsets)):
+        for i, (name, points) in enumerate(runs.items()):
+            steps = [p["clustering_step"] for p in points]
+            accuracy.plot(steps, [p["val_clustering_accuracy"] for p in points], marker=".", color=f"C{i}",
+                          label=f"{name} (validation)")  # fmt: skip
+            tested = [p for p in points if p.get("test_clustering_accuracy") is not None]
+            accuracy.plot([p["clustering_step"] for p in tested], [p["test_clustering_accuracy"] for p in tested],
+                          ls=":", color=f"C{i}", label=f"{name} (test)")  # fmt: skip
+            worst = [
+                max((o / r for o, r in zip(p["centroid_offsets"], p["cluster_radii"], strict=True) if o and r),
+                    default=np.nan)
+                for p in points
+            ]  # fmt: skip
+            offsets.plot(steps, worst, marker=".", color=f"C{i}", label=name)
+        if reference:
+            accuracy.plot(*zip(*reference, strict=True), marker="s", ls="--", color="grey", label="reference run")
+        accuracy.set_xscale("symlog", linthresh=100)
+        accuracy.set_title("clustering accuracy by clustering step")
+        offsets.set_yscale("log")
+        offsets.set_title("largest centroid offset / its cluster's rms radius")
+        for ax in (accuracy, offsets):
+            ax.set_xlabel("clustering steps")
+            ax.legend(fontsize=7)
+    return store.local_path(path)
+
+
 def _nan(value: float | None) -> float:
     return np.nan if value is None else value
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -50,11 +50,11 @@ from ucluster_spark.executor.rank.environment import (
     usable_cores,
 )
 from ucluster_spark.executor.rank.evaluation import embedded_batches, evaluate_split, nearest_centroid, write_run
+from ucluster_spark.executor.rank.validation import ValidationTrack, sync_non_trainable
 from ucluster_spark.executor.reader import shard_size, training_batches
 from ucluster_spark.metrics import collapse_warnings
 from ucluster_spark.plan import EpochPlan, TrainingPlan, epoch_eval_fraction
 from ucluster_spark.schema import CONSTITUENTS, feature_names
-from ucluster_spark.selection import settled, validation_points
 
 
 def make_optimizer(cfg, model, workers: int, steps_per_epoch: int):
@@ -162,12 +162,7 @@ class Rank:
     train_step: Any
     epoch_plan: EpochPlan
     bn_momentum: Any
-    points: list[dict[str, Any]] = field(default_factory=list)
-    """Every validation point so far (``history[*].validations``), for the stop rule."""
-    val_assignments: np.ndarray | None = None
-    """This rank's cluster of each validation jet at the last point (what ``assignment_change`` compares)."""
-    interval_loss: list[float] = field(default_factory=list)
-    """This rank's clustering loss per jet of every step since the last point."""
+    track: ValidationTrack
 
     @property
     def rank(self) -> int:
@@ -185,6 +180,10 @@ class Rank:
         """A validation point inside the epoch (``train.validate_every_steps``); the epoch's end has its own."""
         every = self.cfg.train.validate_every_steps
         return bool(self.plan.n_val and every and not last_step and global_step % every == 0)
+
+    def validation_point(self, global_step: int) -> dict[str, Any]:
+        return self.track.measure(self.model, global_step, self.clustering_steps(global_step),
+                                  self.clustering_jets(global_step), float(self.alpha.numpy()))  # fmt: skip
 
     def clustering_steps(self, global_step: int) -> int:
         """Optimizer steps taken with the clustering loss on, after ``global_step`` steps in all."""
@@ -230,6 +229,7 @@ def start_rank(cfg, plan: TrainingPlan, comm) -> Rank:
     state = Rank(
         cfg, plan, comm, log, model, optimizer, schedule, alpha, beta,
         make_train_step(model, optimizer, cfg, alpha, beta, comm, bn_momentum), epoch_plan, bn_momentum[0],
+        ValidationTrack(cfg, plan, comm, log),
     )  # fmt: skip
     log(
         f"{size} rank(s) ({comm.name}), batch {t.batch_size}/rank = {state.global_batch} global, "
@@ -271,7 +271,7 @@ def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
             sums += means
             steps_done += 1
             if clustering:
-                r.interval_loss.append(float(means[2]))
+                r.track.interval_loss.append(float(means[2]))
             if collect:
                 pooled.add(z.numpy())
             if moments is not None:
@@ -279,8 +279,8 @@ def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
                 moments.add(z, nearest_centroid(z, r.model.centroids.numpy()))
             global_step = first_step + step + 1
             if clustering and r.validation_due(global_step, last_step=step + 1 == r.epoch_plan.steps):
-                points.append(validation_point(r, global_step))
-                if stopped_by := stop_reason(r):
+                points.append(r.validation_point(global_step))
+                if stopped_by := r.track.stop_reason():
                     break
     seconds, cpu_seconds = time.time() - start, time.process_time() - cpu_start
     sync_non_trainable(r.model, r.comm)
@@ -324,8 +324,8 @@ def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
     if r.plan.n_val:
         centroids_set = epoch >= t.pretrain_epochs - 1  # before that they are still random
         if centroids_set and not stopped_by:  # the epoch's last point: after any re-seeding, as checkpointed
-            points.append(validation_point(r, global_step))
-            stopped_by = stop_reason(r) if clustering else ""
+            points.append(r.validation_point(global_step))
+            stopped_by = r.track.stop_reason() if clustering else ""
         if centroids_set:
             val = points[-1]
             record.update({f"val_{k}": val[f"val_{k}"] for k in ("clustering_accuracy", "nmi", "cluster_sizes")})
@@ -352,66 +352,6 @@ def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
     shown = {k: v for k, v in record.items() if k not in ("epoch", "validations")}
     r.log(f"epoch {epoch + 1}/{r.cfg.train.epochs} " + " ".join(f"{k}={_fmt(v)}" for k, v in shown.items()))
     return record
-
-
-def validation_point(r: Rank, global_step: int) -> dict[str, Any]:
-    """Measure the validation subset now (batch-norm statistics first averaged over ranks): the label-free
-    quantities the stop rule reads (share of jets that changed cluster since the last point, the training
-    clustering loss since then) and the diagnostics (accuracy, centroid-to-jets distances; test with
-    ``train.validate_test``). Appended to ``r.points``; logged as one line."""
-    t = r.cfg.train
-    sync_non_trainable(r.model, r.comm)
-    val = evaluate_split(r.model, r.plan.val_url, r.cfg, r.plan.classes, r.comm,
-                         sample_fraction=epoch_eval_fraction(t.epoch_eval_max_jets, r.plan.n_val),
-                         keep_assignments=True)  # fmt: skip
-    assignments = val.pop("assignments")
-    changed = None
-    if r.val_assignments is not None:
-        same_jets = len(r.val_assignments) == len(assignments)
-        differ = np.count_nonzero(r.val_assignments != assignments) if same_jets else len(assignments)
-        # Collective: jets that changed cluster, and jets, over all ranks.
-        differ, jets = r.comm.sum(np.array([differ, len(assignments)], np.int64), "assignment_change")
-        changed = float(differ / max(jets, 1))
-    r.val_assignments = assignments
-    # Collective: the training clustering loss since the last point, over ranks (None right after k-means).
-    interval = r.comm.mean(np.array([np.mean(r.interval_loss) if r.interval_loss else np.nan]), "interval_loss")[0]
-    r.interval_loss = []
-    point = {
-        "global_step": global_step,
-        "clustering_step": r.clustering_steps(global_step),
-        "clustering_jets": int(r.clustering_jets(global_step)),
-        "alpha": float(r.alpha.numpy()),
-        "clustering_loss_per_jet": None if np.isnan(interval) else float(interval),
-        "assignment_change": changed,
-        "val_clustering_accuracy": val["clustering_accuracy"],
-        "val_nmi": val["nmi"],
-        "val_cluster_sizes": val["cluster_sizes"],
-        "val_embedding_std": val["embedding_std"],
-        "centroid_offsets": val["centroid_offsets"],
-        "cluster_radii": val["cluster_radii"],
-        "centroids": r.model.centroids.numpy().round(6).tolist(),
-    }
-    if t.validate_test and r.plan.n_test:
-        test = evaluate_split(r.model, r.plan.test_url, r.cfg, r.plan.classes, r.comm,
-                              sample_fraction=epoch_eval_fraction(t.epoch_eval_max_jets, r.plan.n_test))  # fmt: skip
-        point.update({"test_clustering_accuracy": test["clustering_accuracy"], "test_nmi": test["nmi"]})
-    r.points.append(point)
-    shown = ("clustering_step", "alpha", "val_clustering_accuracy", "assignment_change", "centroid_offsets")
-    r.log(f"step {global_step} " + " ".join(f"{k}={_fmt(point[k])}" for k in shown))
-    return point
-
-
-def stop_reason(r: Rank) -> str:
-    """Why training ends at the last validation point under ``train.stop_rule`` ("" while it goes on). Every rank
-    reads the same points, so every rank takes the same decision."""
-    t = r.cfg.train
-    if not settled(r.points, t.stop_rule, t.stop_tolerance, t.stop_patience, t.stop_min_clustering_steps):
-        return ""
-    measure = "of the validation jets changed cluster" if t.stop_rule == "assignments" else "clustering loss change"
-    return (
-        f"train.stop_rule={t.stop_rule}: under {t.stop_tolerance:g} {measure} at {t.stop_patience} validation "
-        f"point(s) in a row (clustering step {r.points[-1]['clustering_step']})"
-    )
 
 
 def connect(cfg) -> Any:
@@ -445,7 +385,6 @@ def train_and_evaluate(cfg, plan: TrainingPlan, comm, rank_started_at: float) ->
         r.log(binding)
 
     history: list[dict[str, Any]] = list(plan.history)
-    r.points = validation_points(history)
     stopped = bool(history) and bool(history[-1].get("stopped_by"))
     if cfg.train.pretrain_epochs == 0 and plan.epochs_done == 0:  # no pre-training pass to reuse: embed once
         candidates = BoundedSample(cfg.train.kmeans_max_jets, cfg.train.seed, cfg.model.z_dim)
@@ -453,11 +392,8 @@ def train_and_evaluate(cfg, plan: TrainingPlan, comm, rank_started_at: float) ->
             for z, _ in batches:
                 candidates.add(z)
         set_centroids_by_kmeans(r.model, candidates, cfg, comm, r.log)
-    if r.points and not stopped:
-        # Resumed: the last point's assignments again (the checkpoint is the model at that point), so the next
-        # point's assignment_change is what it would have been without the interruption.
-        r.val_assignments = evaluate_split(r.model, plan.val_url, cfg, plan.classes, comm, keep_assignments=True,
-            sample_fraction=epoch_eval_fraction(cfg.train.epoch_eval_max_jets, plan.n_val))["assignments"]  # fmt: skip
+    if not stopped:
+        r.track.resume(r.model, history)
     for epoch in range(plan.epochs_done, cfg.train.epochs):
         if stopped:
             break
@@ -522,16 +458,6 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return json.dumps(value)
-
-
-def sync_non_trainable(model, comm) -> None:
-    """Average batch-norm moving statistics over ranks: each rank updated them with its own batches only,
-    and inference (k-means input, evaluation, the saved model) must be the same function on every rank."""
-    for i, variable in enumerate(model.non_trainable_variables):
-        if variable.dtype.is_integer:  # step counters (StepSeededDropout): already equal on every rank
-            continue
-        # Collective: one averaged copy everywhere.
-        variable.assign(comm.mean(variable.numpy(), f"non_trainable_{i}"))
 
 
 def set_centroids_by_kmeans(model, candidates: BoundedSample, cfg, comm, log: ProgressLog) -> float:
