@@ -219,6 +219,10 @@ def test_runs_are_logged_to_mlflow_when_it_is_configured(finished_run, evaluatio
     trained = client.get_run(tracking.log_training(run_dir))
     assert trained.data.params["train.epochs"] == "2" and trained.data.params["data.classes"] == '["w", "z", "t"]'
     assert [m.step for m in client.get_metric_history(trained.info.run_id, "focal_loss")] == [1, 2]
+    points = [p for h in json.loads((run_dir / "history.json").read_text()) for p in h.get("validations", [])]
+    by_step = client.get_metric_history(trained.info.run_id, "by_step_val_clustering_accuracy")
+    assert [(m.step, m.value) for m in by_step] == [(p["global_step"], p["val_clustering_accuracy"]) for p in points]
+    assert len(points) == 2 and "by_step_largest_centroid_offset" in trained.data.metrics  # k-means start, epoch 2
     run_metrics = json.loads((run_dir / "metrics.json").read_text())
     assert trained.data.metrics["test_clustering_accuracy"] == pytest.approx(run_metrics["clustering_accuracy"])
     assert "plots/train/training_curves.png" in {a.path for a in client.list_artifacts(trained.info.run_id,

@@ -33,6 +33,7 @@ EPOCH_KEYS = (
     "val_nmi",
 )
 FINAL_KEYS = ("clustering_accuracy", "nmi", "ari", "n_jets")
+POINT_KEYS = ("val_clustering_accuracy", "test_clustering_accuracy", "assignment_change", "alpha")
 
 
 def enabled() -> bool:
@@ -57,6 +58,15 @@ def epoch_metrics(record: dict[str, Any]) -> dict[str, float]:
     return found
 
 
+def point_metrics(point: dict[str, Any]) -> dict[str, float]:
+    """The numbers of one validation point (``history[*].validations``), logged by optimizer step."""
+    found = {f"by_step_{k}": float(point[k]) for k in POINT_KEYS if point.get(k) is not None}
+    offsets = [o for o in point.get("centroid_offsets", []) if o is not None]
+    if offsets:
+        found["by_step_largest_centroid_offset"] = float(max(offsets))
+    return found
+
+
 def _log_training(mlflow, run_dir: Path) -> None:
     layout = store.RunLayout(run_dir)
     mlflow.log_params(flat_params(store.read_json(layout.model_config)))
@@ -64,6 +74,9 @@ def _log_training(mlflow, run_dir: Path) -> None:
         finished_ms = int(1000 * (record["started_at"] + record["seconds"]))
         for key, value in epoch_metrics(record).items():
             mlflow.log_metric(key, value, step=record["epoch"] + 1, timestamp=finished_ms)
+        for point in record.get("validations", []):
+            for key, value in point_metrics(point).items():
+                mlflow.log_metric(key, value, step=point["global_step"], timestamp=finished_ms)
     final = store.read_json(layout.metrics)
     mlflow.log_metrics({f"test_{k}": float(final[k]) for k in FINAL_KEYS})
     if layout.plots.is_dir():
