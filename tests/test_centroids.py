@@ -116,6 +116,7 @@ def test_minibatch_kmeans_brings_the_centroids_to_the_clusters_means():
     import tensorflow as tf
 
     from ucluster_spark.executor.centroids import batch_cluster_sums, minibatch_kmeans_step
+    from ucluster_spark.executor.losses import squared_distances
 
     rng = np.random.default_rng(4)
     means = np.array([[0.0, 0.0], [4.0, 0.0], [0.0, 4.0]])
@@ -123,7 +124,8 @@ def test_minibatch_kmeans_brings_the_centroids_to_the_clusters_means():
     counted = tf.zeros(3)
     for _ in range(300):
         z = tf.constant(means[rng.integers(0, 3, 64)] + rng.normal(0, 0.3, (64, 2)), tf.float32)
-        centroids, counted = minibatch_kmeans_step(centroids, counted, batch_cluster_sums(z, centroids), 0.99)
+        sums = batch_cluster_sums(z, squared_distances(z, centroids))
+        centroids, counted = minibatch_kmeans_step(centroids, counted, sums, 0.99)
     np.testing.assert_allclose(centroids.numpy(), means, atol=0.05)
     assert float(tf.reduce_max(counted)) <= 64 / (1 - 0.99)
 
@@ -132,11 +134,13 @@ def test_minibatch_kmeans_follows_a_moving_cluster_and_leaves_an_empty_one_alone
     import tensorflow as tf
 
     from ucluster_spark.executor.centroids import batch_cluster_sums, minibatch_kmeans_step
+    from ucluster_spark.executor.losses import squared_distances
 
     centroids, counted = tf.constant([[0.0, 0.0], [10.0, 10.0]]), tf.zeros(2)
     for step in range(400):  # cluster 0 drifts by 0.005 per step; no jet ever comes near centroid 1
         z = tf.fill([32, 2], 0.005 * step)
-        centroids, counted = minibatch_kmeans_step(centroids, counted, batch_cluster_sums(z, centroids), 0.95)
+        sums = batch_cluster_sums(z, squared_distances(z, centroids))
+        centroids, counted = minibatch_kmeans_step(centroids, counted, sums, 0.95)
     # With decay 0.95 the centroid lags its cluster by ~ drift x (1 / (1 - decay) - 1) = 0.095.
     assert abs(float(centroids[0, 0]) - 0.005 * 399) < 0.11
     np.testing.assert_array_equal(centroids[1].numpy(), [10.0, 10.0])
@@ -147,7 +151,8 @@ def test_batch_cluster_sums_counts_and_sums_each_nearest_centroid():
     import tensorflow as tf
 
     from ucluster_spark.executor.centroids import batch_cluster_sums
+    from ucluster_spark.executor.losses import squared_distances
 
     z = tf.constant([[0.1, 0.0], [0.0, 0.2], [5.0, 5.0]])
-    sums = batch_cluster_sums(z, tf.constant([[0.0, 0.0], [5.0, 4.0], [9.0, 9.0]])).numpy()
+    sums = batch_cluster_sums(z, squared_distances(z, tf.constant([[0.0, 0.0], [5.0, 4.0], [9.0, 9.0]]))).numpy()
     np.testing.assert_allclose(sums, [[2, 0.1, 0.2], [1, 5.0, 5.0], [0, 0, 0]], atol=1e-6)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ucluster_spark import store
+from ucluster_spark.selection import validation_points
 
 MASS_EDGES = np.linspace(0.0, 300.0, 61)
 """Jet-mass histogram bins (GeV) of the per-cluster mass plot: W, Z and top peaks at 80, 91 and 173."""
@@ -156,7 +157,7 @@ def clustering_by_step(history: list[dict[str, Any]], path, reference: Sequence[
     (validation, and test where it was scored; ``reference``: (step, accuracy) pairs of another run to compare
     with), the distance of each centroid to the mean of its jets against the jets' own spread, and the share of
     jets that changed cluster between points (what the ``assignments`` stop rule reads)."""
-    points = [p for h in history for p in h.get("validations", [])]
+    points = validation_points(history)
     steps = [p["clustering_step"] for p in points]
     stopped = next((h for h in history if h.get("stopped_by")), None)
     with _figure(path, 1, 3, width=5.0) as (fig, (quality, offsets, change)):

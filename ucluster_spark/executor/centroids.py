@@ -45,11 +45,10 @@ class ClusterMoments:
         return cls(values[:k], values[k : k + k * d].reshape(k, d), values[k + k * d :].reshape(k, d, d))
 
 
-def batch_cluster_sums(z: tf.Tensor, centroids: tf.Tensor) -> tf.Tensor:
-    """(K, D + 1): per nearest centroid, the jets' count and the sum of their z: what ranks add up for one
-    mini-batch k-means step."""
-    nearest = tf.argmin(tf.reduce_sum(tf.square(z[:, None, :] - centroids[None, :, :]), axis=-1), axis=1)
-    one_hot = tf.one_hot(nearest, tf.shape(centroids)[0], dtype=z.dtype)  # (B, K)
+def batch_cluster_sums(z: tf.Tensor, distances: tf.Tensor) -> tf.Tensor:
+    """(K, D + 1): per nearest centroid (``distances``: (B, K) squared distances, as the model returns them), the
+    jets' count and the sum of their z: what ranks add up for one mini-batch k-means step."""
+    one_hot = tf.one_hot(tf.argmin(distances, axis=1), tf.shape(distances)[1], dtype=z.dtype)  # (B, K)
     return tf.concat([tf.reduce_sum(one_hot, axis=0)[:, None], tf.transpose(one_hot) @ z], axis=1)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ucluster_spark import plots, store
+from ucluster_spark.executor.centroids import ClusterMoments
 from ucluster_spark.executor.reader import evaluation_batches
 from ucluster_spark.metrics import contingency, summarize
 from ucluster_spark.plan import TrainingPlan
@@ -83,7 +84,7 @@ def evaluate_split(
     take = -(-plot_jets // size)  # this rank's share of the plot sample: its first jets
     counts = np.zeros((k, len(classes)), np.int64)
     moments = np.zeros(1 + 2 * dim, np.float64)
-    per_cluster = np.zeros((k, dim + 1), np.float64)  # sum of z and of |z|^2 per cluster
+    per_cluster = ClusterMoments.zeros(k, dim)
     histograms = plots.mass_histogram(np.zeros(0), np.zeros(0), k)
     sample: list[np.ndarray] = []
     assignments: list[np.ndarray] = []
@@ -95,7 +96,7 @@ def evaluate_split(
             counts += contingency(clusters, labels, k, len(classes))
             z64 = z.astype(np.float64)
             moments += np.concatenate([[len(z)], z64.sum(axis=0), np.square(z64).sum(axis=0)])
-            np.add.at(per_cluster, clusters, np.column_stack([z64, np.square(z64).sum(axis=1)]))
+            per_cluster.add(z64, clusters)
             if keep_assignments:
                 assignments.append(clusters.astype(np.int8))
             if plot_jets:
@@ -106,14 +107,14 @@ def evaluate_split(
     # Collective: counts and moments summed over ranks (exact: no per-batch averaging).
     counts = comm.sum(counts, "eval_counts")
     moments = comm.sum(moments, "eval_moments")
-    per_cluster = comm.sum(per_cluster, "eval_cluster_moments")
+    per_cluster = ClusterMoments.from_flat(comm.sum(per_cluster.flat(), "eval_cluster_moments"), k, dim)
     n = max(moments[0], 1.0)
     mean = moments[1 : 1 + dim] / n
     std = np.sqrt(np.maximum(moments[1 + dim :] / n - mean**2, 0.0))
     result = summarize(counts, classes)
     result["embedding_mean"] = mean.round(6).tolist()
     result["embedding_std"] = std.round(6).tolist()
-    result["centroid_offsets"], result["cluster_radii"] = centroid_offsets(centroids, counts.sum(axis=1), per_cluster)
+    result["centroid_offsets"], result["cluster_radii"] = centroid_offsets(centroids, per_cluster)
     if keep_assignments:
         result["assignments"] = np.concatenate(assignments) if assignments else np.zeros(0, np.int8)
     if plot_jets:
@@ -130,21 +131,19 @@ def evaluate_split(
     return result
 
 
-def centroid_offsets(
-    centroids: np.ndarray, sizes: np.ndarray, per_cluster: np.ndarray
-) -> tuple[list[float | None], list[float | None]]:
+def centroid_offsets(centroids: np.ndarray, moments: ClusterMoments) -> tuple[list[float | None], list[float | None]]:
     """Per cluster: the distance from its centroid to the mean of its jets, and the jets' root-mean-square
-    distance to that mean (``per_cluster``: sums of z and of |z|^2 per cluster). None for an empty cluster."""
+    distance to that mean. None for an empty cluster."""
     offsets: list[float | None] = []
     radii: list[float | None] = []
-    for centroid, n, sums in zip(centroids, sizes, per_cluster, strict=True):
+    for centroid, n, sums, outer in zip(centroids, moments.counts, moments.sums, moments.outer, strict=True):
         if n == 0:
             offsets.append(None)
             radii.append(None)
             continue
-        mean = sums[:-1] / n
+        mean = sums / n
         offsets.append(round(float(np.linalg.norm(centroid - mean)), 6))
-        radii.append(round(float(np.sqrt(max(sums[-1] / n - mean @ mean, 0.0))), 6))
+        radii.append(round(float(np.sqrt(max(np.trace(outer) / n - mean @ mean, 0.0))), 6))
     return offsets, radii
 
 

@@ -134,7 +134,7 @@ def make_train_step(model, optimizer, cfg, alpha, beta, comm=None, bn_momentum=N
         if update == "sgd":
             model.centroids.assign_sub(cfg.train.centroid_learning_rate * grads[centroid_index])
         elif update == "kmeans":
-            sums = batch_cluster_sums(tf.stop_gradient(out["z"]), model.centroids)
+            sums = batch_cluster_sums(tf.stop_gradient(out["z"]), out["distances"])
             sums = comm.sum_in_step(sums, "centroid_cluster_sums")  # Collective: the global batch's sums.
             decay = cfg.train.centroid_decay
             moved, counted = minibatch_kmeans_step(model.centroids, model.centroid_counts, sums, decay)
@@ -350,7 +350,7 @@ def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
         record["kmeans_start_test_accuracy"] = start["clustering_accuracy"]
         record["kmeans_start_test_nmi"] = start["nmi"]
     shown = {k: v for k, v in record.items() if k not in ("epoch", "validations")}
-    r.log(f"epoch {epoch + 1}/{r.cfg.train.epochs} " + " ".join(f"{k}={_fmt(v)}" for k, v in shown.items()))
+    r.log(f"epoch {epoch + 1}/{t.epochs} " + " ".join(f"{k}={_fmt(v)}" for k, v in shown.items()))
     return record
 
 
