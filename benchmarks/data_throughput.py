@@ -113,7 +113,7 @@ def training_step_rate(batch_size: int, steps: int) -> float:
 
     import tensorflow as tf  # isort: skip
     from ucluster_spark.executor.model import build_model
-    from ucluster_spark.executor.rank.loop import make_batch_norm_schedule, make_optimizer, make_train_step
+    from ucluster_spark.executor.rank.step import make_batch_norm_schedule, make_optimizer, make_train_step
     from ucluster_spark.schema import CONSTITUENTS, MASS
 
     cfg = config.load(None)

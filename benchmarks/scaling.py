@@ -59,7 +59,7 @@ def bare_loop(cfg, train_dir: str, threads: int) -> dict[str, Any]:
     from ucluster_spark.executor.losses import alpha_for_epoch
     from ucluster_spark.executor.model import build_model
     from ucluster_spark.executor.rank.environment import configure_threads
-    from ucluster_spark.executor.rank.loop import make_batch_norm_schedule, make_optimizer, make_train_step
+    from ucluster_spark.executor.rank.step import make_batch_norm_schedule, make_optimizer, make_train_step
     from ucluster_spark.schema import CONSTITUENTS, feature_names
 
     t, d = cfg.train, cfg.data

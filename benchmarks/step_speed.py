@@ -41,7 +41,7 @@ def one_process(jit: bool, steps: int, batch_size: int) -> dict:
     from ucluster_spark import config
     from ucluster_spark.executor.model import build_model
     from ucluster_spark.executor.rank.environment import configure_threads
-    from ucluster_spark.executor.rank.loop import make_batch_norm_schedule, make_optimizer, make_train_step
+    from ucluster_spark.executor.rank.step import make_batch_norm_schedule, make_optimizer, make_train_step
     from ucluster_spark.schema import CONSTITUENTS, MASS
 
     cfg = config.load(None)

@@ -154,7 +154,7 @@ def test_the_train_step_weighs_the_losses_as_the_original_ran():
     from tests.conftest import synthetic_jets
     from ucluster_spark import config
     from ucluster_spark.executor.model import build_model
-    from ucluster_spark.executor.rank.loop import make_optimizer, make_train_step
+    from ucluster_spark.executor.rank.step import make_optimizer, make_train_step
     from ucluster_spark.schema import CONSTITUENTS, MASS
 
     cfg = config.load(None, ["model.mlp1=[8,16]", "model.gap2_features=16", "model.mlp2=[16,16]",
@@ -191,7 +191,7 @@ def _tiny_step(update, **train):
     from tests.conftest import synthetic_jets
     from ucluster_spark import config
     from ucluster_spark.executor.model import build_model
-    from ucluster_spark.executor.rank.loop import make_optimizer, make_train_step
+    from ucluster_spark.executor.rank.step import make_optimizer, make_train_step
     from ucluster_spark.schema import CONSTITUENTS, MASS
 
     cfg = config.load(None, ["model.mlp1=[8,16]", "model.gap2_features=16", "model.mlp2=[16,16]",

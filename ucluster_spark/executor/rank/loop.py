@@ -15,30 +15,10 @@ import tensorflow as tf
 
 from ucluster_spark import checkpoint
 from ucluster_spark.config import Config
-from ucluster_spark.executor.centroids import (
-    BoundedSample,
-    ClusterMoments,
-    batch_cluster_sums,
-    kmeans_centroids,
-    minibatch_kmeans_step,
-    reseed_starved_centroids,
-)
-from ucluster_spark.executor.layers import share_batch_norm_momentum
-from ucluster_spark.executor.losses import (
-    HalvingSchedule,
-    alpha_for_epoch,
-    alpha_for_jets,
-    balanced_clustering_loss_per_jet,
-    batch_norm_momentum,
-    cluster_balance_penalty,
-    clustering_loss_per_jet,
-    focal_loss,
-    mass_bin,
-    reduce_clustering_loss,
-    schedule_steps,
-)
+from ucluster_spark.executor.centroids import BoundedSample, ClusterMoments, kmeans_centroids, reseed_starved_centroids
+from ucluster_spark.executor.losses import alpha_for_epoch, alpha_for_jets
 from ucluster_spark.executor.model import build_model
-from ucluster_spark.executor.rank.collectives import HorovodCollectives, LocalCollectives, StrategyCollectives
+from ucluster_spark.executor.rank.collectives import HorovodCollectives, StrategyCollectives
 from ucluster_spark.executor.rank.environment import (
     ProgressLog,
     bind_rank_to_cores,
@@ -50,100 +30,12 @@ from ucluster_spark.executor.rank.environment import (
     usable_cores,
 )
 from ucluster_spark.executor.rank.evaluation import embedded_batches, evaluate_split, nearest_centroid, write_run
+from ucluster_spark.executor.rank.step import make_batch_norm_schedule, make_optimizer, make_train_step
 from ucluster_spark.executor.rank.validation import ValidationTrack, sync_non_trainable
 from ucluster_spark.executor.reader import shard_size, training_batches
 from ucluster_spark.metrics import collapse_warnings
 from ucluster_spark.plan import EpochPlan, TrainingPlan, epoch_eval_fraction
-from ucluster_spark.schema import CONSTITUENTS, feature_names
-
-
-def make_optimizer(cfg, model, workers: int, steps_per_epoch: int):
-    """Adam on the halving schedule; the learning-rate scaling rule (``scale_lr_by_workers``) is explicit."""
-    t = cfg.train
-    lr0 = t.learning_rate * (workers if t.scale_lr_by_workers else 1)
-    period = schedule_steps(t.lr_halve_every, t.pretrain_epochs, steps_per_epoch)
-    schedule = HalvingSchedule(lr0, period, t.lr_floor)
-    optimizer = tf.keras.optimizers.Adam(schedule)
-    optimizer.build(model.trainable_variables)
-    return schedule, optimizer
-
-
-def make_batch_norm_schedule(cfg, model, steps_per_epoch: int):
-    """One momentum variable shared by every batch norm of ``model`` and a function of the optimizer step that gives
-    its value (the original's 0.5 rising to 0.99), assigned at the start of every step."""
-    t = cfg.train
-    period = schedule_steps(t.bn_momentum_halve_every, t.pretrain_epochs, steps_per_epoch)
-    momentum = tf.Variable(t.bn_momentum_start, trainable=False, dtype=tf.float32, name="bn_momentum")
-    share_batch_norm_momentum(model, momentum)
-
-    def at_step(step):
-        return batch_norm_momentum(step, t.bn_momentum_start, t.bn_momentum_max, period)
-
-    return momentum, at_step
-
-
-def make_train_step(model, optimizer, cfg, alpha, beta, comm=None, bn_momentum=None):
-    """One optimisation step on L = focal_weight * focal(aux) + beta * clustering(alpha) [+ balance prior], its
-    gradient scaled by ``weight`` (``EpochPlan.gradient_weights``) and averaged over ranks by ``comm`` (None: this
-    process alone): a ``tf.function`` of (batch, weight) returning ([loss, focal, mean clustering loss per jet],
-    z). With ``bn_momentum`` = (variable, function of the step), the batch-norm momentum follows its schedule. The
-    centroids move as ``train.centroid_update`` says, and only while the clustering loss is on (beta > 0). The
-    scaling benchmark's bare loop runs the same step."""
-    d, lc, update = cfg.data, cfg.loss, cfg.train.centroid_update
-    comm = comm or LocalCollectives()
-    variables = model.trainable_variables
-    network = [i for i, v in enumerate(variables) if v is not model.centroids]
-    centroid_index = next(i for i, v in enumerate(variables) if v is model.centroids)
-    n_features = len(feature_names(d.feature_set))
-    signature = (
-        {
-            CONSTITUENTS: tf.TensorSpec([None, d.max_constituents, n_features], tf.float32),
-            **{c: tf.TensorSpec([None], tf.float32) for c in d.aux_mass_columns},
-        },
-        tf.TensorSpec([], tf.float32),
-    )
-
-    # One trace whatever the batch size (they differ by one jet between steps): every rank's step is the same
-    # graph, so its collectives line up with its peers' from the first step on.
-    @tf.function(input_signature=signature)
-    def train_step(batch, weight):
-        if bn_momentum is not None:
-            variable, at_step = bn_momentum
-            variable.assign(at_step(optimizer.iterations))
-        with tf.GradientTape() as tape:
-            out = model(batch[CONSTITUENTS], training=True)
-            masses = tf.stack([batch[c] for c in d.aux_mass_columns], axis=-1)  # (B, targets)
-            target = mass_bin(masses, d.mass_bins, d.mass_bin_edges_max)
-            focal = focal_loss(target, out["aux_logits"], lc.focal_gamma)
-            if lc.assignment == "sinkhorn":
-                per_jet = balanced_clustering_loss_per_jet(out["z"], model.centroids, alpha, lc.sinkhorn_iterations)
-            else:
-                per_jet = clustering_loss_per_jet(out["z"], model.centroids, alpha)
-            clustering = reduce_clustering_loss(per_jet, lc.clustering_reduction)
-            loss = lc.focal_weight * focal + beta * clustering
-            if lc.balance_weight:
-                balance = cluster_balance_penalty(out["distances"], alpha)
-                loss += tf.sign(beta) * lc.balance_weight * balance  # only while the clustering loss is on
-            weighted = loss * weight
-        # Collective: gradients averaged over ranks.
-        grads = comm.gradients(tape, weighted, variables)
-        if update == "adam":  # as run: the centroids are the optimizer's like every weight
-            optimizer.apply_gradients(zip(grads, variables, strict=True))
-        else:
-            optimizer.apply_gradients([(grads[i], variables[i]) for i in network])
-        if update == "sgd":
-            model.centroids.assign_sub(cfg.train.centroid_learning_rate * grads[centroid_index])
-        elif update == "kmeans":
-            sums = batch_cluster_sums(tf.stop_gradient(out["z"]), out["distances"])
-            sums = comm.sum_in_step(sums, "centroid_cluster_sums")  # Collective: the global batch's sums.
-            decay = cfg.train.centroid_decay
-            moved, counted = minibatch_kmeans_step(model.centroids, model.centroid_counts, sums, decay)
-            on = beta > 0
-            model.centroids.assign(tf.where(on, moved, model.centroids))
-            model.centroid_counts.assign(tf.where(on, counted, model.centroid_counts))
-        return tf.stack([loss, focal, tf.reduce_mean(per_jet)]), out["z"]
-
-    return train_step
+from ucluster_spark.schema import feature_names
 
 
 @dataclass
