@@ -1,12 +1,15 @@
-"""Speed of one rank's training step under different process settings: glibc malloc thresholds, XLA, oneDNN.
+"""Speed of one rank's training step: the particle layouts of the model, and process settings (glibc malloc
+thresholds, XLA, oneDNN), optionally against the step of an earlier commit.
 
-    .venv/bin/python benchmarks/step_speed.py [--steps 16] [--repeats 3] [--output FILE.json]
+    .venv/bin/python benchmarks/step_speed.py [--steps 16] [--repeats 3] [--baseline REV] [--output FILE.json]
 
 Each variant runs in its own fresh process (malloc settings act only at process start), in turns (A B C A B C ...)
 so that drifts of a noisy machine fall on every variant alike. Every process builds the default model with the same
-seed and runs the same training step (clustering loss on, batch-norm momentum schedule, no Horovod) on the same
-batch of 128 synthetic jets, and reports jets/s, user and system CPU seconds, minor page faults and the losses
-after the timed steps, so a variant that changes the numbers is visible. Prints one JSON document.
+seed and runs the same training step (clustering loss on, batch-norm momentum schedule, no Horovod, one thread) on
+the same batch of 128 synthetic jets of 20 to 99 particles, and reports jets/s, user and system CPU seconds, minor
+page faults and the losses after the timed steps, so a variant that changes the numbers is visible. ``--baseline
+REV`` adds the variant ``before``: this benchmark's step as commit REV ran it (checked out into a temporary git
+worktree), first, so every ``speed_vs_before`` is a before/after ratio on this machine. Prints one JSON document.
 """
 
 from __future__ import annotations
@@ -21,18 +24,24 @@ import sys
 import time
 from pathlib import Path
 
+from provenance import checked_out, machine
+
 from ucluster_spark import _env  # the runtime environment and its malloc settings; imports no TensorFlow
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS: dict[str, dict] = {
-    "glibc_default": {"env": {key: None for key in _env.MALLOC_ENV}, "jit": False},
-    "malloc_thresholds": {"env": {}, "jit": False},  # the project's runtime environment (ucluster_spark/_env.py)
-    "malloc_thresholds_xla": {"env": {}, "jit": True},
-    "malloc_thresholds_onednn_off": {"env": {"TF_ENABLE_ONEDNN_OPTS": "0"}, "jit": False},
+PADDED = ["model.particle_layout=padded"]
+VARIANTS: dict[str, dict] = {  # the default: the project's runtime environment (ucluster_spark/_env.py), packed rows
+    "packed": {"env": {}, "jit": False, "overrides": []},
+    "padded": {"env": {}, "jit": False, "overrides": PADDED},
+    "packed_xla": {"env": {}, "jit": True, "overrides": []},
+    "padded_xla": {"env": {}, "jit": True, "overrides": PADDED},
+    "packed_onednn_off": {"env": {"TF_ENABLE_ONEDNN_OPTS": "0"}, "jit": False, "overrides": []},
+    "packed_glibc_default": {"env": {key: None for key in _env.MALLOC_ENV}, "jit": False, "overrides": []},
 }
+BASELINE = "before"
 
 
-def one_process(jit: bool, steps: int, batch_size: int) -> dict:
+def one_process(jit: bool, steps: int, batch_size: int, overrides: list[str]) -> dict:
     """Runs inside the child: time ``steps`` training steps after one warm-up step."""
     import numpy as np
 
@@ -44,7 +53,7 @@ def one_process(jit: bool, steps: int, batch_size: int) -> dict:
     from ucluster_spark.executor.rank.step import make_batch_norm_schedule, make_optimizer, make_train_step
     from ucluster_spark.schema import CONSTITUENTS, MASS
 
-    cfg = config.load(None)
+    cfg = config.load(None, overrides)
     configure_threads(cfg.train)
     tf.keras.utils.set_random_seed(cfg.train.seed)
     model = build_model(cfg)
@@ -78,18 +87,26 @@ def one_process(jit: bool, steps: int, batch_size: int) -> dict:
     }
 
 
-def run_variant(name: str, steps: int, batch_size: int) -> dict:
+def run_variant(name: str, steps: int, batch_size: int, baseline: Path | None) -> dict:
+    """One fresh process; the baseline runs its own commit's copy of this benchmark, which takes no overrides."""
+    variant = VARIANTS.get(name, {"env": {}, "jit": False, "overrides": []})
     env = {**_env.MALLOC_ENV, **os.environ}
-    for key, value in VARIANTS[name]["env"].items():
+    for key, value in variant["env"].items():
         if value is None:
             env.pop(key, None)
         else:
             env[key] = value
     env["TF_USE_LEGACY_KERAS"] = "1"
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    jit = "1" if VARIANTS[name]["jit"] else "0"
-    command = [sys.executable, __file__, "--child", jit, str(steps), str(batch_size)]
-    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+    root = baseline if name == BASELINE else ROOT
+    env["PYTHONPATH"] = str(root)
+    command = [sys.executable, str(root / "benchmarks" / "step_speed.py"), "--child", "1" if variant["jit"] else "0"]
+    command += [str(steps), str(batch_size)]
+    if variant["overrides"]:
+        command += ["--override", *variant["overrides"]]
+    done = subprocess.run(command, env=env, cwd=root, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"step_speed: variant {name} failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -99,21 +116,28 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--baseline", metavar="REV", help="also time the step of this git revision, first")
     parser.add_argument("--output", help="also write the JSON here")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--override", nargs="*", default=[], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         jit, steps, batch_size = args.child
-        print(json.dumps(one_process(jit == "1", int(steps), int(batch_size))))
+        print(json.dumps(one_process(jit == "1", int(steps), int(batch_size), args.override)))
         return
 
     names = args.variants.split(",")
+    if unknown := [name for name in names if name not in VARIANTS]:
+        parser.error(f"unknown variant {unknown[0]!r}; known: {', '.join(VARIANTS)}")
+    if args.baseline:
+        names.insert(0, BASELINE)
     runs: dict[str, list[dict]] = {name: [] for name in names}
-    for repeat in range(args.repeats):
-        for name in names:
-            runs[name].append(run_variant(name, args.steps, args.batch_size))
-            print(f"[step_speed] repeat {repeat + 1}/{args.repeats} {name}: "
-                  f"{runs[name][-1]['jets_per_second']:.1f} jets/s", file=sys.stderr)  # fmt: skip
+    with checked_out(args.baseline) as baseline:
+        for repeat in range(args.repeats):
+            for name in names:
+                runs[name].append(run_variant(name, args.steps, args.batch_size, baseline))
+                print(f"[step_speed] repeat {repeat + 1}/{args.repeats} {name}: "
+                      f"{runs[name][-1]['jets_per_second']:.1f} jets/s", file=sys.stderr)  # fmt: skip
     summary = {
         name: {
             "median_jets_per_second": statistics.median(r["jets_per_second"] for r in results),
@@ -131,6 +155,8 @@ def main() -> None:
         "steps": args.steps,
         "batch_size": args.batch_size,
         "threads": 1,
+        "baseline": args.baseline,
+        "machine": machine(),
         "summary": summary,
         "runs": runs,
     }

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -6,14 +8,23 @@ from ucluster_spark import config
 from ucluster_spark.executor.layers import (
     GAPLayer,
     MaskedPooling,
+    NeighbourGraph,
     ParticleDense,
     StepSeededDropout,
+    gather_rows,
     knn_indices,
     particle_mask,
+    particle_rows,
+    scatter_rows,
 )
+from ucluster_spark.executor.losses import clustering_loss_per_jet, focal_loss, mass_bin
 from ucluster_spark.executor.model import build_model
 
 pytestmark = pytest.mark.portable  # no horovod, no petastorm: also in the current-releases environment
+
+DATA = Path(__file__).parent / "data"
+SMALL = ["model.mlp1=[8,16]", "model.gap2_features=16", "model.mlp2=[16,16]", "model.aux_hidden=[16,8]",
+         "data.max_constituents=30"]  # fmt: skip
 
 
 def _jets(batch=4, slots=30, real=(12, 7, 20, 3), features=8, seed=0):
@@ -37,16 +48,105 @@ def test_padded_particles_are_never_neighbours_of_real_ones():
 def test_gap_layer_shapes_and_zero_padding():
     x = tf.constant(_jets())
     mask = particle_mask(x)
-    att, local = GAPLayer(16, 5)([x, x[..., :2], mask], training=False)
+    graph = NeighbourGraph(5)([x[..., :2], mask])
+    att, local = GAPLayer(16, 5)([x, *graph, mask], training=False)
     assert att.shape == local.shape == (4, 30, 16)
     assert np.all(att.numpy()[3, 3:] == 0) and np.all(local.numpy()[3, 3:] == 0)
     assert np.all(np.isfinite(local.numpy()))
+
+
+def test_packed_rows_are_the_real_particles_and_their_neighbours():
+    x = tf.constant(_jets())
+    mask = particle_mask(x)
+    rows = particle_rows(mask)
+    assert rows.shape == (12 + 7 + 20 + 3, 2)
+    np.testing.assert_array_equal(scatter_rows(gather_rows(x, rows), rows, mask).numpy(), x.numpy())
+    slots, slot_mask = NeighbourGraph(5)([x[..., :2], mask])
+    neighbours, neighbour_mask = NeighbourGraph(5)([x[..., :2], mask, rows])
+    jet, slot = rows.numpy().T
+    # The same neighbours as slot indices, now as rows of the same jet; a missing one (the 3-particle jet) is the
+    # particle itself, masked.
+    np.testing.assert_array_equal(neighbour_mask.numpy(), slot_mask.numpy()[jet, slot])
+    real = neighbour_mask.numpy() > 0
+    np.testing.assert_array_equal(rows.numpy()[neighbours.numpy()[real]][:, 1], slots.numpy()[jet, slot][real])
+    np.testing.assert_array_equal(jet[neighbours.numpy()], np.repeat(jet[:, None], 5, axis=1))
+    np.testing.assert_array_equal(neighbours.numpy()[~real], np.nonzero(~real)[0])
+    assert (~real).sum() == 3 * 2  # 3 particles with 2 missing neighbours each
+
+
+def _loss_and_gradients(model, x, mass, cfg):
+    with tf.GradientTape() as tape:
+        out = model(x, training=True)
+        target = mass_bin(mass[:, None], cfg.data.mass_bins, cfg.data.mass_bin_edges_max)
+        loss = focal_loss(target, out["aux_logits"], 2.0)
+        loss += 10.0 * tf.reduce_mean(clustering_loss_per_jet(out["z"], model.centroids, 10.0))
+    return out, loss, tape.gradient(loss, model.trainable_variables)
+
+
+def _assert_close_per_tensor(ours, reference, rtol):
+    """Each tensor within ``rtol`` of the reference, relative to that tensor's largest entry, plus a millionth of
+    the largest entry of all for tensors that are zero but for rounding (the gradient of a bias that a batch norm
+    follows): sums taken in another order differ in the last bits."""
+    floor = 1e-6 * max(float(np.abs(b).max()) for b in reference)
+    for i, (a, b) in enumerate(zip(ours, reference, strict=True)):
+        error = float(np.abs(np.asarray(a) - b).max())
+        assert error <= rtol * float(np.abs(b).max()) + floor, f"tensor {i}: off by {error}"
+
+
+@pytest.mark.parametrize(
+    ("reference", "overrides"),
+    [
+        ("abcnet_masked_dcfa979.npz", []),
+        ("abcnet_masked_dcfa979.npz", ["model.particle_layout=padded"]),
+        ("abcnet_asrun_dcfa979.npz", ["model.mask_padding=false"]),
+    ],
+)
+def test_the_model_computes_what_it_computed_before_the_faster_layers(reference, overrides):
+    """Reference: written by the model of commit dcfa979 (one product per edge, padded slots everywhere) on eight
+    jets of 1 to 30 particles (two with fewer than k = 10), with its weights: the outputs, the loss, every gradient
+    and the moving statistics after one training-mode call must come out the same in either particle layout."""
+    ref = np.load(DATA / reference)
+    cfg = config.load(None, [*SMALL, *overrides])
+    model = build_model(cfg)
+    model.set_weights([ref[k] for k in sorted(ref.files) if k.startswith("weight_")])
+    x, mass = ref["x"], ref["mass"]
+    evaluated = model(x, training=False)
+    np.testing.assert_allclose(evaluated["z"].numpy(), ref["z_eval"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(evaluated["aux_logits"].numpy(), ref["aux_eval"], rtol=1e-5, atol=1e-5)
+    out, loss, grads = _loss_and_gradients(model, x, mass, cfg)
+    np.testing.assert_allclose(out["z"].numpy(), ref["z_train"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(float(loss), float(ref["loss"]), rtol=1e-5)
+    _assert_close_per_tensor([g.numpy() for g in grads], [ref[k] for k in sorted(ref.files) if k.startswith("grad_")],
+                             rtol=1e-4)  # fmt: skip
+    _assert_close_per_tensor(model.get_weights(), [ref[k] for k in sorted(ref.files) if k.startswith("after_")], 1e-5)
+
+
+@pytest.mark.parametrize("pooling", ["mean_all_slots", "mean_real", "max_real"])
+def test_packed_and_padded_layouts_agree(pooling):
+    """Rows of real particles only, or every slot with the padding masked: the same numbers (up to the order of
+    sums), in every pooling, also for jets with fewer particles than neighbours."""
+    packed = build_model(config.load(None, [*SMALL, f"model.embedding_pooling={pooling}"]))
+    padded = build_model(config.load(None, [*SMALL, f"model.embedding_pooling={pooling}",
+                                            "model.particle_layout=padded"]))  # fmt: skip
+    padded.set_weights(packed.get_weights())
+    x = _jets(real=(12, 7, 30, 3), seed=5)
+    mass = np.array([80.0, 91.0, 173.0, 20.0], np.float32)
+    cfg = config.load(None, SMALL)
+    results = [_loss_and_gradients(model, x, mass, cfg) for model in (packed, padded)]
+    (out_a, loss_a, grads_a), (out_b, loss_b, grads_b) = results
+    np.testing.assert_allclose(out_a["z"].numpy(), out_b["z"].numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(float(loss_a), float(loss_b), rtol=1e-6)
+    _assert_close_per_tensor([g.numpy() for g in grads_a], [g.numpy() for g in grads_b], rtol=1e-4)
+    _assert_close_per_tensor(packed.get_weights(), padded.get_weights(), rtol=1e-5)  # the moving statistics
+    np.testing.assert_allclose(packed(x, training=False)["z"].numpy(), padded(x, training=False)["z"].numpy(),
+                               rtol=1e-5, atol=1e-6)  # fmt: skip
 
 
 @pytest.mark.parametrize(
     "layer",
     [
         GAPLayer(8, 3, 0.8, name="g"),
+        NeighbourGraph(4, mask_neighbours=False, name="n"),
         ParticleDense(5, 0.7, name="p"),
         MaskedPooling("max_real", name="m"),
         StepSeededDropout(0.2, seed=5, name="d"),

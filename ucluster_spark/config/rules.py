@@ -21,6 +21,7 @@ LAUNCHERS = ("horovod", "barrier")
 CENTROID_UPDATES = ("adam", "sgd", "kmeans")
 STOP_RULES = ("never", "assignments", "loss")
 ASSIGNMENTS = ("softmax", "sinkhorn")
+PARTICLE_LAYOUTS = ("packed", "padded")
 
 
 def check_data(d: DataConfig) -> None:
@@ -62,6 +63,8 @@ def check_model(m: ModelConfig, d: DataConfig) -> None:
         raise ConfigError(
             f"model.embedding_pooling must be one of {list(EMBEDDING_POOLINGS)}, got {m.embedding_pooling!r}"
         )
+    if m.particle_layout not in PARTICLE_LAYOUTS:
+        raise ConfigError(f"model.particle_layout must be one of {list(PARTICLE_LAYOUTS)}, got {m.particle_layout!r}")
     if not 0.0 <= m.aux_dropout < 1.0:
         raise ConfigError(f"model.aux_dropout must be in [0, 1), got {m.aux_dropout}")
 

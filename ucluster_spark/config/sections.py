@@ -58,6 +58,11 @@ class ModelConfig:
     zero. False (as the original ran): only the first kNN search skips them; otherwise padded slots are processed
     like particles (their neighbours are the real particles nearest the jet axis) and count in the batch norms and
     in z's average over all slots."""
+    particle_layout: str = "packed"
+    """How particles are laid out inside the network when ``mask_padding`` is true; the numbers are the same.
+    ``packed``: rows of the batch's real particles only (jets fill about half of their slots, so about half the
+    work). ``padded``: every slot a row, padding masked (fixed shapes). With ``mask_padding: false`` every slot is
+    a particle, so the layout is padded."""
     embedding_dim: int = 0
     """Dimension of the embedding z; 0: ``n_clusters`` (the original: one dimension per cluster). A wider z is an
     option for the clustering step, not the original recipe."""

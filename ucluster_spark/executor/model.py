@@ -12,7 +12,17 @@ from __future__ import annotations
 import tensorflow as tf
 
 from ucluster_spark.config import Config
-from ucluster_spark.executor.layers import GAPLayer, MaskedPooling, ParticleDense, StepSeededDropout, particle_mask
+from ucluster_spark.executor.layers import (
+    GAPLayer,
+    MaskedPooling,
+    NeighbourGraph,
+    ParticleDense,
+    StepSeededDropout,
+    gather_rows,
+    particle_mask,
+    particle_rows,
+    scatter_rows,
+)
 from ucluster_spark.executor.losses import squared_distances
 from ucluster_spark.schema import feature_names, knn_coordinate_indices
 
@@ -33,23 +43,36 @@ def build_backbone(cfg: Config) -> tf.keras.Model:
     x = tf.keras.Input(shape=(d.max_constituents, n_features), name="constituents")  # (B, N, F)
     real = tf.keras.layers.Lambda(particle_mask, name="mask")(x)  # (B, N)
     coords = tf.keras.layers.Lambda(lambda t: tf.gather(t, coord_idx, axis=-1), name="eta_phi")(x)
-    # Masked: padded slots never count and stay zero. As run: only the first kNN search skips them.
-    mask = real if m.mask_padding else tf.keras.layers.Lambda(tf.ones_like, name="all_slots")(real)
+    if m.mask_padding and m.particle_layout == "packed":  # rows: the real particles only
+        rows = tf.keras.layers.Lambda(particle_rows, name="particle_rows")(real)  # (P, 2)
+        particles = tf.keras.layers.Lambda(lambda t: gather_rows(*t), name="particles")([x, rows])  # (P, F)
+        row_mask, packed = [], [rows]
+    else:  # slots; as run (mask_padding false) every slot is a particle
+        particles, row_mask, packed = x, [real] if m.mask_padding else [], []
+    # As run, only the first kNN search ranks padded slots last.
+    slot_mask = real if m.mask_padding else tf.keras.layers.Lambda(tf.ones_like, name="all_slots")(real)
 
-    att1, local1 = GAPLayer(m.gap1_features, m.k_neighbours, bn, m.mask_padding, name="gap1")([x, coords, real])
-    h = tf.keras.layers.Concatenate(name="gap1_out")([x, att1])
+    def per_particle(t):
+        return [t, *row_mask] if row_mask else t
+
+    graph1 = NeighbourGraph(m.k_neighbours, m.mask_padding, name="graph1")([coords, real, *packed])
+    att1, local1 = GAPLayer(m.gap1_features, m.k_neighbours, bn, name="gap1")([particles, *graph1, *row_mask])
+    h = tf.keras.layers.Concatenate(name="gap1_out")([particles, att1])
     mlp_outputs = []
     for i, units in enumerate(m.mlp1):
-        h = ParticleDense(units, bn, name=f"mlp1_{i}")([h, mask])
+        h = ParticleDense(units, bn, name=f"mlp1_{i}")(per_particle(h))
         mlp_outputs.append(h)
-    att2, local2 = GAPLayer(m.gap2_features, m.k_neighbours, bn, m.mask_padding, name="gap2")([h, h, mask])
-    h = tf.keras.layers.Concatenate(name="gap2_out")([x, att2])
+    # The second graph is built in the features of the first MLP, over the jet's slots.
+    h_slots = tf.keras.layers.Lambda(lambda t: scatter_rows(*t), name="mlp1_slots")([h, *packed, real]) if packed else h
+    graph2 = NeighbourGraph(m.k_neighbours, m.mask_padding, name="graph2")([h_slots, slot_mask, *packed])
+    att2, local2 = GAPLayer(m.gap2_features, m.k_neighbours, bn, name="gap2")([h, *graph2, *row_mask])
+    h = tf.keras.layers.Concatenate(name="gap2_out")([particles, att2])
     for i, units in enumerate(m.mlp2):
-        h = ParticleDense(units, bn, name=f"mlp2_{i}")([h, mask])
+        h = ParticleDense(units, bn, name=f"mlp2_{i}")(per_particle(h))
         mlp_outputs.append(h)
-    h = tf.keras.layers.Concatenate(name="skip")([*mlp_outputs, local1, local2])  # (B, N, 848)
-    h = ParticleDense(m.z_dim, bn, name="embedding_conv")([h, mask])
-    z = MaskedPooling(m.embedding_pooling, name="z")([h, mask])  # (B, D)
+    h = tf.keras.layers.Concatenate(name="skip")([*mlp_outputs, local1, local2])  # (..., 848)
+    h = ParticleDense(m.z_dim, bn, name="embedding_conv")(per_particle(h))
+    z = MaskedPooling(m.embedding_pooling, name="z")([h, slot_mask, *packed])  # (B, D)
 
     a = z
     for i, units in enumerate(m.aux_hidden):

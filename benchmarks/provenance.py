@@ -1,0 +1,48 @@
+"""What a benchmark's numbers were measured on: the machine (numbers differ by machine, their ratios much less),
+and the tree of an earlier commit to measure against."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def machine() -> dict[str, Any]:
+    info: dict[str, Any] = {"cores": os.cpu_count()}
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return info
+    fields = dict(line.split(":", 1) for line in lscpu.splitlines() if ":" in line)
+    info["model_name"] = fields.get("Model name", "").strip()
+    flags = set(fields.get("Flags", "").split())
+    info["simd"] = [f for f in ("avx512f", "avx512_bf16", "avx2", "fma") if f in flags]
+    with contextlib.suppress(OSError, StopIteration, ValueError):
+        cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+        info["cpu_mhz"] = float(next(line for line in cpuinfo if line.startswith("cpu MHz")).split(":")[1])
+    return info
+
+
+@contextmanager
+def checked_out(revision: str | None) -> Iterator[Path | None]:
+    """A temporary git worktree of ``revision`` (None: nothing), removed afterwards: run its package with
+    ``PYTHONPATH`` pointing there."""
+    if revision is None:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="benchmark-baseline-") as parent:
+        path = Path(parent) / "tree"
+        subprocess.run(["git", "worktree", "add", "--detach", str(path), revision], cwd=ROOT, check=True,
+                       capture_output=True)  # fmt: skip
+        try:
+            yield path
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=ROOT, check=False)
