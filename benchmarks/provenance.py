@@ -4,8 +4,10 @@ and the tree of an earlier commit to measure against."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,3 +48,22 @@ def checked_out(revision: str | None) -> Iterator[Path | None]:
             yield path
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=ROOT, check=False)
+
+
+def run_child(label: str, command: list[str], env: dict[str, str], package_root: Path) -> dict:
+    """Run one measuring process with ``package_root``'s package (this tree or a baseline's) and legacy Keras, and
+    return the JSON document it prints last; a failure stops the benchmark with the child's error."""
+    env = {**env, "PYTHONPATH": str(package_root), "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run(command, env=env, cwd=package_root, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{label} failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def publish(script: str, report: dict[str, Any], output: str | None) -> None:
+    """Print a benchmark's JSON document, headed by the command that made it and the machine, and write it to
+    ``output`` too."""
+    text = json.dumps({"command": " ".join([script, *sys.argv[1:]]), "machine": machine(), **report}, indent=2)
+    if output:
+        Path(output).write_text(text + "\n")
+    print(text)

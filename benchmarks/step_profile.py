@@ -17,13 +17,13 @@ import argparse
 import collections
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from provenance import checked_out, machine
+from provenance import checked_out, publish, run_child
+from step_speed import rank_step
 
 from ucluster_spark import _env  # the runtime environment and its malloc settings; imports no TensorFlow
 
@@ -58,30 +58,10 @@ def kind_of(op: str) -> str:
 
 def profile_child(steps: int, batch_size: int, overrides: list[str]) -> dict:
     """Runs inside the child: warm up, time unprofiled steps, then profile ``steps`` steps."""
-    import numpy as np
-
-    import tensorflow as tf  # isort: skip
+    import tensorflow as tf
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
-    from ucluster_spark import config
-    from ucluster_spark.executor.model import build_model
-    from ucluster_spark.executor.rank.environment import configure_threads
-    from ucluster_spark.executor.rank.step import make_batch_norm_schedule, make_optimizer, make_train_step
-    from ucluster_spark.schema import CONSTITUENTS, MASS
-
-    cfg = config.load(None, overrides)
-    configure_threads(cfg.train)
-    tf.keras.utils.set_random_seed(cfg.train.seed)
-    model = build_model(cfg)
-    _, optimizer = make_optimizer(cfg, model, workers=1, steps_per_epoch=100)
-    bn_momentum = make_batch_norm_schedule(cfg, model, 100)
-    alpha, beta = tf.Variable(cfg.loss.alpha_start), tf.Variable(cfg.loss.clustering_weight)
-    step = make_train_step(model, optimizer, cfg, alpha, beta, bn_momentum=bn_momentum)
-    rng = np.random.default_rng(0)  # the batch of benchmarks/step_speed.py
-    x = np.zeros((batch_size, cfg.data.max_constituents, 8), np.float32)
-    for i, n in enumerate(rng.integers(20, cfg.data.max_constituents, batch_size)):
-        x[i, :n] = rng.normal(size=(n, 8))
-    batch = {CONSTITUENTS: tf.constant(x), MASS: tf.constant(rng.uniform(0, 250, batch_size).astype(np.float32))}
+    step, batch = rank_step(batch_size, overrides)
     weight = tf.constant(1.0)
     for _ in range(2):
         step(batch, weight)[0].numpy()
@@ -125,13 +105,10 @@ def profile_child(steps: int, batch_size: int, overrides: list[str]) -> dict:
 
 
 def run_variant(name: str, steps: int, batch_size: int, baseline: Path | None) -> dict:
-    env = {**_env.MALLOC_ENV, **os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    env["PYTHONPATH"] = str(baseline if name == BASELINE else ROOT)
-    command = [sys.executable, __file__, "--child", str(steps), str(batch_size), *VARIANTS.get(name, [])]
-    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
-    if done.returncode:
-        raise SystemExit(f"step_profile: variant {name} failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    script = str(Path(__file__).resolve())
+    command = [sys.executable, script, "--child", str(steps), str(batch_size), *VARIANTS.get(name, [])]
+    env = {**_env.MALLOC_ENV, **os.environ}
+    return run_child(f"step_profile: variant {name}", command, env, baseline if name == BASELINE else ROOT)
 
 
 def main() -> None:
@@ -154,19 +131,8 @@ def main() -> None:
             variants[name] = run_variant(name, args.steps, args.batch_size, baseline)
             print(f"[step_profile] {name}: {variants[name]['jets_per_second']} jets/s, "
                   f"{variants[name]['op_ms_per_step']} ms of ops per step", file=sys.stderr)  # fmt: skip
-    report = {
-        "command": " ".join(["benchmarks/step_profile.py", *sys.argv[1:]]),
-        "steps": args.steps,
-        "batch_size": args.batch_size,
-        "threads": 1,
-        "baseline": args.baseline,
-        "machine": machine(),
-        "variants": variants,
-    }
-    text = json.dumps(report, indent=2)
-    if args.output:
-        Path(args.output).write_text(text + "\n")
-    print(text)
+    report = {"steps": args.steps, "batch_size": args.batch_size, "threads": 1, "baseline": args.baseline}
+    publish("benchmarks/step_profile.py", {**report, "variants": variants}, args.output)
 
 
 if __name__ == "__main__":

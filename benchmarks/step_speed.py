@@ -19,12 +19,11 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from provenance import checked_out, machine
+from provenance import checked_out, publish, run_child
 
 from ucluster_spark import _env  # the runtime environment and its malloc settings; imports no TensorFlow
 
@@ -41,8 +40,10 @@ VARIANTS: dict[str, dict] = {  # the default: the project's runtime environment 
 BASELINE = "before"
 
 
-def one_process(jit: bool, steps: int, batch_size: int, overrides: list[str]) -> dict:
-    """Runs inside the child: time ``steps`` training steps after one warm-up step."""
+def rank_step(batch_size: int, overrides: list[str]):
+    """The step of one rank as the training loop builds it (default model and seed, clustering loss on, batch-norm
+    schedule, one thread, no Horovod) and the benchmark's batch: ``batch_size`` synthetic jets of 20 to 99
+    particles. Returns (step, batch)."""
     import numpy as np
 
     import tensorflow as tf  # isort: skip
@@ -61,13 +62,21 @@ def one_process(jit: bool, steps: int, batch_size: int, overrides: list[str]) ->
     bn_momentum = make_batch_norm_schedule(cfg, model, 100)
     alpha, beta = tf.Variable(cfg.loss.alpha_start), tf.Variable(cfg.loss.clustering_weight)
     step = make_train_step(model, optimizer, cfg, alpha, beta, bn_momentum=bn_momentum)
-    if jit:
-        step = tf.function(step.python_function, jit_compile=True)
     rng = np.random.default_rng(0)
     x = np.zeros((batch_size, cfg.data.max_constituents, 8), np.float32)
     for i, n in enumerate(rng.integers(20, cfg.data.max_constituents, batch_size)):
         x[i, :n] = rng.normal(size=(n, 8))
     batch = {CONSTITUENTS: tf.constant(x), MASS: tf.constant(rng.uniform(0, 250, batch_size).astype(np.float32))}
+    return step, batch
+
+
+def one_process(jit: bool, steps: int, batch_size: int, overrides: list[str]) -> dict:
+    """Runs inside the child: time ``steps`` training steps after one warm-up step."""
+    import tensorflow as tf
+
+    step, batch = rank_step(batch_size, overrides)
+    if jit:
+        step = tf.function(step.python_function, jit_compile=True)
     weight = tf.constant(1.0)
     started = time.perf_counter()
     step(batch, weight)[0].numpy()  # tracing (and XLA compilation)
@@ -96,18 +105,12 @@ def run_variant(name: str, steps: int, batch_size: int, baseline: Path | None) -
             env.pop(key, None)
         else:
             env[key] = value
-    env["TF_USE_LEGACY_KERAS"] = "1"
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     root = baseline if name == BASELINE else ROOT
-    env["PYTHONPATH"] = str(root)
     command = [sys.executable, str(root / "benchmarks" / "step_speed.py"), "--child", "1" if variant["jit"] else "0"]
     command += [str(steps), str(batch_size)]
     if variant["overrides"]:
         command += ["--override", *variant["overrides"]]
-    done = subprocess.run(command, env=env, cwd=root, capture_output=True, text=True)
-    if done.returncode:
-        raise SystemExit(f"step_speed: variant {name} failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_child(f"step_speed: variant {name}", command, env, root)
 
 
 def main() -> None:
@@ -150,20 +153,8 @@ def main() -> None:
     base = summary[names[0]]["median_jets_per_second"]
     for name in names:
         summary[name]["speed_vs_" + names[0]] = summary[name]["median_jets_per_second"] / base
-    report = {
-        "command": " ".join(["benchmarks/step_speed.py", *sys.argv[1:]]),
-        "steps": args.steps,
-        "batch_size": args.batch_size,
-        "threads": 1,
-        "baseline": args.baseline,
-        "machine": machine(),
-        "summary": summary,
-        "runs": runs,
-    }
-    text = json.dumps(report, indent=2)
-    if args.output:
-        Path(args.output).write_text(text + "\n")
-    print(text)
+    report = {"steps": args.steps, "batch_size": args.batch_size, "threads": 1, "baseline": args.baseline}
+    publish("benchmarks/step_speed.py", {**report, "summary": summary, "runs": runs}, args.output)
 
 
 if __name__ == "__main__":

@@ -90,7 +90,7 @@ class NeighbourGraph(tf.keras.layers.Layer):
     Args:
         k: neighbours per particle.
         mask_neighbours: False (as the original ran): padded slots that a short jet takes as neighbours count as
-            neighbours (neighbour mask all ones).
+            neighbours (neighbour mask all ones). Slots only: packed rows hold no padded slot to count.
 
     Call arguments:
         inputs: ``[coords, mask]``, (B, N, C) and (B, N), for the padded layout; ``[coords, mask, rows]`` with the

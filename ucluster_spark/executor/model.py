@@ -29,7 +29,9 @@ from ucluster_spark.schema import feature_names, knn_coordinate_indices
 
 def build_backbone(cfg: Config) -> tf.keras.Model:
     """Functional ABCnet as the original UCluster ran it: (B, N, F) constituents -> {"z": (B, D),
-    "aux_logits": (B, targets, mass_bins)}.
+    "aux_logits": (B, targets, mass_bins)}. Inside, the per-particle layers work on rows of the batch's real
+    particles (``model.particle_layout: packed``) or on every slot with the padding masked (``padded``, and always
+    with ``mask_padding: false``); the kNN graphs are ranked over each jet's slots in either.
 
     Skip connections as run: the second MLP reads [raw features, GAPLayer 2], and the embedding convolution reads
     every intermediate per-particle layer plus both GAPLayers' local features (64 + 128 + 256 + 256 + 16 + 128 =
