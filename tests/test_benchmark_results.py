@@ -30,6 +30,7 @@ def test_the_accuracy_results_are_committed():
         "accuracy-asrun-nompi.json",
         "accuracy-asrun.json",
         "accuracy-floor1e4.json",
+        "accuracy-packed-s7.json",
         "accuracy.json",
     ]
 
