@@ -84,10 +84,11 @@ def _loss_and_gradients(model, x, mass, cfg):
 
 
 def _assert_close_per_tensor(ours, reference, rtol):
-    """Each tensor within ``rtol`` of the reference, relative to that tensor's largest entry, plus a millionth of
-    the largest entry of all for tensors that are zero but for rounding (the gradient of a bias that a batch norm
-    follows): sums taken in another order differ in the last bits."""
-    floor = 1e-6 * max(float(np.abs(b).max()) for b in reference)
+    """Each tensor within ``rtol`` of the reference, relative to that tensor's largest entry, plus 1e-5 of the
+    largest entry of all for tensors that are zero but for rounding (the gradient of a bias that a batch norm
+    follows, whose rounding noise differs between TensorFlow builds): sums taken in another order differ in the
+    last bits."""
+    floor = 1e-5 * max(float(np.abs(b).max()) for b in reference)
     for i, (a, b) in enumerate(zip(ours, reference, strict=True)):
         error = float(np.abs(np.asarray(a) - b).max())
         assert error <= rtol * float(np.abs(b).max()) + floor, f"tensor {i}: off by {error}"
