@@ -15,8 +15,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -108,27 +106,14 @@ def reader_rate(root: Path, batch_size: int, batches: int) -> float:
 
 
 def training_step_rate(batch_size: int, steps: int) -> float:
-    """Jets/s of one training step of the default model on one TensorFlow thread (what one rank consumes)."""
-    from ucluster_spark import config  # first: the package sets its runtime environment before TensorFlow
+    """Jets/s of one training step of the default model on one TensorFlow thread (what one rank consumes): the
+    step and batch of benchmarks/step_speed.py."""
+    from step_speed import rank_step  # first: it sets the runtime environment before TensorFlow
 
     import tensorflow as tf  # isort: skip
-    from ucluster_spark.executor.model import build_model
-    from ucluster_spark.executor.rank.step import make_batch_norm_schedule, make_optimizer, make_train_step
-    from ucluster_spark.schema import CONSTITUENTS, MASS
 
-    cfg = config.load(None)
-    model = build_model(cfg)
-    _, optimizer = make_optimizer(cfg, model, workers=1, steps_per_epoch=steps)
-    bn_momentum = make_batch_norm_schedule(cfg, model, steps)
-    alpha, beta = tf.Variable(cfg.loss.alpha_start), tf.Variable(cfg.loss.clustering_weight)  # clustering loss on
-    step = make_train_step(model, optimizer, cfg, alpha, beta, bn_momentum=bn_momentum)
-    rng = np.random.default_rng(0)
-    x = np.zeros((batch_size, 100, 8), np.float32)
-    for i, n in enumerate(rng.integers(20, 100, batch_size)):
-        x[i, :n] = rng.normal(size=(n, 8))
-    batch = {CONSTITUENTS: tf.constant(x), MASS: tf.constant(rng.uniform(0, 250, batch_size).astype(np.float32))}
+    step, batch = rank_step(batch_size, [])
     weight = tf.constant(1.0)
-
     step(batch, weight)
     start = time.perf_counter()
     for _ in range(steps):

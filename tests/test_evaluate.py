@@ -12,6 +12,7 @@ from ucluster_spark import config, errors, schema, store
 from ucluster_spark.data.dataset import DatasetError, write_dataset
 from ucluster_spark.driver.evaluate import evaluate, mass_histograms, read_trained_run, score, tallies
 from ucluster_spark.jobs import evaluate as evaluate_job
+from ucluster_spark.selection import validation_points
 
 pytestmark = pytest.mark.slow
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -219,7 +220,7 @@ def test_runs_are_logged_to_mlflow_when_it_is_configured(finished_run, evaluatio
     trained = client.get_run(tracking.log_training(run_dir))
     assert trained.data.params["train.epochs"] == "2" and trained.data.params["data.classes"] == '["w", "z", "t"]'
     assert [m.step for m in client.get_metric_history(trained.info.run_id, "focal_loss")] == [1, 2]
-    points = [p for h in json.loads((run_dir / "history.json").read_text()) for p in h.get("validations", [])]
+    points = validation_points(json.loads((run_dir / "history.json").read_text()))
     by_step = client.get_metric_history(trained.info.run_id, "by_step_val_clustering_accuracy")
     assert [(m.step, m.value) for m in by_step] == [(p["global_step"], p["val_clustering_accuracy"]) for p in points]
     assert len(points) == 2 and "by_step_largest_centroid_offset" in trained.data.metrics  # k-means start, epoch 2

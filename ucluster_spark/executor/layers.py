@@ -158,7 +158,6 @@ class GAPLayer(tf.keras.layers.Layer):
     """
 
     def __init__(self, features: int, k: int, batch_norm_momentum: float = 0.9, **kwargs):
-        kwargs.pop("mask_padding", None)  # configs saved before the neighbour graph became its own layer
         super().__init__(**kwargs)
         if features < 1 or k < 1:
             raise ValueError(f"GAPLayer needs features >= 1 and k >= 1. Received: features={features}, k={k}")
