@@ -1,4 +1,5 @@
-"""Read jets from files in the public hls4ml LHC-jet HDF5 layout (shared/reference/hls4ml_layout.md).
+"""Read jets from files in the public hls4ml LHC-jet HDF5 layout: per jet a ``jetConstituentList`` of particle
+features and a ``jets`` row of jet features, each with its list of column names.
 
 Columns are looked up by name (``particleFeatureNames``, ``jetFeatureNames``), never by position: files made by
 other tools carry a subset of the columns, in another order. ``inspect_file`` checks a file's structure (cheap:

@@ -1,6 +1,6 @@
 """Executor side: Pythia 8 + FastJet jets of one class, generated inside a Spark task.
 
-Particle-level, hls4ml-like jets (see shared/reference/pythia_jets.md): 13 TeV pp, anti-kT R = 0.8 on all
+Particle-level jets with the hls4ml LHC-jet dataset's selection: 13 TeV pp, anti-kT R = 0.8 on all
 visible final-state particles, the two leading jets kept when 800 < pT < 1200 GeV and |eta| < 2. W, Z and top
 jets must lie within dR < 0.8 of the decaying particle with all its decay quarks inside; q/g jets are labelled
 by the hard outgoing parton within dR < 0.8 (c/b jets dropped). Optionally only jets with LO < mass < HI are kept
