@@ -28,7 +28,7 @@ def _trained_pair():
 
 def test_restore_brings_back_weights_centroids_and_optimizer_state(tmp_path):
     model, optimizer = _trained_pair()
-    state = checkpoint.TrainingState(3, [{"epoch": e} for e in range(3)])
+    state = checkpoint.TrainingState(3, [{"epoch": e} for e in range(3)], num_proc=2)
     saved = checkpoint.save(tmp_path, model, optimizer, state)
     assert checkpoint.latest(tmp_path) == saved and saved.name == "epoch-0003"
     assert checkpoint.read_state(saved) == state

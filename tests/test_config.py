@@ -31,6 +31,7 @@ def test_overrides_are_typed_and_win_over_the_file():
         ("data.classes=[w,x]", "unknown class 'x'"),
         ("train.pretrain_epochs=50", r"train.pretrain_epochs must be in \[0, train.epochs"),
         ("run.num_proc=0", "run.num_proc must be > 0"),
+        ("model.n_clusters=1", r"model.n_clusters must be >= 2 \(one cluster is no clustering\), got 1"),
         ("epochs", "expected section.key=value"),
         ("data.aux_mass_columns=[mass,pt]", r"data.aux_mass_columns: \['pt'\] not in"),
         ("data.aux_mass_columns=[mass,mass]", "must list distinct columns"),

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.portable  # no horovod, no petastorm: also in the curre
         ("ucluster_spark.checkpoint", "CheckpointDamaged", errors.EXIT_TRAINING_FAILED),
         ("ucluster_spark.driver.evaluate", "EvaluationError", errors.EXIT_EVALUATION_FAILED),
         ("ucluster_spark.driver.pipeline", "DataStageError", errors.EXIT_DATA_FAILED),
-        ("ucluster_spark.driver.pipeline", "PipelineBusy", errors.EXIT_BUSY),  # another attempt runs: retry later
+        ("ucluster_spark.store", "OutputBusy", errors.EXIT_BUSY),  # another job writes the output: retry later
+        ("ucluster_spark.errors", "TrainingDiverged", errors.EXIT_TRAINING_FAILED),
     ],
 )
 def test_each_error_carries_its_exit_code(module, name, code):

@@ -181,7 +181,8 @@ def test_the_train_step_weighs_the_losses_as_the_original_ran():
     _, optimizer = make_optimizer(cfg, model, workers=1, steps_per_epoch=10)
     step = make_train_step(model, optimizer, cfg, tf.Variable(alpha), tf.Variable(10.0))
     losses, _ = step({CONSTITUENTS: tf.constant(x), MASS: tf.constant(mass)}, tf.constant(1.0))
-    loss, focal_step, clustering_step = losses.numpy()
+    loss, focal_step, clustering_step, finite = losses.numpy()
+    assert finite == 1.0
     assert focal_step == pytest.approx(focal, rel=1e-4)
     assert clustering_step == pytest.approx(clustering, rel=1e-4)
     assert loss == pytest.approx(focal + 10.0 * clustering, rel=1e-4)

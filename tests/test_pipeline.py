@@ -8,7 +8,7 @@ import pytest
 from tests.conftest import ROOT, TINY, submit
 from ucluster_spark import config, errors, store
 from ucluster_spark.data.hls4ml_synthetic import jet_values, write_file
-from ucluster_spark.driver.pipeline import PipelineBusy, check_same_config, exclusive, run_pipeline
+from ucluster_spark.driver.pipeline import check_same_config, exclusive, run_pipeline
 
 pytestmark = pytest.mark.slow
 CONFIG = str(ROOT / "conf/local.yaml")
@@ -99,7 +99,7 @@ def test_one_attempt_per_run_id_at_a_time(spark, tmp_path):
     cfg = config.load(CONFIG, [f"pipeline.root={tmp_path}"])
     with (
         exclusive(store.PipelineLayout(tmp_path, "busy")),
-        pytest.raises(PipelineBusy, match="another attempt of this run id"),
+        pytest.raises(store.OutputBusy, match=r"busy: another job is writing this pipeline run \(pid \d+ on "),
     ):
         run_pipeline(spark, cfg, "busy")
     with pytest.raises(config.ConfigError, match="--run-id"):

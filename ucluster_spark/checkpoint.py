@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,8 @@ class TrainingState:
 
     epochs_done: int
     history: list[dict[str, Any]]
+    num_proc: int | None = None
+    """The ranks that trained it (None: not known)."""
 
 
 def checkpoints_dir(run_dir: str | Path) -> Path:
@@ -49,7 +51,7 @@ def save(run_dir: str | Path, model, optimizer, state: TrainingState, keep: int 
     with store.atomic_directory(final, overwrite=True) as staging:
         model.save_weights(str(staging / WEIGHTS))
         np.savez(staging / OPTIMIZER, *[v.numpy() for v in optimizer.variables])
-        store.atomic_write_json(staging / STATE, {"epochs_done": state.epochs_done, "history": state.history})
+        store.atomic_write_json(staging / STATE, asdict(state))
     store.atomic_write_text(root / LATEST, final.name + "\n")
     for old in sorted(p for p in root.glob("epoch-*") if p.is_dir())[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
@@ -81,7 +83,9 @@ def latest(run_dir: str | Path) -> Path | None:
 
 def read_state(checkpoint: str | Path) -> TrainingState:
     raw = json.loads((Path(checkpoint) / STATE).read_text())
-    return TrainingState(epochs_done=int(raw["epochs_done"]), history=list(raw["history"]))
+    history = list(raw["history"])
+    ranks = raw.get("num_proc") or (len(history[-1].get("peak_rss_mb", [])) if history else 0)  # one value per rank
+    return TrainingState(epochs_done=int(raw["epochs_done"]), history=history, num_proc=ranks or None)
 
 
 def restore(checkpoint: str | Path, model, optimizer) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import traceback
 from collections.abc import Iterator
 
 EXIT_OK = 0
@@ -33,15 +34,18 @@ RANK_EXIT_MEANINGS = {
 
 
 class JobError(Exception):
-    """A failure a job knows how to report: one message, and ``exit_code``."""
+    """A failure a job knows how to report: one message, and ``exit_code``. ``traceback_helps``: whether the job
+    prints the Python traceback before the message (not for a refusal or an outcome the message fully explains)."""
 
     exit_code = EXIT_UNEXPECTED
+    traceback_helps = True
 
 
 class BadInput(JobError, ValueError):
     """Configuration, arguments, input data or an output path that cannot be used; the message names it."""
 
     exit_code = EXIT_BAD_INPUT
+    traceback_helps = False
 
 
 class ConfigError(BadInput):
@@ -63,6 +67,13 @@ class TrainingFailed(JobError, RuntimeError):
     exit_code = EXIT_TRAINING_FAILED
 
 
+class TrainingDiverged(TrainingFailed):
+    """The loss or the embedding stopped being finite: the run stops at once; the message names where, the last good
+    checkpoint and the setting most likely at fault."""
+
+    traceback_helps = False
+
+
 class EvaluationFailed(JobError, RuntimeError):
     """The cluster-assignment job failed with valid inputs: may be transient."""
 
@@ -76,13 +87,52 @@ class DataFailed(JobError, RuntimeError):
 
 
 class Busy(JobError, RuntimeError):
-    """Another attempt holds what this one needs (a pipeline run id): retry later."""
+    """Another job holds what this one needs (an output being written, a pipeline run id): retry later."""
 
     exit_code = EXIT_BUSY
+    traceback_helps = False
 
 
 def exit_code_for(err: BaseException) -> int:
     return err.exit_code if isinstance(err, JobError) else EXIT_UNEXPECTED
+
+
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as a shell reports it
+EXIT_TERMINATED = 143  # 128 + SIGTERM: a scheduler stopped the job
+
+
+class Terminated(BaseException):
+    """SIGTERM to the job's Python process (a plain ``ucluster-*`` command): unwinds like Ctrl-C, so locks are
+    released and staging is removed on the way out."""
+
+
+SPARK_GONE = (
+    "SparkContext was shut down",
+    "SparkContext has been shutdown",
+    "Cannot call methods on a stopped SparkContext",
+    "Answer from Java side is empty",
+    "Error while sending or receiving",
+    "Py4JNetworkError",
+)
+"""What py4j and Spark say when the driver's JVM stops under a running job: spark-submit got SIGTERM or Ctrl-C
+(its JVM shuts the SparkContext down and exits; the job's Python process only sees its calls fail)."""
+
+
+def spark_stopped(err: BaseException) -> bool:
+    """``err`` (or what caused it) is the SparkContext or its JVM going away under the job: Spark's or py4j's words
+    for it, or a connection refused to py4j (the JVM has exited)."""
+    return any(
+        type(cause).__name__ == "Py4JNetworkError"
+        or any(marker in str(cause) for marker in SPARK_GONE)
+        or (isinstance(cause, ConnectionError) and raised_in(cause, "py4j"))
+        for cause in _causes(err)
+    )
+
+
+def raised_in(err: BaseException, package: str) -> bool:
+    """``err`` was raised inside ``package``'s code (a frame of its traceback is in a folder of that name)."""
+    frames = traceback.extract_tb(err.__traceback__) if err.__traceback__ else []
+    return any(f"{os.sep}{package}{os.sep}" in frame.filename for frame in frames)
 
 
 class MemoryLimitExceeded(MemoryError):

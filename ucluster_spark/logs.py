@@ -52,8 +52,18 @@ def line(name: str, message: str) -> str:
     return ComponentFormatter().format(logging.makeLogRecord({"name": name, "msg": message, "levelno": logging.INFO}))
 
 
+def _not_py4j_connection_noise(record: logging.LogRecord) -> bool:
+    """py4j logs "Exception while sending command." with a traceback on the root logger whenever the JVM is gone
+    (spark-submit stopped under the job), then raises the same error to its caller, which the job reports in one
+    line: the record only repeats it."""
+    return not (record.getMessage().startswith("Exception while sending command") and "py4j" in record.pathname)
+
+
 def configure(verbose: int = 1) -> None:
     """Send the package's records to stderr in the one format, at the level of ``run.verbose``."""
+    root = logging.getLogger()
+    if _not_py4j_connection_noise not in root.filters:
+        root.addFilter(_not_py4j_connection_noise)
     logger = logging.getLogger(ROOT_LOGGER)
     if not any(isinstance(h, StderrHandler) for h in logger.handlers):
         handler = StderrHandler()

@@ -92,3 +92,20 @@ def collapse_warnings(cluster_sizes: list[int], embedding_std: list[float], min_
     found = [f"cluster {k} is empty" for k, n in enumerate(cluster_sizes) if n == 0]
     found += [f"embedding dimension {d} is dead (std {s:.2g})" for d, s in enumerate(embedding_std) if s < min_std]
     return found
+
+
+def loss_warnings(history: list[dict[str, Any]], rise: float = 2.0, clustering_rise: float = 10.0) -> list[str]:
+    """Signs that training went the wrong way without diverging: the focal loss ending above ``rise`` times its first
+    step's (a sane run only lowers it), the clustering loss per jet ending ``clustering_rise`` times its first
+    clustering epoch's."""
+    if not history:
+        return []
+    found = []
+    first, last = history[0].get("initial_focal_loss"), history[-1].get("focal_loss")
+    if first and last is not None and last > rise * first:
+        found.append(f"the focal loss ended at {last:.4g}, {last / first:.3g} times its first step's {first:.4g}")
+    clustering = [h["clustering_loss_per_jet"] for h in history if h.get("beta", 0) > 0]
+    if clustering and clustering[0] > 0 and clustering[-1] > clustering_rise * clustering[0]:
+        found.append(f"the clustering loss per jet ended at {clustering[-1]:.4g}, {clustering[-1] / clustering[0]:.3g} "
+                     f"times its first clustering epoch's {clustering[0]:.4g}")  # fmt: skip
+    return found

@@ -1,22 +1,31 @@
-"""Paths and atomic writes: an output exists whole under its final name, or not at all.
+"""Paths, atomic writes and one writer per output: an output exists whole under its final name, or not at all.
 
 Everything is written under a temporary sibling name and renamed into place (a rename within one filesystem is
-atomic on POSIX), so a crash or a kill never leaves a half-written file or directory where a reader looks.
+atomic on POSIX), so a crash or a kill never leaves a half-written file or directory where a reader looks. A job
+holds its output's lock (``exclusive_output``) while it writes, so two jobs never write one output at once, and
+the staging a killed writer left behind is removed by the next one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import json
+import logging
 import os
 import shutil
+import socket
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ucluster_spark.errors import OutputExists
+from ucluster_spark.errors import BadInput, Busy, OutputExists
+
+log = logging.getLogger(__name__)
 
 DBFS_PREFIXES = ("dbfs:/", "file:/dbfs/", "/dbfs/")
 
@@ -42,8 +51,125 @@ def file_url(path: str | Path) -> str:
     return local_path(path).as_uri()
 
 
+STAGING_MARK = ".tmp-"
+
+
 def temporary_sibling(final: Path) -> Path:
-    return final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+    return final.with_name(f".{final.name}{STAGING_MARK}{uuid.uuid4().hex[:8]}")
+
+
+def check_output_location(path: str | Path, flag: str) -> Path:
+    """An output's place can be written: every existing ancestor is a directory we may write into. Checked before
+    any work, so ``--output notes.txt/run`` is one line naming the file, not a traceback halfway through."""
+    final = local_path(path)
+    ancestor = final.parent
+    while not ancestor.exists() and not ancestor.is_symlink():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise BadInput(f"{flag} {path}: {ancestor} is a file, not a directory; choose another {flag}")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise BadInput(f"{flag} {path}: {ancestor} is not writable by this user; choose another {flag}")
+    return final
+
+
+class OutputBusy(Busy):
+    """Another job is writing the same output."""
+
+
+def _lock_path(final: Path) -> Path:
+    return final.with_name(f".{final.name}.lock")
+
+
+def _holder(handle) -> str:
+    handle.seek(0)
+    try:
+        who = json.loads(handle.read() or "{}")
+    except ValueError:
+        who = {}
+    if not who:
+        return "a job that has just started"
+    return f"pid {who.get('pid')} on {who.get('host')}, started {who.get('started_at')}: {who.get('command', '')}"
+
+
+@contextlib.contextmanager
+def exclusive_output(
+    final: str | Path, kind: str, flag: str = "--output", is_ours: Callable[[Path], bool] = lambda _: False
+) -> Iterator[None]:
+    """Hold ``final``'s lock while the block writes it: a second writer is refused at once (``OutputBusy``, exit 75)
+    with the holder's host, pid, start time and command. The lock is an ``flock`` on ``.NAME.lock`` beside the
+    output, so it dies with its process (no stale lock after a kill). The staging a killed writer left is removed
+    first: beside ``final``, and inside it when ``is_ours(final)`` (an output written in place, like a run
+    directory). On a filesystem without locks (some FUSE mounts) the job goes on with a warning."""
+    final = check_output_location(final, flag)
+    lock = _lock_path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        handle = open(lock, "a+")  # noqa: SIM115 - held until the block ends
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(handle)
+            handle.close()
+            raise OutputBusy(
+                f"{final}: another job is writing this {kind} ({holder}); wait for it to finish and retry (exit 75), "
+                "or write elsewhere"
+            ) from None
+        except OSError as err:
+            if err.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                handle.close()
+                raise
+            handle.close()
+            log.warning("%s: this filesystem has no file locks (%s): one writer at a time is not enforced", final, err)
+            remove_stale_staging(final, inside=is_ours(final))
+            yield
+            return
+        try:  # the previous holder removes the file as it lets go: make sure ours is still the one at ``lock``
+            current = os.stat(lock).st_ino == os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        handle.close()
+    try:
+        handle.seek(0)
+        handle.truncate()
+        command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))[:300]
+        handle.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "command": command,
+                                 "started_at": datetime.now(UTC).isoformat(timespec="seconds")}))  # fmt: skip
+        handle.flush()
+        remove_stale_staging(final, inside=is_ours(final))
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        handle.close()
+
+
+def remove_stale_staging(final: str | Path, inside: bool = False) -> list[Path]:
+    """Staging left by a writer of ``final`` that was killed mid-write (``.NAME.tmp-*`` beside it; with ``inside``,
+    also within it, e.g. a checkpoint being written): never a complete output, and at scale gigabytes. Only ever
+    called by the holder of ``final``'s lock, so no live writer owns them. Says what it removed."""
+    final = local_path(final)
+    stale = sorted(final.parent.glob(f".{final.name}{STAGING_MARK}*"))
+    if inside and final.is_dir():
+        stale += sorted(final.rglob(f".*{STAGING_MARK}*"))
+    removed = []
+    for path in stale:
+        if not path.exists() and not path.is_symlink():
+            continue  # inside one removed already
+        removed.append(path)
+        size = _size_mb(path)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        log.warning("removed %s (%.1f MB), left by a writer of %s that was stopped mid-write", path, size, final.name)
+    return removed
+
+
+def _size_mb(path: Path) -> float:
+    if not path.is_dir():
+        return path.lstat().st_size / 2**20 if path.exists() else 0.0
+    return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
 
 
 def _is_empty_directory(path: Path) -> bool:
@@ -224,10 +350,6 @@ class PipelineLayout:
     @property
     def manifest(self) -> Path:
         return self.root / "manifest.json"
-
-    @property
-    def lock(self) -> Path:
-        return self.root / ".lock"
 
     @property
     def data(self) -> Path:

@@ -56,7 +56,8 @@ def check_model(m: ModelConfig, d: DataConfig) -> None:
         raise ConfigError(
             f"model.k_neighbours must be in [1, data.max_constituents={d.max_constituents}], got {m.k_neighbours}"
         )
-    _positive("model.n_clusters", m.n_clusters)
+    if m.n_clusters < 2:
+        raise ConfigError(f"model.n_clusters must be >= 2 (one cluster is no clustering), got {m.n_clusters}")
     if m.embedding_dim < 0:
         raise ConfigError(f"model.embedding_dim must be >= 0 (0: n_clusters), got {m.embedding_dim}")
     if m.embedding_pooling not in EMBEDDING_POOLINGS:

@@ -50,6 +50,8 @@ class DatasetInfo:
     source: dict[str, Any]
     files: dict[str, dict[str, int]] = field(default_factory=dict)
     """split -> parquet file name -> jets (datasets written before it was recorded: empty, totals are checked)."""
+    checksums: dict[str, dict[str, str]] = field(default_factory=dict)
+    """split -> parquet file name -> CRC-32 of its bytes, for ``verify_checksums`` (older datasets: empty)."""
 
     def n_jets(self, split: str) -> int:
         return int(sum(self.counts.get(split, {}).values()))
@@ -130,6 +132,20 @@ def input_error_from(err: BaseException) -> DatasetError | None:
     return DatasetError(found.group(1).strip()) if found else None
 
 
+def damaged_file_from(err: BaseException) -> DatasetError | None:
+    """A dataset file Spark could not read (Hadoop's checksum of a local file failed, or its content cannot be
+    decoded), named from Spark's task-failure text: bad input, not a failed job."""
+    text = str(err)
+    found = re.search(r"Encountered error while reading file (\S+?)\.? Details:", text)
+    if not found:
+        return None
+    path = store.local_path(found.group(1))
+    causes = re.findall(r"Caused by: [\w.$]*?([\w$]+(?:Exception|Error): [^\n]*)", text)
+    why = causes[-1] if causes else "unreadable"
+    return DatasetError(f"{path}: the file cannot be read ({why[:300]}; split {path.parent.name}); the dataset is "
+                        "damaged: write it again or restore the file")  # fmt: skip
+
+
 def write_dataset(
     spark,
     jets_df,
@@ -143,13 +159,23 @@ def write_dataset(
     ``source`` (provenance for the metadata) may be a callable, called after the source was read, e.g. to report
     counts that accumulators gathered during the read.
     """
+    final = store.check_output_location(output, "--output")
+    with store.exclusive_output(final, "ucluster dataset"):
+        try:
+            store.check_replaceable(final, "ucluster dataset", is_dataset, overwrite)
+        except FileExistsError as err:
+            raise DatasetError(str(err)) from None
+        info = _write_splits(spark, jets_df, final, data, source)
+    log.info("wrote %s: %s", final, format_counts(info))
+    return info
+
+
+def _write_splits(
+    spark, jets_df, final: Path, data: DataConfig, source: dict[str, Any] | Callable[[], dict[str, Any]]
+) -> DatasetInfo:
+    """``write_dataset`` while holding the output's lock."""
     from pyspark.sql import functions as F
 
-    final = store.local_path(output)
-    try:
-        store.check_replaceable(final, "ucluster dataset", is_dataset, overwrite)
-    except FileExistsError as err:
-        raise DatasetError(str(err)) from None
     with store.atomic_directory(final, overwrite=True) as staging:
         raw_dir = staging / "raw-unsplit"
         try:
@@ -186,9 +212,9 @@ def write_dataset(
             counts=counts,
             source=source() if callable(source) else source,
             files={split: parquet_rows(staging, split) for split in schema.SPLITS},
+            checksums=file_checksums(spark, staging),
         )
         store.atomic_write_json(staging / schema.METADATA_FILE, asdict(info))
-    log.info("wrote %s: %s", final, format_counts(info))
     return info
 
 
@@ -237,6 +263,49 @@ def check_files(root: str | Path, info: DatasetInfo, splits: tuple[str, ...] = s
                 f"{schema.METADATA_FILE} lists {info.n_jets(split)} (a file missing, extra or truncated); "
                 "write it again"
             )
+
+
+def _crc32(item: tuple[str, str, str]) -> tuple[str, str, str]:
+    """(split, file name, path) -> (split, file name, CRC-32 of the file's bytes); runs in a Spark task."""
+    import zlib
+
+    split, name, path = item
+    crc = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 22):
+            crc = zlib.crc32(chunk, crc)
+    return split, name, f"{crc:08x}"
+
+
+def file_checksums(spark, root: str | Path, splits: tuple[str, ...] = schema.SPLITS) -> dict[str, dict[str, str]]:
+    """CRC-32 of every parquet file of ``splits``, one Spark task per file, where the data is (the bytes never
+    travel to the driver)."""
+    root = store.local_path(root)
+    files = [(split, p.name, str(p)) for split in splits for p in sorted((root / split).glob("*.parquet"))]
+    found: dict[str, dict[str, str]] = {split: {} for split in splits}
+    if files:
+        for split, name, crc in spark.sparkContext.parallelize(files, len(files)).map(_crc32).collect():
+            found[split][name] = crc
+    return found
+
+
+def verify_checksums(spark, root: str | Path, info: DatasetInfo, splits: tuple[str, ...] = schema.SPLITS) -> None:
+    """Every file's bytes against the CRC-32 recorded when the dataset was written, before any rank or task reads
+    them: a damaged file whose footer survived passes ``check_files`` and would otherwise fail deep inside a job
+    (or, worse, decode). Costs one read of the split, spread over the executors."""
+    root = store.local_path(root)
+    recorded = {split: info.checksums.get(split) for split in splits}
+    if not all(recorded.values()):
+        log.info("%s was written before checksums were recorded: file contents not verified", root)
+        return
+    found = file_checksums(spark, root, splits)
+    for split in splits:
+        for name, crc in sorted(recorded[split].items()):
+            if found[split].get(name, crc) != crc:
+                raise DatasetError(
+                    f"{root / split / name}: the file is damaged (CRC-32 {found[split][name]}, {crc} when written; "
+                    f"split {split}); write the dataset again or restore the file"
+                )
 
 
 def row_groups(root: str | Path, split: str) -> int:

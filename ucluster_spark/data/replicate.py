@@ -21,7 +21,9 @@ from ucluster_spark import schema, store
 from ucluster_spark.data.dataset import (
     ROW_GROUP_BYTES,
     DatasetError,
+    DatasetInfo,
     check_files,
+    file_checksums,
     format_counts,
     is_dataset,
     load_info,
@@ -39,18 +41,40 @@ def replicate_training_split(
     """Write ``output`` = ``source`` with its training split copied ``factor`` times under new ids; returns what
     was written (jets, bytes, seconds). The copies are written copy after copy, each in the source's order, so a
     row group holds as many distinct jets as the source's do."""
-    from pyspark.sql import functions as F
 
     if factor < 1:
         raise DatasetError(f"replication factor must be >= 1, got {factor}")
     source = store.local_path(source)
     info = load_info(source)
     check_files(source, info)
-    final = store.local_path(output)
-    try:
-        store.check_replaceable(final, "ucluster dataset", is_dataset, overwrite)
-    except FileExistsError as err:
-        raise DatasetError(str(err)) from None
+    final = store.check_output_location(output, "--output")
+    started = time.time()
+    with store.exclusive_output(final, "ucluster dataset"):
+        try:
+            store.check_replaceable(final, "ucluster dataset", is_dataset, overwrite)
+        except FileExistsError as err:
+            raise DatasetError(str(err)) from None
+        written = _write_replicas(spark, source, info, final, factor, jets_per_file)
+    seconds = time.time() - started
+    size = sum(f.stat().st_size for f in (final / "train").glob("*.parquet"))
+    log.info("wrote %s: %s (training split = %d copies of %s)", final, format_counts(written), factor, source)
+    return {
+        "path": str(final),
+        "factor": factor,
+        "train_jets": written.n_jets("train"),
+        "train_files": len(written.files["train"]),
+        "train_bytes": size,
+        "seconds": round(seconds, 2),
+        "jets_per_second": round(written.n_jets("train") / seconds, 1),
+    }
+
+
+def _write_replicas(
+    spark, source: Path, info: DatasetInfo, final: Path, factor: int, jets_per_file: int
+) -> DatasetInfo:
+    """``replicate_training_split`` while holding the output's lock: the copies, then the metadata, atomically."""
+    from pyspark.sql import functions as F
+
     train = spark.read.parquet(store.file_url(source / "train"))
     copies = spark.range(0, factor, 1, numPartitions=max(1, min(factor, spark.sparkContext.defaultParallelism * 4)))
     replicas = (
@@ -58,7 +82,6 @@ def replicate_training_split(
         .withColumn(schema.JET_ID, F.concat(F.col(schema.JET_ID), F.lit(REPLICA_SEPARATOR), F.col("id").cast("string")))
         .select(*train.columns)
     )
-    started = time.time()
     with store.atomic_directory(final, overwrite=True) as staging:
         (
             replicas.write.option("parquet.block.size", ROW_GROUP_BYTES)
@@ -70,17 +93,6 @@ def replicate_training_split(
         counts = {**info.counts, "train": {c: n * factor for c, n in info.counts["train"].items()}}
         files = {split: parquet_rows(staging, split) for split in schema.SPLITS}
         provenance = {"generator": "replica", "replicated_from": str(source), "factor": factor, "source": info.source}
-        written = replace(info, counts=counts, files=files, source=provenance)
+        written = replace(info, counts=counts, files=files, source=provenance, checksums=file_checksums(spark, staging))
         store.atomic_write_json(staging / schema.METADATA_FILE, asdict(written))
-    seconds = time.time() - started
-    size = sum(f.stat().st_size for f in (final / "train").glob("*.parquet"))
-    log.info("wrote %s: %s (training split = %d copies of %s)", final, format_counts(written), factor, source)
-    return {
-        "path": str(final),
-        "factor": factor,
-        "train_jets": written.n_jets("train"),
-        "train_files": len(files["train"]),
-        "train_bytes": size,
-        "seconds": round(seconds, 2),
-        "jets_per_second": round(written.n_jets("train") / seconds, 1),
-    }
+    return written

@@ -4,17 +4,22 @@ spark-submit, failures -> one line and the exit code a scheduler acts on (``erro
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
+import logging
 import os
 import re
+import signal
 import stat
 import sys
+import threading
 import traceback
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ucluster_spark import errors, logs
+from ucluster_spark import errors, logs, store
 from ucluster_spark.config import Config, ConfigError, Flags, load
 
 
@@ -50,24 +55,35 @@ def use_real_stderr() -> None:
     from pyspark.java_gateway import launch_gateway  # connects to spark-submit's gateway
 
     sys.stderr.flush()
-    sys.stderr = _JvmStderr(launch_gateway().jvm.System.err)
+    sys.stderr = _JvmStderr(launch_gateway().jvm.System.err, os.open(parent / "fd/2", os.O_WRONLY | os.O_APPEND))
 
 
 class _JvmStderr(io.TextIOBase):
-    """``sys.stderr`` written by the JVM's ``System.err`` (its own file offset)."""
+    """``sys.stderr`` written by the JVM's ``System.err`` (its own file offset); once the JVM has exited (the job
+    was stopped), appended to the same file directly, so the job's last line still reaches it."""
 
-    def __init__(self, stream: Any):
+    def __init__(self, stream: Any, after_jvm_fd: int):
         self._stream = stream
+        self._after_jvm_fd = after_jvm_fd
+        self._jvm_gone = False
 
     def writable(self) -> bool:
         return True
 
     def write(self, text: str) -> int:
-        self._stream.print(text)
+        if not self._jvm_gone:
+            try:
+                self._stream.print(text)
+                return len(text)
+            except Exception:  # py4j: the JVM is gone
+                self._jvm_gone = True
+        os.write(self._after_jvm_fd, text.encode())
         return len(text)
 
     def flush(self) -> None:
-        self._stream.flush()
+        if not self._jvm_gone:
+            with contextlib.suppress(Exception):
+                self._stream.flush()
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None, flags: Flags) -> Config:
@@ -134,6 +150,7 @@ def run_dataset_job(app_name: str, args: argparse.Namespace, build: Callable[[An
         from ucluster_spark.driver.session import get_session
 
         cfg = data_config_from_args(args)
+        store.check_output_location(args.output, "--output")  # before Spark starts
         spark = get_session(app_name, cfg.run.spark_conf)
         try:
             info = build(spark, cfg)
@@ -145,23 +162,57 @@ def run_dataset_job(app_name: str, args: argparse.Namespace, build: Callable[[An
             print(f"dropped: {info.source['dropped']}")
         return errors.EXIT_OK
 
-    return run_main(body)
+    return run_main(body, lambda: f"nothing was written to {args.output}: run the same command again")
 
 
 def _given(flags: Flags) -> Flags:
     return {key: flag for key, flag in flags.items() if flag[1] is not None}
 
 
-def run_main(body: Callable[[], int]) -> int:
-    """Map failures to exit codes with one clear message (and the traceback for failures that are not bad input).
-    Unexpected errors propagate (exit code 1 with their traceback)."""
+def run_main(body: Callable[[], int], interrupted: Callable[[], str] = lambda: "") -> int:
+    """Map failures to exit codes with one clear message (after the traceback, for failures where it helps).
+    An interrupt (Ctrl-C, SIGTERM to this process, or spark-submit's JVM stopping under the job) is one line too:
+    ``interrupted()`` says what stopped and how to continue. Unexpected errors propagate (exit code 1 with their
+    traceback)."""
+    main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
+    previous = signal.getsignal(signal.SIGTERM), threading.excepthook
+    if main_thread:
+        signal.signal(signal.SIGTERM, _raise_terminated)
+    threading.excepthook = partial(_quiet_launcher_threads, previous[1])
     try:
         return body()
+    except (KeyboardInterrupt, errors.Terminated) as err:
+        signal_name = "SIGTERM" if isinstance(err, errors.Terminated) else "Ctrl-C"
+        print(f"interrupted ({signal_name}): {interrupted() or 'nothing was left half-written'}", file=sys.stderr)
+        return errors.EXIT_TERMINATED if isinstance(err, errors.Terminated) else errors.EXIT_INTERRUPTED
     except Exception as err:
+        if errors.spark_stopped(err):
+            print(f"interrupted (Spark was shut down under the job: spark-submit stopped by a signal, or its JVM "
+                  f"failed): {interrupted() or 'nothing was left half-written'}", file=sys.stderr)  # fmt: skip
+            return errors.EXIT_TERMINATED
         code = errors.exit_code_for(err)
         if code == errors.EXIT_UNEXPECTED:
             raise
-        if code != errors.EXIT_BAD_INPUT:
+        if getattr(err, "traceback_helps", True):
             traceback.print_exc()
         print(f"error: {err}", file=sys.stderr)
         return code
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous[0])
+        threading.excepthook = previous[1]
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise errors.Terminated()
+
+
+def _quiet_launcher_threads(default: Callable[[Any], None], args: Any) -> None:
+    """A background thread's failure because Spark went away, or in horovod's launcher (its output forwarding and
+    Spark-job threads, when a rank fails or the job is stopped), is part of the failure or interrupt the job reports
+    in one line, not a traceback of its own; any other thread's failure is shown as usual."""
+    err = args.exc_value
+    if err is not None and (errors.spark_stopped(err) or errors.raised_in(err, "horovod")):
+        logging.getLogger(__name__).debug("thread %s ended: %s", getattr(args.thread, "name", "?"), err)
+        return
+    default(args)

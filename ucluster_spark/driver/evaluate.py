@@ -19,7 +19,15 @@ import numpy as np
 
 from ucluster_spark import metrics, plots, schema, store
 from ucluster_spark.config import Config, EvaluateConfig
-from ucluster_spark.data.dataset import DatasetError, DatasetInfo, check_files, input_error_from, load_info
+from ucluster_spark.data.dataset import (
+    DatasetError,
+    DatasetInfo,
+    check_files,
+    damaged_file_from,
+    input_error_from,
+    load_info,
+    verify_checksums,
+)
 from ucluster_spark.errors import EvaluationFailed, InputMissing
 from ucluster_spark.schema import CLUSTER, EMBEDDING
 
@@ -181,9 +189,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """Assign every jet of ``data_dir`` (default: the run's own dataset) and write ``output``:
     ``assignments/`` (parquet, ``inference.ASSIGNMENT_COLUMNS``), ``metrics.json`` and ``plots/``."""
-    from ucluster_spark.data.sources import CounterParam
-
     settings = settings or EvaluateConfig()
+    final = store.check_output_location(output, "--output")
     run = read_trained_run(run_dir)
     root = store.local_path(data_dir) if data_dir else run.dataset
     info = load_info(root)
@@ -192,11 +199,21 @@ def evaluate(
     if not splits:
         raise DatasetError(f"{root}: no jets in the split(s) {settings.splits} to assign")
     check_files(root, info, tuple(splits))  # before the job: a damaged dataset is bad input, named by its file
+    verify_checksums(spark, root, info, tuple(splits))
+    with store.exclusive_output(final, "cluster-assignment output"):
+        store.check_replaceable(
+            final, "cluster-assignment output", lambda p: store.EvaluationLayout(p).is_complete(), overwrite
+        )
+        return _assign(spark, run, root, info, splits, final, settings)
+
+
+def _assign(
+    spark, run: TrainedRun, root: Path, info: DatasetInfo, splits: list[str], final: Path, settings: EvaluateConfig
+) -> dict[str, Any]:
+    """``evaluate`` while holding the output's lock: the Spark job, the scores and plots, written atomically."""
+    from ucluster_spark.data.sources import CounterParam
+
     classes = list(info.classes)
-    final = store.local_path(output)
-    store.check_replaceable(
-        final, "cluster-assignment output", lambda p: store.EvaluationLayout(p).is_complete(), overwrite
-    )
 
     loads = spark.sparkContext.accumulator(0)
     tasks_per_process = spark.sparkContext.accumulator(Counter(), CounterParam())
@@ -227,6 +244,9 @@ def evaluate(
             bad_row = input_error_from(err)  # a malformed jet is bad input, not a failed job
             if bad_row is not None:
                 raise DatasetError(f"{root}: {bad_row}") from None
+            damaged = damaged_file_from(err)  # so is a file that cannot be read (a dataset without checksums)
+            if damaged is not None:
+                raise damaged from None
             raise EvaluationError(f"cluster assignment of {root} with {run.run_dir} failed: {err}") from err
         seconds = time.time() - started
         assignments = spark.read.parquet(store.file_url(staging.assignments))

@@ -24,7 +24,14 @@ from typing import Any
 
 from ucluster_spark import _env, checkpoint, errors, store
 from ucluster_spark.config import Config, ConfigError
-from ucluster_spark.data.dataset import DatasetError, DatasetInfo, check_files, check_filled, check_shardable
+from ucluster_spark.data.dataset import (
+    DatasetError,
+    DatasetInfo,
+    check_files,
+    check_filled,
+    check_shardable,
+    verify_checksums,
+)
 from ucluster_spark.data.sources import locate_or_generate
 from ucluster_spark.driver.barrier import BarrierLaunchError, run_barrier
 from ucluster_spark.errors import InputMissing, OutputExists, TrainingFailed
@@ -280,6 +287,26 @@ def lost_ranks(horovod_error: str, layout: store.RunLayout) -> list[str]:
     return named
 
 
+def divergence_reported(run_dir: Path) -> str:
+    """The message of a rank that stopped because training diverged (every rank stops at the same step), or ""."""
+    for path in sorted(store.RunLayout(run_dir).failures.glob("rank-*.json")):
+        with contextlib.suppress(OSError, ValueError):
+            report = json.loads(path.read_text())
+            if report.get("kind") == errors.TrainingDiverged.__name__:
+                return str(report.get("details") or report.get("error", "")).strip()
+    return ""
+
+
+def resume_hint(run_dir: Path) -> str:
+    last = checkpoint.latest(run_dir)
+    if last is None:
+        return "no checkpoint was written: train again with a corrected setting"
+    return (
+        f"the last good checkpoint is {last.name}: continue from it with a corrected setting "
+        f"(--resume {run_dir} section.key=value), or train again"
+    )
+
+
 def failure_hint(err: Exception, run_dir: Path) -> str:
     text = str(err)
     hints = []
@@ -301,6 +328,13 @@ def train(spark, cfg: Config, resume: bool = False) -> TrainingResult:
     check_slots(spark, cfg.run.num_proc)
     check_stack(cfg)
     run_dir = store.local_path(cfg.run.output) if cfg.run.output else store.default_run_dir()
+    flag = "--resume" if resume else "--output"
+    with store.exclusive_output(run_dir, "training run", flag, is_ours=lambda d: store.RunLayout(d).config.is_file()):
+        return _train(spark, cfg, run_dir, resume)
+
+
+def _train(spark, cfg: Config, run_dir: Path, resume: bool) -> TrainingResult:
+    """``train`` while holding the run directory's lock."""
     resume_from = prepare_run_dir(run_dir, resume)
     state = checkpoint.read_state(resume_from) if resume_from else checkpoint.TrainingState(0, [])
     if state.epochs_done >= cfg.train.epochs:
@@ -308,8 +342,17 @@ def train(spark, cfg: Config, resume: bool = False) -> TrainingResult:
             f"{resume_from} already completed {state.epochs_done} epoch(s) and train.epochs={cfg.train.epochs}; "
             "raise train.epochs to train longer"
         )
+    if resume_from and state.num_proc and state.num_proc != cfg.run.num_proc:
+        log.warning(
+            "resuming a %d-rank run with %d rank(s): the shards, the batches and the global batch (%d jets, was %d) "
+            "differ, so the result will differ from the uninterrupted run's; resume with --num-proc %d to continue "
+            "it number for number",
+            state.num_proc, cfg.run.num_proc, cfg.train.batch_size * cfg.run.num_proc,
+            cfg.train.batch_size * state.num_proc, state.num_proc,
+        )  # fmt: skip
     root, info = locate_or_generate(spark, cfg.data)
     check_files(root, info)  # before any rank starts: never train on part of a damaged dataset
+    verify_checksums(spark, root, info)
     if info.n_jets("train") == 0 or info.n_jets("test") == 0:
         raise DatasetError(f"{root}: the train and test splits must both hold jets, got {info.counts}")
     if not info.n_jets("val") and (cfg.train.stop_rule != "never" or cfg.train.validate_every_steps):
@@ -340,5 +383,8 @@ def train(spark, cfg: Config, resume: bool = False) -> TrainingResult:
         try:
             results = sorted(launch_ranks(spark, cfg, plan), key=lambda r: r["rank"])
         except LaunchError as err:
+            diverged = divergence_reported(run_dir)
+            if diverged:  # an outcome of the settings, fully explained: one line, no launcher noise
+                raise errors.TrainingDiverged(f"{diverged}; {resume_hint(run_dir)}") from None
             raise LaunchError(f"{err}\n{failure_hint(err, run_dir)}") from err
     return TrainingResult(run_dir, results[0]["metrics"], results)

@@ -9,19 +9,16 @@ Everything of one run id lives in ``<pipeline.root>/<run id>/`` (names: ``store.
     evaluate/       assignments/, metrics.json, plots/ of the evaluation
 
 Each output is complete or absent (every stage writes atomically), so a rerun skips what exists, resumes training
-from its last checkpoint, and redoes only what is missing. One attempt at a time per run id (a file lock).
+from its last checkpoint, and redoes only what is missing. One attempt at a time per run id (``store.exclusive_output``:
+a second one exits 75 naming the first).
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
 import re
-import shutil
 import time
 import traceback
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,7 +28,16 @@ import yaml
 from ucluster_spark import checkpoint, store
 from ucluster_spark.config import Config, ConfigError
 from ucluster_spark.driver import tracking
-from ucluster_spark.errors import EXIT_OK, BadInput, Busy, DataFailed, exit_code_for
+from ucluster_spark.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TERMINATED,
+    BadInput,
+    DataFailed,
+    Terminated,
+    exit_code_for,
+    spark_stopped,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +56,6 @@ IGNORED_FOR_RERUN = {
 
 class DataStageError(DataFailed):
     """Generating or preparing the dataset failed for a reason other than its input."""
-
-
-class PipelineBusy(Busy):
-    """Another attempt with the same run id is running."""
 
 
 def _now() -> str:
@@ -116,25 +118,10 @@ def outputs(paths: list[tuple[str, Path]]) -> list[dict[str, str]]:
     return [{"kind": kind, "path": str(p), "status": "complete" if p.exists() else "missing"} for kind, p in paths]
 
 
-@contextlib.contextmanager
-def exclusive(layout: store.PipelineLayout) -> Iterator[None]:
-    """One attempt per run id at a time; the lock dies with the process (no stale lock after a crash)."""
-    layout.root.mkdir(parents=True, exist_ok=True)
-    with open(layout.lock, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise PipelineBusy(f"{layout.root}: another attempt of this run id is running") from None
-        yield
-
-
-def remove_stale_staging(run_dir: Path) -> None:
-    """Temporary directories of an attempt that was killed mid-write (never complete outputs)."""
-    for stale in run_dir.glob(".*.tmp-*"):
-        if stale.is_dir():
-            shutil.rmtree(stale, ignore_errors=True)
-        else:
-            stale.unlink(missing_ok=True)
+def exclusive(layout: store.PipelineLayout):
+    """One attempt per run id at a time (the lock dies with its process), the staging of a killed one removed."""
+    return store.exclusive_output(layout.root, "pipeline run", flag="pipeline.root/--run-id",
+                                  is_ours=lambda root: (root / layout.config.name).is_file())  # fmt: skip
 
 
 def data_stage(spark, cfg: Config, layout: store.PipelineLayout, manifest: Manifest) -> Path:
@@ -180,7 +167,8 @@ def train_stage(spark, cfg: Config, data_root: Path, pipeline: store.PipelineLay
     listed = [("run directory", train_dir), ("model", layout.model_dir), ("metrics", layout.metrics),
               ("plots", layout.plots)]  # fmt: skip
     if layout.metrics.exists():
-        manifest.stage("train", status="skipped", outputs=outputs(listed))
+        warnings = store.read_json(layout.metrics).get("warnings", [])
+        manifest.stage("train", status="skipped", outputs=outputs(listed), warnings=warnings)
         log.info(f"train: {train_dir} is finished, skipped")
         return train_dir
     resume = train_dir.exists() and checkpoint.latest(train_dir) is not None
@@ -188,8 +176,9 @@ def train_stage(spark, cfg: Config, data_root: Path, pipeline: store.PipelineLay
     started = time.time()
     overrides = {"data": {"path": str(data_root)}, "run": {"output": str(train_dir)}}
     train_cfg = Config.from_dict(_merge(cfg.to_dict(), overrides))
-    train(spark, train_cfg, resume=resume)
-    manifest.stage("train", status="completed", seconds=round(time.time() - started, 1), outputs=outputs(listed))
+    result = train(spark, train_cfg, resume=resume)
+    manifest.stage("train", status="completed", seconds=round(time.time() - started, 1), outputs=outputs(listed),
+                   warnings=result.metrics.get("warnings", []))  # fmt: skip
     return train_dir
 
 
@@ -202,13 +191,15 @@ def evaluate_stage(
     out = layout.root
     listed = [("assignments", layout.assignments), ("metrics", layout.metrics), ("plots", layout.plots)]
     if layout.is_complete():
-        manifest.stage("evaluate", status="skipped", outputs=outputs(listed))
+        warnings = store.read_json(layout.metrics).get("warnings", [])
+        manifest.stage("evaluate", status="skipped", outputs=outputs(listed), warnings=warnings)
         log.info(f"evaluate: {out} is complete, skipped")
         return out
     manifest.stage("evaluate", status="running", started_at=_now())
     started = time.time()
-    evaluate(spark, train_dir, data_root, out, cfg.evaluate)
-    manifest.stage("evaluate", status="completed", seconds=round(time.time() - started, 1), outputs=outputs(listed))
+    result = evaluate(spark, train_dir, data_root, out, cfg.evaluate)
+    manifest.stage("evaluate", status="completed", seconds=round(time.time() - started, 1), outputs=outputs(listed),
+                   warnings=result["warnings"])  # fmt: skip
     return out
 
 
@@ -231,7 +222,6 @@ def run_pipeline(spark, cfg: Config, run_id: str) -> dict[str, Any]:
             check_same_config(yaml.safe_load(layout.config.read_text()), cfg, run_dir)
         else:
             cfg.dump(layout.config)
-        remove_stale_staging(run_dir)
         manifest = Manifest(layout.manifest, run_id)
         log.info(f"{run_dir} (attempt {manifest.data['attempt']})")
         current = "data"
@@ -242,14 +232,21 @@ def run_pipeline(spark, cfg: Config, run_id: str) -> dict[str, Any]:
             current = "evaluate"
             out = evaluate_stage(spark, cfg, data_root, train_dir, layout, manifest)
         except BaseException as err:
-            code = exit_code_for(err)
-            manifest.stage(current, status="failed", error=f"{type(err).__name__}: {err}"[-20000:],
+            code, status = exit_code_for(err), "failed"
+            if isinstance(err, KeyboardInterrupt | Terminated) or spark_stopped(err):
+                code, status = (
+                    (EXIT_INTERRUPTED if isinstance(err, KeyboardInterrupt) else EXIT_TERMINATED),
+                    "interrupted",
+                )
+            manifest.stage(current, status=status, error=f"{type(err).__name__}: {err}"[-20000:],
                            traceback=traceback.format_exc()[-8000:])  # fmt: skip
-            manifest.finish("failed", code)
+            manifest.finish(status, code)
             raise
         mlflow_run = tracking.log_pipeline(run_id, manifest.data.get("mlflow_run_id"), train_dir, out)
         if mlflow_run:
             manifest.data["mlflow_run_id"] = mlflow_run
+        manifest.data["warnings"] = [f"{name}: {w}" for name in STAGES for w in manifest.data["stages"][name].get(
+            "warnings", [])]  # fmt: skip
         manifest.finish("succeeded", EXIT_OK)
         log.info(f"succeeded: {layout.manifest}")
         return manifest.data

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 
@@ -31,7 +32,27 @@ def get_session(app_name: str = "ucluster-spark", extra_conf: dict[str, str] | N
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
+    _quiet_accumulator_server(spark.sparkContext)
     return spark
+
+
+def _quiet_accumulator_server(sc) -> None:
+    """pyspark's accumulator server (a ``socketserver``) prints a traceback of its own when the JVM's connection
+    to it ends mid-update, as when spark-submit is stopped under a job; the job says so itself in one line
+    (``cli.run_main``). Its other errors are shown as before. Another pyspark's internals: left as they are."""
+    server = getattr(sc, "_accumulatorServer", None)
+    if server is None or getattr(server, "_ucluster_quiet", False):
+        return
+    shown = server.handle_error
+
+    def handle_error(request, client_address) -> None:
+        if isinstance(sys.exc_info()[1], EOFError | ConnectionError):
+            logging.getLogger(__name__).debug("accumulator connection from the JVM ended: %s", sys.exc_info()[1])
+            return
+        shown(request, client_address)
+
+    server.handle_error = handle_error
+    server._ucluster_quiet = True
 
 
 def _submitted() -> bool:

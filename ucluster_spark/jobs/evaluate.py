@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ucluster_spark import errors
+from ucluster_spark import errors, store
 from ucluster_spark.config import Config
 from ucluster_spark.driver import cli
 
@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         from ucluster_spark.driver.session import get_session, stop
 
         cfg = config_from_args(args)
+        store.check_output_location(args.output, "--output")  # before Spark starts
         spark = get_session("ucluster-evaluate", cfg.run.spark_conf)
         try:
             result = evaluate(spark, args.model, args.data, args.output, cfg.evaluate, overwrite=args.overwrite)
@@ -56,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         else:
             print(f"cluster sizes ({result['n_jets']} jets, no labels): {result['cluster_sizes']}")
+        if result["warnings"]:
+            print(f"DEGENERATE: {'; '.join(result['warnings'])}")
         return errors.EXIT_OK
 
-    return cli.run_main(body)
+    return cli.run_main(body, lambda: f"nothing was written to {args.output}: run the same command again")

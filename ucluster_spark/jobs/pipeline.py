@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from ucluster_spark import errors
+from ucluster_spark import errors, store
 from ucluster_spark.config import Config
 from ucluster_spark.driver import cli
 
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         from ucluster_spark.driver.session import get_session, stop
 
         cfg = config_from_args(args)
+        store.check_output_location(Path(cfg.pipeline.root) / args.run_id, "pipeline.root")  # before Spark starts
         spark = get_session(f"ucluster-pipeline-{args.run_id}", cfg.run.spark_conf)
         try:
             manifest = run_pipeline(spark, cfg, args.run_id)
@@ -48,4 +50,4 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: {stage['status']}")
         return errors.EXIT_OK
 
-    return cli.run_main(body)
+    return cli.run_main(body, lambda: f"run the same command again: run {args.run_id} continues where it stopped")

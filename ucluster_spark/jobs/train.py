@@ -68,6 +68,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 def main(argv: list[str] | None = None) -> int:
     args = cli.parse_args(parser(), sys.argv[1:] if argv is None else argv)
+    run_dirs: list[str] = []
 
     def body() -> int:
         from ucluster_spark.driver import tracking
@@ -75,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         from ucluster_spark.driver.session import get_session, stop
 
         cfg = config_from_args(args)
+        cfg.run.output = cfg.run.output or str(store.default_run_dir())  # named now: an interrupt can point to it
+        store.check_output_location(cfg.run.output, "--resume" if args.resume else "--output")  # before Spark
+        run_dirs.append(cfg.run.output)
         spark = get_session("ucluster-train", cfg.run.spark_conf)
         try:
             result = train(spark, cfg, resume=args.resume is not None)
@@ -83,10 +87,24 @@ def main(argv: list[str] | None = None) -> int:
         tracking.log_training(result.run_dir)
         m = result.metrics
         print(f"run directory: {result.run_dir}")
+        degenerate = "; ".join(m.get("warnings") or [])
         print(
             f"clustering accuracy (test, {m['n_jets']} jets): {m['clustering_accuracy']:.4f} "
-            f"(NMI {m['nmi']:.3f}, ARI {m['ari']:.3f})"
+            f"(NMI {m['nmi']:.3f}, ARI {m['ari']:.3f})" + (f"; DEGENERATE: {degenerate}" if degenerate else "")
         )
         return errors.EXIT_OK
 
-    return cli.run_main(body)
+    return cli.run_main(body, lambda: interrupted_training(run_dirs[0]) if run_dirs else "")
+
+
+def interrupted_training(run_dir: str) -> str:
+    """What an interrupted training job leaves and how to continue it."""
+    from ucluster_spark import checkpoint
+
+    last = checkpoint.latest(run_dir) if store.local_path(run_dir).is_dir() else None
+    if last is None:
+        return f"training into {run_dir} stopped before its first checkpoint: run the same command again"
+    return (
+        f"training into {run_dir} stopped; its last checkpoint is {last.name}: continue with "
+        f"spark-submit jobs/train.py --resume {run_dir}"
+    )

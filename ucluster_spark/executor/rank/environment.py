@@ -136,6 +136,7 @@ def report_failure(run_dir: str, err: BaseException) -> None:
         "rank": rank,
         "host": socket.gethostname(),
         "pid": os.getpid(),
+        "kind": type(err).__name__,
         "error": (exhausted or (cause if cause.startswith(type(err).__name__) else f"{type(err).__name__}: {cause}"))[
             :1000
         ],

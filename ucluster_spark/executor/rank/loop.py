@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from ucluster_spark import checkpoint
 from ucluster_spark.config import Config
+from ucluster_spark.errors import TrainingDiverged
 from ucluster_spark.executor.centroids import BoundedSample, ClusterMoments, kmeans_centroids, reseed_starved_centroids
 from ucluster_spark.executor.losses import alpha_for_epoch, alpha_for_jets
 from ucluster_spark.executor.model import build_model
@@ -33,7 +34,7 @@ from ucluster_spark.executor.rank.evaluation import embedded_batches, evaluate_s
 from ucluster_spark.executor.rank.step import make_batch_norm_schedule, make_optimizer, make_train_step
 from ucluster_spark.executor.rank.validation import ValidationTrack, sync_non_trainable
 from ucluster_spark.executor.reader import shard_size, training_batches
-from ucluster_spark.metrics import collapse_warnings
+from ucluster_spark.metrics import collapse_warnings, loss_warnings
 from ucluster_spark.plan import EpochPlan, TrainingPlan, epoch_eval_fraction
 from ucluster_spark.schema import feature_names
 
@@ -55,6 +56,8 @@ class Rank:
     epoch_plan: EpochPlan
     bn_momentum: Any
     track: ValidationTrack
+    initial_focal_loss: float | None = None
+    """The first step's focal loss (mean over ranks; history[0]): what ``EXPLODED`` is measured against."""
 
     @property
     def rank(self) -> int:
@@ -121,7 +124,7 @@ def start_rank(cfg, plan: TrainingPlan, comm) -> Rank:
     state = Rank(
         cfg, plan, comm, log, model, optimizer, schedule, alpha, beta,
         make_train_step(model, optimizer, cfg, alpha, beta, comm, bn_momentum), epoch_plan, bn_momentum[0],
-        ValidationTrack(cfg, plan, comm, log),
+        ValidationTrack(cfg, plan, comm, log), plan.history[0].get("initial_focal_loss") if plan.history else None,
     )  # fmt: skip
     log(
         f"{size} rank(s) ({comm.name}), batch {t.batch_size}/rank = {state.global_batch} global, "
@@ -147,6 +150,7 @@ def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
     first_step = epoch * r.epoch_plan.steps
     points: list[dict[str, Any]] = []
     stopped_by = ""
+    first_focal = np.nan
     start, cpu_start = time.time(), time.process_time()
     sums = np.zeros(3)
     steps_done = 0
@@ -159,7 +163,12 @@ def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
                 jets = r.clustering_jets(first_step + step)
                 r.alpha.assign(alpha_for_jets(jets, lc.alpha_start, lc.alpha_step, lc.alpha_every_jets))
             means, z = r.train_step(next(batches), tf.constant(weight, tf.float32))
-            means = means.numpy()
+            means, finite = np.split(means.numpy(), [3])
+            if not finite[0]:  # the averaged gradient: the same on every rank, so every rank stops at this step
+                raise divergence(r, epoch, first_step + step + 1,
+                                 f"the gradient averaged over the ranks is not finite ({_losses(means)})")  # fmt: skip
+            if step == 0 and epoch == 0:
+                first_focal = means[1]
             sums += means
             steps_done += 1
             if clustering:
@@ -176,9 +185,18 @@ def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
                     break
     seconds, cpu_seconds = time.time() - start, time.process_time() - cpu_start
     sync_non_trainable(r.model, r.comm)
-    kmeans_seconds = set_centroids_by_kmeans(r.model, pooled, r.cfg, r.comm, r.log) if collect else None
     # Collective: epoch means over all ranks.
-    loss, focal, clustering_loss = r.comm.mean(sums / steps_done, "epoch_means")
+    loss, focal, clustering_loss = epoch_means = r.comm.mean(sums / steps_done, "epoch_means")
+    if not np.isfinite(epoch_means).all():  # a rank's loss, though the gradient stayed finite
+        raise divergence(r, epoch, first_step + steps_done,
+                         f"the epoch's mean loss over the ranks is not finite ({_losses(epoch_means)})")  # fmt: skip
+    if epoch == 0:  # Collective: every rank is in its first epoch here
+        r.initial_focal_loss = float(r.comm.mean(np.array([first_focal]), "initial_focal_loss")[0])
+    if r.initial_focal_loss and focal > EXPLODED * r.initial_focal_loss:
+        raise divergence(r, epoch, first_step + steps_done,
+                         f"the focal loss exploded: its epoch mean {focal:.4g} is {focal / r.initial_focal_loss:.3g} "
+                         f"times the first step's {r.initial_focal_loss:.4g}")  # fmt: skip
+    kmeans_seconds = set_centroids_by_kmeans(r.model, pooled, r.cfg, r.comm, r.log) if collect else None
     train_cluster_sizes = []
     if moments is not None:
         # Collective: every rank sums the same moments and takes the same re-seeding decision.
@@ -202,6 +220,7 @@ def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
         "learning_rate": float(r.schedule(r.optimizer.iterations - 1).numpy()),  # of the epoch's last step
         "bn_momentum": float(r.bn_momentum.numpy()),
         "global_step": global_step,
+        **({"initial_focal_loss": r.initial_focal_loss} if epoch == 0 else {}),
         "started_at": start,
         "seconds": seconds,
         "cpu_seconds": cpu_seconds,  # rank 0's process, all its threads
@@ -226,6 +245,8 @@ def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
             val = evaluate_split(r.model, r.plan.val_url, r.cfg, r.plan.classes, r.comm,
                                  sample_fraction=epoch_eval_fraction(t.epoch_eval_max_jets, r.plan.n_val))  # fmt: skip
             record["val_embedding_std"] = val["embedding_std"]
+        if not np.isfinite(record["val_embedding_std"]).all():  # over every rank's jets: every rank stops here
+            raise divergence(r, epoch, global_step, "the validation embedding is not finite")
         sizes = record.get("val_cluster_sizes", [])
         record["val_warnings"] = collapse_warnings(sizes, record["val_embedding_std"])
         for warning in record["val_warnings"]:
@@ -244,6 +265,32 @@ def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
     shown = {k: v for k, v in record.items() if k not in ("epoch", "validations")}
     r.log(f"epoch {epoch + 1}/{t.epochs} " + " ".join(f"{k}={_fmt(v)}" for k, v in shown.items()))
     return record
+
+
+EXPLODED = 100.0
+"""An epoch whose mean focal loss is this many times the first step's has diverged: the auxiliary mass
+classifier starts near ln(mass bins) and a sane run only lowers it (a learning rate of 1e4 for 1e-4 takes it from
+~3 to ~1e9 in one step)."""
+
+
+def divergence(r: Rank, epoch: int, global_step: int, problem: str) -> TrainingDiverged:
+    """The error every rank raises at the same step when training has diverged, naming where, what and the setting
+    most likely at fault (the driver adds the last good checkpoint)."""
+    t, lc = r.cfg.train, r.cfg.loss
+    lr = t.learning_rate * (r.size if t.scale_lr_by_workers else 1)
+    if lr > 0.01:
+        likely = f"train.learning_rate={t.learning_rate:g} is far above the usual 1e-4 to 1e-3"
+    elif epoch >= t.pretrain_epochs:
+        likely = (f"the clustering loss: lower loss.clustering_weight={lc.clustering_weight:g} or "
+                  f"loss.alpha_step={lc.alpha_step:g}, or train.learning_rate={t.learning_rate:g}")  # fmt: skip
+    else:
+        likely = f"train.learning_rate={t.learning_rate:g}, or non-finite values in the training data"
+    return TrainingDiverged(f"training diverged in epoch {epoch + 1}, at step {global_step}: {problem}; likely "
+                            f"cause: {likely}")  # fmt: skip
+
+
+def _losses(means) -> str:
+    return ", ".join(f"{k} {float(v):.4g}" for k, v in zip(("loss", "focal", "clustering per jet"), means, strict=True))
 
 
 def connect(cfg) -> Any:
@@ -292,7 +339,7 @@ def train_and_evaluate(cfg, plan: TrainingPlan, comm, rank_started_at: float) ->
         history.append(run_epoch(r, epoch))
         stopped = bool(history[-1].get("stopped_by"))
         if r.rank == 0:
-            state = checkpoint.TrainingState(epoch + 1, history)
+            state = checkpoint.TrainingState(epoch + 1, history, r.size)
             saved = checkpoint.save(plan.run_dir, r.model, r.optimizer, state)
             r.log(f"checkpoint {saved.name} written")
     test = evaluate_split(r.model, plan.test_url, cfg, plan.classes, comm, cfg.evaluate.plot_jets)
@@ -301,9 +348,12 @@ def train_and_evaluate(cfg, plan: TrainingPlan, comm, rank_started_at: float) ->
     metrics["global_step"] = int(r.optimizer.iterations.numpy())
     metrics["stopped_by"] = history[-1].get("stopped_by", "") if history else ""
     metrics["centroids"] = r.model.centroids.numpy().round(6).tolist()
+    metrics["warnings"] = collapse_warnings(test["cluster_sizes"], test["embedding_std"]) + loss_warnings(history)
     if r.rank == 0:
         write_run(r.model, cfg, plan, metrics, plot, history)
         r.log(f"test clustering accuracy {metrics['clustering_accuracy']:.4f} on {metrics['n_jets']} jets")
+        for warning in metrics["warnings"]:
+            r.log(f"WARNING the run ended degenerate: {warning}")
     return {
         "rank": r.rank,
         "rank_started_at": rank_started_at,

@@ -50,10 +50,11 @@ def make_batch_norm_schedule(cfg, model, steps_per_epoch: int):
 def make_train_step(model, optimizer, cfg, alpha, beta, comm=None, bn_momentum=None):
     """One optimisation step on L = focal_weight * focal(aux) + beta * clustering(alpha) [+ balance prior], its
     gradient scaled by ``weight`` (``EpochPlan.gradient_weights``) and averaged over ranks by ``comm`` (None: this
-    process alone): a ``tf.function`` of (batch, weight) returning ([loss, focal, mean clustering loss per jet],
-    z). With ``bn_momentum`` = (variable, function of the step), the batch-norm momentum follows its schedule. The
-    centroids move as ``train.centroid_update`` says, and only while the clustering loss is on (beta > 0). The
-    scaling benchmark's bare loop runs the same step."""
+    process alone): a ``tf.function`` of (batch, weight) returning ([loss, focal, mean clustering loss per jet,
+    1 if the averaged gradient is finite else 0], z); the flag is the same on every rank, so every rank can stop
+    at the same step. With ``bn_momentum`` = (variable, function of the step), the batch-norm momentum follows its
+    schedule. The centroids move as ``train.centroid_update`` says, and only while the clustering loss is on
+    (beta > 0). The scaling benchmark's bare loop runs the same step."""
     d, lc, update = cfg.data, cfg.loss, cfg.train.centroid_update
     comm = comm or LocalCollectives()
     variables = model.trainable_variables
@@ -92,6 +93,7 @@ def make_train_step(model, optimizer, cfg, alpha, beta, comm=None, bn_momentum=N
             weighted = loss * weight
         # Collective: gradients averaged over ranks.
         grads = comm.gradients(tape, weighted, variables)
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads if g is not None])
         if update == "adam":  # as run: the centroids are the optimizer's like every weight
             optimizer.apply_gradients(zip(grads, variables, strict=True))
         else:
@@ -106,6 +108,6 @@ def make_train_step(model, optimizer, cfg, alpha, beta, comm=None, bn_momentum=N
             on = beta > 0
             model.centroids.assign(tf.where(on, moved, model.centroids))
             model.centroid_counts.assign(tf.where(on, counted, model.centroid_counts))
-        return tf.stack([loss, focal, tf.reduce_mean(per_jet)]), out["z"]
+        return tf.stack([loss, focal, tf.reduce_mean(per_jet), tf.cast(finite, tf.float32)]), out["z"]
 
     return train_step

@@ -1,0 +1,363 @@
+"""One writer per output, divergence stopped, damaged content and impossible outputs refused, the staging of a killed
+writer removed, interrupts told in one line: each done for real (two processes, a real signal, a real damaged file,
+a real diverging run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, SPARK_SUBMIT, STACK, submit
+from ucluster_spark import checkpoint, config, errors, schema, store
+from ucluster_spark.data.dataset import DatasetError, check_files, load_info, verify_checksums
+from ucluster_spark.data.hls4ml_synthetic import jet_values, write_file
+from ucluster_spark.data.sources import prepare_hls4ml
+from ucluster_spark.jobs import evaluate as evaluate_job
+from ucluster_spark.jobs import generate as generate_job
+from ucluster_spark.jobs import pipeline as pipeline_job
+from ucluster_spark.jobs import prepare as prepare_job
+from ucluster_spark.jobs import train as train_job
+
+SMALL_MODEL = ["train.batch_size=16", "model.mlp1=[16,32]", "model.gap2_features=32", "model.mlp2=[32,32]"]
+
+WRITER = textwrap.dedent(
+    """
+    import sys, time
+    from ucluster_spark import store
+    final = store.local_path(sys.argv[1])
+    with store.exclusive_output(final, "test output"):
+        staging = store.temporary_sibling(final)  # a write in progress, as atomic_directory makes it
+        staging.mkdir()
+        (staging / "part-00000.parquet").write_bytes(bytes(2**20))
+        print("writing", flush=True)
+        time.sleep(600)
+    """
+)
+
+
+@contextmanager
+def another_writer(output: Path):
+    """A second process that holds ``output``'s lock, mid-write, until the block ends (or the test kills it)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen([sys.executable, "-c", WRITER, str(output)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert process.stdout.readline().strip() == "writing"
+        yield process
+    finally:
+        process.kill()
+        process.wait()
+
+
+# ---- 1. one writer per output; 7. the staging of a killed writer is removed by the next one ------------------------
+
+
+@pytest.mark.portable
+def test_a_second_writer_is_refused_naming_the_first_and_a_killed_ones_staging_is_removed(tmp_path, package_log):
+    output = tmp_path / "out"
+    with another_writer(output) as first:
+        with (
+            pytest.raises(store.OutputBusy, match=rf"out: another job is writing this test output \(pid {first.pid} "
+                                                  rf"on {socket.gethostname()}, started .*: -c {output}\)"),
+            store.exclusive_output(output, "test output"),
+        ):  # fmt: skip
+            pass
+        assert errors.exit_code_for(store.OutputBusy("x")) == errors.EXIT_BUSY == 75
+        first.send_signal(signal.SIGKILL)  # killed mid-write: its lock dies with it, its staging stays
+        first.wait()
+    left = list(tmp_path.glob(".out.tmp-*"))
+    assert len(left) == 1 and (left[0] / "part-00000.parquet").is_file()
+    with store.exclusive_output(output, "test output"):
+        assert not left[0].exists()  # removed before the new writer writes anything
+    assert f"removed {left[0]} (1.0 MB), left by a writer of out that was stopped mid-write" in package_log.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # and the lock file goes with its holder
+
+
+def test_a_killed_prepare_leaves_staging_that_the_next_prepare_removes(spark, tmp_path, package_log):
+    write_file(tmp_path / "a.h5", jet_values(20, seed=1))
+    data = config.load(None, ["data.classes=[w,z,t]", "data.files_per_split=2"]).data
+    with another_writer(tmp_path / "ds") as first:
+        with pytest.raises(store.OutputBusy, match=rf"pid {first.pid}"):
+            prepare_hls4ml(spark, str(tmp_path / "a.h5"), tmp_path / "ds", data)
+        first.send_signal(signal.SIGTERM)
+        first.wait()
+    assert len(list(tmp_path.glob(".ds.tmp-*"))) == 1
+    info = prepare_hls4ml(spark, str(tmp_path / "a.h5"), tmp_path / "ds", data)
+    assert sum(info.n_jets(s) for s in schema.SPLITS) > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.h5", "ds"]
+    assert "left by a writer of ds that was stopped mid-write" in package_log.text
+
+
+@pytest.mark.slow
+def test_one_writer_per_run_and_an_interrupted_run_says_how_to_continue(synthetic_dataset, tmp_path):
+    """A run being trained refuses a second training into it and a --resume of it (exit 75, naming the holder);
+    SIGTERM to its spark-submit (a scheduler) and Ctrl-C (SIGINT to the terminal's process group) end it with one
+    line naming the last checkpoint and the --resume command; the lock dies with the job, so --resume then works."""
+    run_dir = tmp_path / "run"
+    first = _start_training(tmp_path, "--config", str(ROOT / "conf/local.yaml"), "--output", str(run_dir),
+                            "--data", str(synthetic_dataset[0]), "train.epochs=200", *STACK, *SMALL_MODEL)  # fmt: skip
+    try:
+        _wait_for_checkpoint(run_dir, first, after=0)
+        holder = json.loads((tmp_path / ".run.lock").read_text())
+        refused_jobs = [  # at the same time: each is refused as soon as its Spark session is up
+            _start_training(tmp_path, "--resume", str(run_dir)),
+            _start_training(tmp_path, "--config", str(ROOT / "conf/local.yaml"), "--output", str(run_dir)),
+        ]
+        for refused in refused_jobs:
+            _, stderr = refused.communicate(timeout=300)
+            assert refused.returncode == errors.EXIT_BUSY, stderr[-3000:]
+            assert _error_lines(stderr) == [
+                f"error: {run_dir}: another job is writing this training run (pid {holder['pid']} on "
+                f"{holder['host']}, started {holder['started_at']}: {holder['command']}); wait for it to finish and "
+                "retry (exit 75), or write elsewhere"
+            ]
+        assert holder["command"].startswith("train.py --config")
+        first.send_signal(signal.SIGTERM)  # to spark-submit's JVM, as a scheduler stops a job
+        _assert_interrupted(first, run_dir, errors.EXIT_TERMINATED, "Spark was shut down under the job")
+    finally:
+        _stop(first)
+
+    done = checkpoint.read_state(checkpoint.latest(run_dir)).epochs_done
+    resumed = _start_training(tmp_path, "--resume", str(run_dir))
+    try:
+        _wait_for_checkpoint(run_dir, resumed, after=done)
+        os.killpg(resumed.pid, signal.SIGINT)  # Ctrl-C in the terminal: the whole foreground process group
+        _assert_interrupted(resumed, run_dir, errors.EXIT_INTERRUPTED, "")
+    finally:
+        _stop(resumed)
+    assert "resumed from" in (run_dir / "train.log").read_text()
+
+
+def _start_training(cwd: Path, *args: str) -> subprocess.Popen:
+    """``spark-submit jobs/train.py ARGS`` as a terminal runs it: its own process group, Ctrl-C not ignored."""
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    return subprocess.Popen(
+        [str(SPARK_SUBMIT), "--master", "local[2]", str(ROOT / "jobs/train.py"), *args],
+        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+
+
+def _wait_for_checkpoint(run_dir: Path, job: subprocess.Popen, after: int, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert job.poll() is None, job.communicate()[1][-4000:]
+        last = checkpoint.latest(run_dir) if (run_dir / "checkpoints").exists() else None
+        if last is not None and checkpoint.read_state(last).epochs_done > after:
+            return
+        time.sleep(1)
+    raise AssertionError(f"no checkpoint after epoch {after} within {timeout} s")
+
+
+def _assert_interrupted(job: subprocess.Popen, run_dir: Path, code: int, cause: str) -> None:
+    started = time.monotonic()
+    _, stderr = job.communicate(timeout=120)
+    assert job.returncode == code, stderr[-4000:]
+    assert time.monotonic() - started < 60
+    last = checkpoint.latest(run_dir)
+    lines = [line for line in stderr.splitlines() if line.startswith(("interrupted", "error:", "Traceback"))]
+    assert len(lines) == 1 and lines[0].startswith("interrupted") and cause in lines[0], stderr[-4000:]
+    assert lines[0].endswith(
+        f"training into {run_dir} stopped; its last checkpoint is {last.name}: continue with "
+        f"spark-submit jobs/train.py --resume {run_dir}"
+    )
+    assert "Traceback" not in stderr and "\tat org.apache" not in stderr and "Py4J" not in stderr
+    assert not (run_dir / "metrics.json").exists()
+
+
+def _stop(job: subprocess.Popen) -> None:
+    if job.poll() is None:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith(("error:", "Traceback"))]
+
+
+# ---- 2. divergence stops the run; a degenerate end is said -----------------------------------------------------------
+
+
+def test_a_non_finite_step_stops_every_rank_at_once_naming_the_step_and_the_setting(spark, synthetic_dataset, tmp_path):
+    from ucluster_spark.driver.launcher import train
+
+    cfg = config.load(ROOT / "conf/local.yaml", [f"data.path={synthetic_dataset[0]}", f"run.output={tmp_path / 'run'}",
+                                                 "train.learning_rate=1e30", "train.lr_floor=1e30", *STACK,
+                                                 *SMALL_MODEL])  # fmt: skip
+    started = time.monotonic()
+    with pytest.raises(errors.TrainingDiverged) as diverged:
+        train(spark, cfg)
+    assert str(diverged.value) == (
+        "training diverged in epoch 1, at step 2: the gradient averaged over the ranks is not finite (loss nan, "
+        "focal nan, clustering per jet nan); likely cause: train.learning_rate=1e+30 is far above the usual 1e-4 "
+        "to 1e-3; no checkpoint was written: train again with a corrected setting"
+    )
+    assert errors.exit_code_for(diverged.value) == errors.EXIT_TRAINING_FAILED
+    assert time.monotonic() - started < 240  # at once, not after the epochs
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_an_exploding_loss_fails_the_job_with_exit_3_and_one_line(synthetic_dataset, tmp_path):
+    result = submit(
+        "--config", str(ROOT / "conf/local.yaml"), "--output", str(tmp_path / "run"), "--data",
+        str(synthetic_dataset[0]), "train.learning_rate=1e4", "train.lr_floor=1e4", *STACK, *SMALL_MODEL,
+        cwd=tmp_path, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == errors.EXIT_TRAINING_FAILED, result.stderr[-4000:]
+    lines = _error_lines(result.stderr)
+    assert len(lines) == 1, result.stderr[-4000:]
+    assert lines[0].startswith("error: training diverged in epoch 1, at step ")
+    assert "the focal loss exploded: its epoch mean " in lines[0]
+    assert "likely cause: train.learning_rate=10000 is far above the usual 1e-4 to 1e-3" in lines[0]
+    assert result.stdout == "" and not (tmp_path / "run" / "metrics.json").exists()
+
+
+@pytest.mark.portable
+def test_a_degenerate_end_is_named():
+    from ucluster_spark.metrics import collapse_warnings, loss_warnings
+
+    history = [
+        {"epoch": 0, "initial_focal_loss": 3.0, "focal_loss": 1.0, "beta": 0.0, "clustering_loss_per_jet": 0.1},
+        {"epoch": 1, "focal_loss": 0.9, "beta": 10.0, "clustering_loss_per_jet": 0.02},
+        {"epoch": 2, "focal_loss": 0.8, "beta": 10.0, "clustering_loss_per_jet": 0.01},
+    ]
+    assert loss_warnings(history) == []
+    history[-1].update(focal_loss=9.0, clustering_loss_per_jet=0.5)
+    assert loss_warnings(history) == [
+        "the focal loss ended at 9, 3 times its first step's 3",
+        "the clustering loss per jet ended at 0.5, 25 times its first clustering epoch's 0.02",
+    ]
+    assert collapse_warnings([10, 0, 5], [0.1, 0.1, 0.1]) == ["cluster 1 is empty"]
+
+
+# ---- 3. damaged content is bad input, named by its file ------------------------------------------------------------
+
+
+def _flipped_copy(synthetic_dataset, tmp_path) -> tuple[Path, Path]:
+    """A copy of the dataset with bytes flipped inside a training file's data (its footer intact: row counts pass)."""
+    root = tmp_path / "flipped"
+    shutil.copytree(synthetic_dataset[0], root)
+    victim = sorted((root / "train").glob("*.parquet"))[1]
+    data = bytearray(victim.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 64] = bytes(b ^ 0xFF for b in data[middle : middle + 64])
+    victim.write_bytes(bytes(data))
+    return root, victim
+
+
+def test_a_file_damaged_inside_is_refused_before_any_rank_naming_file_and_split(spark, synthetic_dataset, tmp_path):
+    from ucluster_spark.driver.launcher import train
+
+    root, victim = _flipped_copy(synthetic_dataset, tmp_path)
+    info = load_info(root)
+    assert info.checksums["train"][victim.name] and len(info.checksums["test"]) == 4
+    check_files(root, info)  # the footers are intact
+    message = rf"{victim}: the file is damaged \(CRC-32 [0-9a-f]{{8}}, [0-9a-f]{{8}} when written; split train\)"
+    with pytest.raises(DatasetError, match=message):
+        verify_checksums(spark, root, info)
+    verify_checksums(spark, root, info, ("val", "test"))  # the others are whole
+    cfg = config.load(ROOT / "conf/local.yaml", [f"data.path={root}", f"run.output={tmp_path / 'run'}"])
+    with pytest.raises(DatasetError, match=message):
+        train(spark, cfg)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flipped"]  # no run directory, no lock left
+
+
+@pytest.mark.slow
+def test_evaluate_refuses_a_file_damaged_inside_with_exit_2_and_one_line(finished_run, synthetic_dataset, tmp_path):
+    _, run_dir, _ = finished_run
+    root, victim = _flipped_copy(synthetic_dataset, tmp_path)
+    result = submit("--model", str(run_dir), "--data", str(root), "--output", str(tmp_path / "out"),
+                    job="evaluate", cwd=tmp_path, timeout=300)  # fmt: skip
+    assert result.returncode == errors.EXIT_BAD_INPUT, result.stderr[-4000:]
+    recorded = load_info(root).checksums["train"][victim.name]
+    assert _error_lines(result.stderr) == [
+        f"error: {victim}: the file is damaged (CRC-32 {_crc(victim)}, {recorded} when written; split train); "
+        "write the dataset again or restore the file"
+    ]
+    assert "\tat org.apache" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flipped"]
+
+
+@pytest.mark.slow
+def test_a_dataset_without_checksums_damaged_inside_is_bad_input_too(spark, finished_run, synthetic_dataset, tmp_path):
+    """Written before checksums were recorded: Spark's own check of the file (Hadoop's .crc beside it) fails the
+    assignment job, and that is bad input naming the file, not a failed job."""
+    from ucluster_spark.driver.evaluate import evaluate
+
+    root, victim = _flipped_copy(synthetic_dataset, tmp_path)
+    meta = json.loads((root / schema.METADATA_FILE).read_text())
+    del meta["checksums"]
+    (root / schema.METADATA_FILE).write_text(json.dumps(meta))
+    message = rf"{victim}: the file cannot be read \(ChecksumException: Checksum error: .*; split train\); the dataset"
+    with pytest.raises(DatasetError, match=message):
+        evaluate(spark, finished_run[1], root, tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flipped"]
+
+
+def _crc(path: Path) -> str:
+    import zlib
+
+    return f"{zlib.crc32(path.read_bytes()):08x}"
+
+
+# ---- 4. an output under a file: exit 2, one line, before Spark starts -----------------------------------------------
+
+
+@pytest.mark.portable
+@pytest.mark.parametrize(
+    "job, args",
+    [
+        (train_job, ["--config", str(ROOT / "conf/local.yaml"), "--output", "{out}"]),
+        (evaluate_job, ["--model", "{tmp}/no-run", "--output", "{out}"]),
+        (generate_job, ["--classes", "w,z", "--jets-per-class", "10", "--output", "{out}"]),
+        (prepare_job, ["--input", "{tmp}/x.h5", "--classes", "w,z", "--output", "{out}"]),
+        (pipeline_job, ["--config", str(ROOT / "conf/local.yaml"), "--run-id", "r1", "--root", "{out}"]),
+    ],
+)
+def test_an_output_under_a_file_is_refused_in_every_job(job, args, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    out = str(tmp_path / "notes.txt" / "run")
+    code = job.main([a.format(out=out, tmp=tmp_path) for a in args])
+    assert code == errors.EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    flag = "pipeline.root" if job is pipeline_job else "--output"
+    assert _error_lines(err) == [
+        f"error: {flag} {out}{'/r1' if job is pipeline_job else ''}: {tmp_path / 'notes.txt'} is a file, not a "
+        f"directory; choose another {flag}"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+# ---- 6. resuming with another rank count says the result will differ ----------------------------------------------
+
+
+@pytest.mark.slow
+def test_resuming_with_another_rank_count_says_the_result_will_differ(spark, finished_run, tmp_path, package_log):
+    from ucluster_spark.driver.launcher import train
+
+    _, finished, _ = finished_run
+    run_dir = tmp_path / "run"  # the finished 2-rank run as it was after its first epoch
+    run_dir.mkdir()
+    shutil.copy(finished / "config.yaml", run_dir)
+    shutil.copytree(finished / "checkpoints" / "epoch-0001", run_dir / "checkpoints" / "epoch-0001")
+    (run_dir / "checkpoints" / "LATEST").write_text("epoch-0001\n")
+    assert checkpoint.read_state(run_dir / "checkpoints" / "epoch-0001").num_proc == 2
+    cfg = train_job.training_config(resume=str(run_dir), num_proc=1, overrides=[])
+    result = train(spark, cfg, resume=True)
+    assert (
+        "resuming a 2-rank run with 1 rank(s): the shards, the batches and the global batch (16 jets, was 32) "
+        "differ, so the result will differ from the uninterrupted run's; resume with --num-proc 2 to continue it "
+        "number for number"
+    ) in package_log.text
+    assert result.metrics["num_proc"] == 1 and result.metrics["epochs"] == 2
