@@ -3,7 +3,9 @@
     .venv/bin/python benchmarks/data_throughput.py [--jets-per-class 300] [--hls4ml-jets 40000] [--work DIR]
 
 Prints one JSON document. The reader must deliver >= 5x what one training step consumes per rank, so that
-data loading never starves a rank; the ratio is printed as ``reader_over_training``.
+data loading never starves a rank; the ratio is printed as ``reader_over_training``. The checksum check that every
+training and assignment job runs first is timed on the prepared dataset (``checksum_share_of_an_epoch_2_ranks``:
+its cost in epochs of 2-rank training).
 """
 
 from __future__ import annotations
@@ -82,6 +84,21 @@ def preparation(spark, work: Path, n_jets: int) -> tuple[dict[str, float], Path]
     }, work / "prepared"
 
 
+def checksum_rate(spark, root: Path) -> dict[str, float]:
+    """What the check before every training and assignment job costs: every file's CRC-32 against the dataset's
+    metadata, in Spark tasks (``dataset.verify_checksums``)."""
+    from ucluster_spark.data.dataset import load_info, verify_checksums
+
+    info = load_info(root)
+    size = sum(f.stat().st_size for f in root.rglob("*.parquet"))
+    jets = sum(info.n_jets(s) for s in ("train", "val", "test"))
+    start = time.perf_counter()
+    verify_checksums(spark, root, info)
+    seconds = time.perf_counter() - start
+    return {"bytes": size, "jets": jets, "seconds": seconds, "mb_per_s": size / 2**20 / seconds,
+            "jets_per_s": jets / seconds}  # fmt: skip
+
+
 def reader_rate(root: Path, batch_size: int, batches: int) -> float:
     """Jets/s of rank 0 of 2 through the training pipeline (petastorm -> tf.data, shuffled, batched)."""
     from ucluster_spark.executor.reader import training_batches
@@ -148,6 +165,8 @@ def main() -> None:
         results["generation_spark"] = spark_generation(spark, work, classes, args.jets_per_class)
         print("[bench] hls4ml preparation ...", file=sys.stderr, flush=True)
         results["preparation"], prepared = preparation(spark, work, args.hls4ml_jets)
+        print("[bench] checksum verification ...", file=sys.stderr, flush=True)
+        results["checksum_verification"] = checksum_rate(spark, prepared)
     finally:
         spark.stop()
     print("[bench] reader and training step ...", file=sys.stderr, flush=True)
@@ -157,6 +176,8 @@ def main() -> None:
     results["training_step_jets_per_s_one_thread"] = training
     results["reader_over_training"] = reader / training
     results["target_reader_over_training"] = 5.0
+    # One check before each job against the epochs of training it precedes (2 ranks): the share of one epoch.
+    results["checksum_share_of_an_epoch_2_ranks"] = 2 * training / results["checksum_verification"]["jets_per_s"]
     print(json.dumps(results, indent=2))
 
 

@@ -31,6 +31,7 @@ def test_the_accuracy_results_are_committed():
         "accuracy-asrun.json",
         "accuracy-floor1e4.json",
         "accuracy-packed-s7.json",
+        "accuracy-packed-s89.json",
         "accuracy.json",
     ]
 

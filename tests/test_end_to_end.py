@@ -41,6 +41,8 @@ def test_train_job_writes_a_complete_run_directory(finished_run):
     assert confusion.sum() == metrics["n_jets"]
     assert metrics["n_jets"] == metrics["data"]["n_test"] == sum(metrics["cluster_sizes"])
     assert metrics["num_proc"] == 2
+    # A degenerate end (empty cluster, dead embedding dimension, loss far above its start) is said, not hidden.
+    assert isinstance(metrics["warnings"], list) and ("DEGENERATE" in result.stdout) == bool(metrics["warnings"])
     history = json.loads((run_dir / "history.json").read_text())
     assert [h["epoch"] for h in history] == [0, 1]
     pictures = sorted(p.name for p in (run_dir / "plots").iterdir())

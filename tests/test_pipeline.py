@@ -44,6 +44,9 @@ def test_pipeline_runs_every_stage_and_a_rerun_changes_nothing(tmp_path):
     evaluation = json.loads((run_dir / "evaluate/metrics.json").read_text())
     trained = json.loads((run_dir / "train/metrics.json").read_text())
     assert evaluation["by_split"]["test"]["clustering_accuracy"] == pytest.approx(trained["clustering_accuracy"])
+    assert manifest["warnings"] == [f"train: {w}" for w in trained["warnings"]] + [
+        f"evaluate: {w}" for w in evaluation["warnings"]
+    ]  # a degenerate run succeeds, and the manifest says so
     assert "evaluate: completed" in first.stdout
     before = _files(run_dir)
 

@@ -104,17 +104,20 @@ def test_one_writer_per_run_and_an_interrupted_run_says_how_to_continue(syntheti
     SIGTERM to its spark-submit (a scheduler) and Ctrl-C (SIGINT to the terminal's process group) end it with one
     line naming the last checkpoint and the --resume command; the lock dies with the job, so --resume then works."""
     run_dir = tmp_path / "run"
-    first = _start_training(tmp_path, "--config", str(ROOT / "conf/local.yaml"), "--output", str(run_dir),
-                            "--data", str(synthetic_dataset[0]), "train.epochs=200", *STACK, *SMALL_MODEL)  # fmt: skip
+    first = _start_training(tmp_path / "first.err", "--config", str(ROOT / "conf/local.yaml"), "--output",
+                            str(run_dir), "--data", str(synthetic_dataset[0]), "train.epochs=200", *STACK,
+                            *SMALL_MODEL)  # fmt: skip
     try:
         _wait_for_checkpoint(run_dir, first, after=0)
         holder = json.loads((tmp_path / ".run.lock").read_text())
         refused_jobs = [  # at the same time: each is refused as soon as its Spark session is up
-            _start_training(tmp_path, "--resume", str(run_dir)),
-            _start_training(tmp_path, "--config", str(ROOT / "conf/local.yaml"), "--output", str(run_dir)),
+            _start_training(tmp_path / "second.err", "--resume", str(run_dir)),
+            _start_training(
+                tmp_path / "third.err", "--config", str(ROOT / "conf/local.yaml"), "--output", str(run_dir)
+            ),  # fmt: skip
         ]
         for refused in refused_jobs:
-            _, stderr = refused.communicate(timeout=300)
+            stderr = _finished(refused, timeout=300)
             assert refused.returncode == errors.EXIT_BUSY, stderr[-3000:]
             assert _error_lines(stderr) == [
                 f"error: {run_dir}: another job is writing this training run (pid {holder['pid']} on "
@@ -128,7 +131,7 @@ def test_one_writer_per_run_and_an_interrupted_run_says_how_to_continue(syntheti
         _stop(first)
 
     done = checkpoint.read_state(checkpoint.latest(run_dir)).epochs_done
-    resumed = _start_training(tmp_path, "--resume", str(run_dir))
+    resumed = _start_training(tmp_path / "resumed.err", "--resume", str(run_dir))
     try:
         _wait_for_checkpoint(run_dir, resumed, after=done)
         os.killpg(resumed.pid, signal.SIGINT)  # Ctrl-C in the terminal: the whole foreground process group
@@ -138,20 +141,30 @@ def test_one_writer_per_run_and_an_interrupted_run_says_how_to_continue(syntheti
     assert "resumed from" in (run_dir / "train.log").read_text()
 
 
-def _start_training(cwd: Path, *args: str) -> subprocess.Popen:
-    """``spark-submit jobs/train.py ARGS`` as a terminal runs it: its own process group, Ctrl-C not ignored."""
+def _start_training(stderr: Path, *args: str) -> subprocess.Popen:
+    """``spark-submit jobs/train.py ARGS`` as a terminal runs it (its own process group, Ctrl-C not ignored), its
+    stderr in a file (a pipe nobody reads would stall the job once full)."""
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
-    return subprocess.Popen(
-        [str(SPARK_SUBMIT), "--master", "local[2]", str(ROOT / "jobs/train.py"), *args],
-        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )  # fmt: skip
+    with open(stderr, "w") as log:
+        job = subprocess.Popen(
+            [str(SPARK_SUBMIT), "--master", "local[2]", str(ROOT / "jobs/train.py"), *args],
+            cwd=stderr.parent, env=env, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )  # fmt: skip
+    job.stderr_path = stderr
+    return job
+
+
+def _finished(job: subprocess.Popen, timeout: float) -> str:
+    """The job's stderr once it has ended (``timeout``: a hang fails the test)."""
+    job.wait(timeout=timeout)
+    return job.stderr_path.read_text()
 
 
 def _wait_for_checkpoint(run_dir: Path, job: subprocess.Popen, after: int, timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert job.poll() is None, job.communicate()[1][-4000:]
+        assert job.poll() is None, job.stderr_path.read_text()[-4000:]
         last = checkpoint.latest(run_dir) if (run_dir / "checkpoints").exists() else None
         if last is not None and checkpoint.read_state(last).epochs_done > after:
             return
@@ -161,9 +174,11 @@ def _wait_for_checkpoint(run_dir: Path, job: subprocess.Popen, after: int, timeo
 
 def _assert_interrupted(job: subprocess.Popen, run_dir: Path, code: int, cause: str) -> None:
     started = time.monotonic()
-    _, stderr = job.communicate(timeout=120)
-    assert job.returncode == code, stderr[-4000:]
+    job.wait(timeout=120)
     assert time.monotonic() - started < 60
+    time.sleep(3)  # the job's Python driver writes its last line as the JVM exits
+    stderr = job.stderr_path.read_text()
+    assert job.returncode == code, stderr[-4000:]
     last = checkpoint.latest(run_dir)
     lines = [line for line in stderr.splitlines() if line.startswith(("interrupted", "error:", "Traceback"))]
     assert len(lines) == 1 and lines[0].startswith("interrupted") and cause in lines[0], stderr[-4000:]
@@ -188,6 +203,7 @@ def _error_lines(stderr: str) -> list[str]:
 # ---- 2. divergence stops the run; a degenerate end is said -----------------------------------------------------------
 
 
+@pytest.mark.portable  # the barrier launcher in the current-releases environment
 def test_a_non_finite_step_stops_every_rank_at_once_naming_the_step_and_the_setting(spark, synthetic_dataset, tmp_path):
     from ucluster_spark.driver.launcher import train
 
