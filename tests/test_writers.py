@@ -141,6 +141,29 @@ def test_one_writer_per_run_and_an_interrupted_run_says_how_to_continue(syntheti
     assert "resumed from" in (run_dir / "train.log").read_text()
 
 
+@pytest.mark.portable
+@pytest.mark.parametrize(
+    "stop, code, how",
+    [
+        (lambda: (_ for _ in ()).throw(KeyboardInterrupt()), errors.EXIT_INTERRUPTED, "Ctrl-C"),
+        (lambda: os.kill(os.getpid(), signal.SIGTERM) or time.sleep(5), errors.EXIT_TERMINATED, "SIGTERM"),
+        (lambda: (_ for _ in ()).throw(RuntimeError("Job 0 cancelled because SparkContext was shut down")),
+         errors.EXIT_TERMINATED,
+         "Spark was shut down under the job: spark-submit stopped by a signal, or its JVM failed"),
+    ],
+)  # fmt: skip
+def test_every_kind_of_interrupt_is_one_line_and_its_exit_code(stop, code, how, capsys):
+    from ucluster_spark.driver import cli
+
+    def body() -> int:
+        stop()
+        return 0
+
+    assert cli.run_main(body, lambda: "nothing was written to out: run the same command again") == code
+    assert capsys.readouterr().err == f"interrupted ({how}): nothing was written to out: run the same command again\n"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the job's handler is gone again
+
+
 def _start_training(stderr: Path, *args: str) -> subprocess.Popen:
     """``spark-submit jobs/train.py ARGS`` as a terminal runs it (its own process group, Ctrl-C not ignored), its
     stderr in a file (a pipe nobody reads would stall the job once full)."""

@@ -129,6 +129,15 @@ def spark_stopped(err: BaseException) -> bool:
     )
 
 
+def interrupt_exit_code(err: BaseException) -> int | None:
+    """130 (Ctrl-C) or 143 (SIGTERM, or Spark shut down under the job) if ``err`` is an interrupt, else None."""
+    if isinstance(err, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    if isinstance(err, Terminated) or spark_stopped(err):
+        return EXIT_TERMINATED
+    return None
+
+
 def raised_in(err: BaseException, package: str) -> bool:
     """``err`` was raised inside ``package``'s code (a frame of its traceback is in a folder of that name)."""
     frames = traceback.extract_tb(err.__traceback__) if err.__traceback__ else []

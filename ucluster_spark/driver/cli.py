@@ -181,15 +181,14 @@ def run_main(body: Callable[[], int], interrupted: Callable[[], str] = lambda: "
     threading.excepthook = partial(_quiet_launcher_threads, previous[1])
     try:
         return body()
-    except (KeyboardInterrupt, errors.Terminated) as err:
-        signal_name = "SIGTERM" if isinstance(err, errors.Terminated) else "Ctrl-C"
-        print(f"interrupted ({signal_name}): {interrupted() or 'nothing was left half-written'}", file=sys.stderr)
-        return errors.EXIT_TERMINATED if isinstance(err, errors.Terminated) else errors.EXIT_INTERRUPTED
-    except Exception as err:
-        if errors.spark_stopped(err):
-            print(f"interrupted (Spark was shut down under the job: spark-submit stopped by a signal, or its JVM "
-                  f"failed): {interrupted() or 'nothing was left half-written'}", file=sys.stderr)  # fmt: skip
-            return errors.EXIT_TERMINATED
+    except (KeyboardInterrupt, errors.Terminated, Exception) as err:
+        interrupt = errors.interrupt_exit_code(err)
+        if interrupt is not None:
+            how = {KeyboardInterrupt: "Ctrl-C", errors.Terminated: "SIGTERM"}.get(type(err)) or (
+                "Spark was shut down under the job: spark-submit stopped by a signal, or its JVM failed"
+            )
+            print(f"interrupted ({how}): {interrupted() or 'nothing was left half-written'}", file=sys.stderr)
+            return interrupt
         code = errors.exit_code_for(err)
         if code == errors.EXIT_UNEXPECTED:
             raise

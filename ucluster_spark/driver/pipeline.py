@@ -28,16 +28,7 @@ import yaml
 from ucluster_spark import checkpoint, store
 from ucluster_spark.config import Config, ConfigError
 from ucluster_spark.driver import tracking
-from ucluster_spark.errors import (
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_TERMINATED,
-    BadInput,
-    DataFailed,
-    Terminated,
-    exit_code_for,
-    spark_stopped,
-)
+from ucluster_spark.errors import EXIT_OK, BadInput, DataFailed, exit_code_for, interrupt_exit_code
 
 log = logging.getLogger(__name__)
 
@@ -232,12 +223,8 @@ def run_pipeline(spark, cfg: Config, run_id: str) -> dict[str, Any]:
             current = "evaluate"
             out = evaluate_stage(spark, cfg, data_root, train_dir, layout, manifest)
         except BaseException as err:
-            code, status = exit_code_for(err), "failed"
-            if isinstance(err, KeyboardInterrupt | Terminated) or spark_stopped(err):
-                code, status = (
-                    (EXIT_INTERRUPTED if isinstance(err, KeyboardInterrupt) else EXIT_TERMINATED),
-                    "interrupted",
-                )
+            interrupted = interrupt_exit_code(err)
+            code, status = (interrupted, "interrupted") if interrupted else (exit_code_for(err), "failed")
             manifest.stage(current, status=status, error=f"{type(err).__name__}: {err}"[-20000:],
                            traceback=traceback.format_exc()[-8000:])  # fmt: skip
             manifest.finish(status, code)
@@ -245,8 +232,8 @@ def run_pipeline(spark, cfg: Config, run_id: str) -> dict[str, Any]:
         mlflow_run = tracking.log_pipeline(run_id, manifest.data.get("mlflow_run_id"), train_dir, out)
         if mlflow_run:
             manifest.data["mlflow_run_id"] = mlflow_run
-        manifest.data["warnings"] = [f"{name}: {w}" for name in STAGES for w in manifest.data["stages"][name].get(
-            "warnings", [])]  # fmt: skip
+        stages = manifest.data["stages"]
+        manifest.data["warnings"] = [f"{name}: {w}" for name in STAGES for w in stages[name].get("warnings", [])]
         manifest.finish("succeeded", EXIT_OK)
         log.info(f"succeeded: {layout.manifest}")
         return manifest.data
