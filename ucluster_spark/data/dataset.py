@@ -10,12 +10,13 @@ file names the feature set and constituent count so training and inference canno
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -159,15 +160,23 @@ def write_dataset(
     ``source`` (provenance for the metadata) may be a callable, called after the source was read, e.g. to report
     counts that accumulators gathered during the read.
     """
-    final = store.check_output_location(output, "--output")
+    with dataset_output(output, overwrite) as final:
+        info = _write_splits(spark, jets_df, final, data, source)
+    log.info("wrote %s: %s", final, format_counts(info))
+    return info
+
+
+@contextlib.contextmanager
+def dataset_output(output: str | Path, overwrite: bool) -> Iterator[Path]:
+    """The dataset directory to write, held by this job while the block writes it (one writer per output), and
+    refused unless it is free or a dataset ``overwrite`` may replace."""
+    final = store.local_path(output)
     with store.exclusive_output(final, "ucluster dataset"):
         try:
             store.check_replaceable(final, "ucluster dataset", is_dataset, overwrite)
         except FileExistsError as err:
             raise DatasetError(str(err)) from None
-        info = _write_splits(spark, jets_df, final, data, source)
-    log.info("wrote %s: %s", final, format_counts(info))
-    return info
+        yield final
 
 
 def _write_splits(

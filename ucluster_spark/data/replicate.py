@@ -23,9 +23,9 @@ from ucluster_spark.data.dataset import (
     DatasetError,
     DatasetInfo,
     check_files,
+    dataset_output,
     file_checksums,
     format_counts,
-    is_dataset,
     load_info,
     parquet_rows,
 )
@@ -47,13 +47,8 @@ def replicate_training_split(
     source = store.local_path(source)
     info = load_info(source)
     check_files(source, info)
-    final = store.check_output_location(output, "--output")
     started = time.time()
-    with store.exclusive_output(final, "ucluster dataset"):
-        try:
-            store.check_replaceable(final, "ucluster dataset", is_dataset, overwrite)
-        except FileExistsError as err:
-            raise DatasetError(str(err)) from None
+    with dataset_output(output, overwrite) as final:
         written = _write_replicas(spark, source, info, final, factor, jets_per_file)
     seconds = time.time() - started
     size = sum(f.stat().st_size for f in (final / "train").glob("*.parquet"))

@@ -99,6 +99,15 @@ def echo_file(path: Path, out=None, interval: float = 0.5) -> Iterator[None]:
         thread.join()
 
 
+def failure_reports(failures_dir: Path) -> list[dict[str, Any]]:
+    """The ranks' failure reports (``RunLayout.failures``), earliest first; one being written is skipped."""
+    found = []
+    for path in sorted(failures_dir.glob("rank-*.json")):
+        with contextlib.suppress(OSError, ValueError):
+            found.append(json.loads(path.read_text()))
+    return sorted(found, key=lambda r: r.get("at", 0))
+
+
 class FailureWatchdog:
     """Driver side: once a rank has reported a failure, give the others ``grace_seconds`` to exit by themselves,
     then stop them all. horovod.spark.run waits for every rank; a frozen or unreachable one would hold the job
@@ -124,11 +133,7 @@ class FailureWatchdog:
         self._thread.join()
 
     def reports(self) -> list[dict[str, Any]]:
-        found = []
-        for path in sorted(self.failures_dir.glob("rank-*.json")):
-            with contextlib.suppress(OSError, ValueError):
-                found.append(json.loads(path.read_text()))
-        return sorted(found, key=lambda r: r.get("at", 0))
+        return failure_reports(self.failures_dir)
 
     def _watch(self) -> None:
         first_seen = None
@@ -289,11 +294,9 @@ def lost_ranks(horovod_error: str, layout: store.RunLayout) -> list[str]:
 
 def divergence_reported(run_dir: Path) -> str:
     """The message of a rank that stopped because training diverged (every rank stops at the same step), or ""."""
-    for path in sorted(store.RunLayout(run_dir).failures.glob("rank-*.json")):
-        with contextlib.suppress(OSError, ValueError):
-            report = json.loads(path.read_text())
-            if report.get("kind") == errors.TrainingDiverged.__name__:
-                return str(report.get("details") or report.get("error", "")).strip()
+    for report in failure_reports(store.RunLayout(run_dir).failures):
+        if report.get("kind") == errors.TrainingDiverged.__name__:
+            return str(report.get("details") or report.get("error", "")).strip()
     return ""
 
 

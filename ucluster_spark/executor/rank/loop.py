@@ -15,11 +15,11 @@ import tensorflow as tf
 
 from ucluster_spark import checkpoint
 from ucluster_spark.config import Config
-from ucluster_spark.errors import TrainingDiverged
 from ucluster_spark.executor.centroids import BoundedSample, ClusterMoments, kmeans_centroids, reseed_starved_centroids
 from ucluster_spark.executor.losses import alpha_for_epoch, alpha_for_jets
 from ucluster_spark.executor.model import build_model
 from ucluster_spark.executor.rank.collectives import HorovodCollectives, StrategyCollectives
+from ucluster_spark.executor.rank.divergence import EXPLODED, divergence, losses_text
 from ucluster_spark.executor.rank.environment import (
     ProgressLog,
     bind_rank_to_cores,
@@ -165,8 +165,8 @@ def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
             means, z = r.train_step(next(batches), tf.constant(weight, tf.float32))
             means, finite = np.split(means.numpy(), [3])
             if not finite[0]:  # the averaged gradient: the same on every rank, so every rank stops at this step
-                raise divergence(r, epoch, first_step + step + 1,
-                                 f"the gradient averaged over the ranks is not finite ({_losses(means)})")  # fmt: skip
+                problem = f"the gradient averaged over the ranks is not finite ({losses_text(means)})"
+                raise divergence(r.cfg, r.size, epoch, first_step + step + 1, problem)
             if step == 0 and epoch == 0:
                 first_focal = means[1]
             sums += means
@@ -188,12 +188,12 @@ def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
     # Collective: epoch means over all ranks.
     loss, focal, clustering_loss = epoch_means = r.comm.mean(sums / steps_done, "epoch_means")
     if not np.isfinite(epoch_means).all():  # a rank's loss, though the gradient stayed finite
-        raise divergence(r, epoch, first_step + steps_done,
-                         f"the epoch's mean loss over the ranks is not finite ({_losses(epoch_means)})")  # fmt: skip
+        problem = f"the epoch's mean loss over the ranks is not finite ({losses_text(epoch_means)})"
+        raise divergence(r.cfg, r.size, epoch, first_step + steps_done, problem)
     if epoch == 0:  # Collective: every rank is in its first epoch here
         r.initial_focal_loss = float(r.comm.mean(np.array([first_focal]), "initial_focal_loss")[0])
     if r.initial_focal_loss and focal > EXPLODED * r.initial_focal_loss:
-        raise divergence(r, epoch, first_step + steps_done,
+        raise divergence(r.cfg, r.size, epoch, first_step + steps_done,
                          f"the focal loss exploded: its epoch mean {focal:.4g} is {focal / r.initial_focal_loss:.3g} "
                          f"times the first step's {r.initial_focal_loss:.4g}")  # fmt: skip
     kmeans_seconds = set_centroids_by_kmeans(r.model, pooled, r.cfg, r.comm, r.log) if collect else None
@@ -246,7 +246,7 @@ def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
                                  sample_fraction=epoch_eval_fraction(t.epoch_eval_max_jets, r.plan.n_val))  # fmt: skip
             record["val_embedding_std"] = val["embedding_std"]
         if not np.isfinite(record["val_embedding_std"]).all():  # over every rank's jets: every rank stops here
-            raise divergence(r, epoch, global_step, "the validation embedding is not finite")
+            raise divergence(r.cfg, r.size, epoch, global_step, "the validation embedding is not finite")
         sizes = record.get("val_cluster_sizes", [])
         record["val_warnings"] = collapse_warnings(sizes, record["val_embedding_std"])
         for warning in record["val_warnings"]:
@@ -265,32 +265,6 @@ def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
     shown = {k: v for k, v in record.items() if k not in ("epoch", "validations")}
     r.log(f"epoch {epoch + 1}/{t.epochs} " + " ".join(f"{k}={_fmt(v)}" for k, v in shown.items()))
     return record
-
-
-EXPLODED = 100.0
-"""An epoch whose mean focal loss is this many times the first step's has diverged: the auxiliary mass
-classifier starts near ln(mass bins) and a sane run only lowers it (a learning rate of 1e4 for 1e-4 takes it from
-~3 to ~1e9 in one step)."""
-
-
-def divergence(r: Rank, epoch: int, global_step: int, problem: str) -> TrainingDiverged:
-    """The error every rank raises at the same step when training has diverged, naming where, what and the setting
-    most likely at fault (the driver adds the last good checkpoint)."""
-    t, lc = r.cfg.train, r.cfg.loss
-    lr = t.learning_rate * (r.size if t.scale_lr_by_workers else 1)
-    if lr > 0.01:
-        likely = f"train.learning_rate={t.learning_rate:g} is far above the usual 1e-4 to 1e-3"
-    elif epoch >= t.pretrain_epochs:
-        likely = (f"the clustering loss: lower loss.clustering_weight={lc.clustering_weight:g} or "
-                  f"loss.alpha_step={lc.alpha_step:g}, or train.learning_rate={t.learning_rate:g}")  # fmt: skip
-    else:
-        likely = f"train.learning_rate={t.learning_rate:g}, or non-finite values in the training data"
-    return TrainingDiverged(f"training diverged in epoch {epoch + 1}, at step {global_step}: {problem}; likely "
-                            f"cause: {likely}")  # fmt: skip
-
-
-def _losses(means) -> str:
-    return ", ".join(f"{k} {float(v):.4g}" for k, v in zip(("loss", "focal", "clustering per jet"), means, strict=True))
 
 
 def connect(cfg) -> Any:
