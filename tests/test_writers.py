@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -142,6 +143,7 @@ def test_one_writer_per_run_and_an_interrupted_run_says_how_to_continue(syntheti
 
 
 @pytest.mark.portable
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
 @pytest.mark.parametrize(
     "stop, code, how",
     [
@@ -152,14 +154,22 @@ def test_one_writer_per_run_and_an_interrupted_run_says_how_to_continue(syntheti
          "Spark was shut down under the job: spark-submit stopped by a signal, or its JVM failed"),
     ],
 )  # fmt: skip
-def test_every_kind_of_interrupt_is_one_line_and_its_exit_code(stop, code, how, capsys):
+def test_every_kind_of_interrupt_is_one_line_and_its_exit_code(stop, code, how, capsys, monkeypatch):
     from ucluster_spark.driver import cli
+
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)  # restored after the test
 
     def body() -> int:
         stop()
         return 0
 
     assert cli.run_main(body, lambda: "nothing was written to out: run the same command again") == code
+    # horovod's output-forwarding threads fail once the job has stopped ("Pipe is closed"), after run_main returned
+    horovod_thread = threading.Thread(target=exec, args=(compile("raise RuntimeError('Pipe is closed')",
+                                                                 "/site-packages/horovod/runner/util/streams.py",
+                                                                 "exec"),))  # fmt: skip
+    horovod_thread.start()
+    horovod_thread.join()
     assert capsys.readouterr().err == f"interrupted ({how}): nothing was written to out: run the same command again\n"
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the job's handler is gone again
 

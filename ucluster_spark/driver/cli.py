@@ -179,8 +179,11 @@ def run_main(body: Callable[[], int], interrupted: Callable[[], str] = lambda: "
     if main_thread:
         signal.signal(signal.SIGTERM, _raise_terminated)
     threading.excepthook = partial(_quiet_launcher_threads, previous[1])
+    ended_cleanly = False
     try:
-        return body()
+        code = body()
+        ended_cleanly = True
+        return code
     except (KeyboardInterrupt, errors.Terminated, Exception) as err:
         interrupt = errors.interrupt_exit_code(err)
         if interrupt is not None:
@@ -199,7 +202,8 @@ def run_main(body: Callable[[], int], interrupted: Callable[[], str] = lambda: "
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous[0])
-        threading.excepthook = previous[1]
+        if ended_cleanly:  # after a failure or an interrupt, horovod's threads may still be failing as the job exits
+            threading.excepthook = previous[1]
 
 
 def _raise_terminated(signum: int, frame: Any) -> None:
