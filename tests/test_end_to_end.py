@@ -31,6 +31,8 @@ def test_train_job_writes_a_complete_run_directory(finished_run):
     # One console format (time, component, message); no Spark progress bar or petastorm chatter in between.
     log_line = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[(train|launcher|simulate|dataset|sources)\] ")
     assert all(log_line.match(line) for line in (run_dir / "train.log").read_text().splitlines())
+    epoch_lines = [line for line in output.splitlines() if re.search(r"\[train\] epoch \d+/\d+ ", line)]
+    assert len(epoch_lines) == 2 and all(len(line) <= 160 for line in epoch_lines), epoch_lines  # the record: history
     assert any(log_line.match(line) and "[launcher]" in line for line in output.splitlines())
     assert "[Stage " not in output and "Cache cleanup complete." not in result.stdout + output
     metrics = json.loads((run_dir / "metrics.json").read_text())

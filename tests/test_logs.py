@@ -32,3 +32,32 @@ def test_verbosity_follows_run_verbose(capsys):
     ]
     handlers = logging.getLogger("ucluster_spark").handlers
     assert sum(isinstance(h, logs.StderrHandler) for h in handlers) == 1  # configuring again adds none
+
+
+def test_an_epoch_and_a_validation_point_are_one_short_line_each():
+    """The console shows what a person watches; the whole record (rank memory, timings, spreads) is in
+    history.json."""
+    record = {"epoch": 13, "loss": 0.65112, "focal_loss": 0.59201, "clustering_loss_per_jet": 0.0036941,
+              "alpha": 275.0, "beta": 10.0, "learning_rate": 1e-5, "bn_momentum": 0.99, "global_step": 84,
+              "started_at": 1.796e9, "seconds": 15.98, "cpu_seconds": 14.82, "jets_per_second": 10.45,
+              "peak_rss_mb": [819.6, 818.4], "train_cluster_sizes": [60123, 56456, 51789],
+              "val_clustering_accuracy": 0.71234, "val_nmi": 0.4567, "val_cluster_sizes": [10112, 9345, 11017],
+              "val_embedding_std": [0.034457, 0.059625, 0.076546], "val_warnings": [],
+              "kmeans_start_test_accuracy": 0.5412, "kmeans_start_test_nmi": 0.3101}  # fmt: skip
+    line = logs.line("ucluster_spark.train", logs.epoch_line(record, 200))
+    assert len(line) <= 160, line
+    assert line.endswith(
+        "[train] epoch 14/200 loss 0.6511 focal 0.592 clust 0.00369 α 275 lr 1e-05 10 jets/s | val acc 0.712 "
+        "nmi 0.457 sizes 10112/9345/11017"
+    )
+    pretraining = {k: record[k] for k in ("epoch", "loss", "focal_loss", "clustering_loss_per_jet", "alpha",
+                                          "learning_rate", "jets_per_second")}  # fmt: skip
+    assert logs.epoch_line(pretraining, 200).endswith("lr 1e-05 10 jets/s")
+
+    point = {"global_step": 1234, "clustering_step": 600, "alpha": 75.0, "val_clustering_accuracy": 0.70412,
+             "assignment_change": 0.01234, "centroid_offsets": [0.0497141, 0.029129, 0.022753]}  # fmt: skip
+    line = logs.validation_point_line(point)
+    assert line == "step 1234 (clustering 600) α 75 val acc 0.704 changed 0.012 centroid offsets 0.0497/0.0291/0.0228"
+    assert "changed" not in logs.validation_point_line({**point, "assignment_change": None})  # the first point
+    emptied = logs.validation_point_line({**point, "centroid_offsets": [0.05, None, 0.02]})
+    assert emptied.endswith("centroid offsets 0.05/empty/0.02")

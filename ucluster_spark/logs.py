@@ -75,3 +75,29 @@ def configure(verbose: int = 1) -> None:
 
 def set_verbosity(verbose: int) -> None:
     logging.getLogger(ROOT_LOGGER).setLevel(LEVELS.get(verbose, logging.DEBUG))
+
+
+def epoch_line(record: dict, epochs: int) -> str:
+    """What a person watches at the end of an epoch, in one console line (~160 characters); the whole record is
+    in ``history.json``."""
+    parts = [
+        f"epoch {record['epoch'] + 1}/{epochs}",
+        f"loss {record['loss']:.4g} focal {record['focal_loss']:.4g} clust {record['clustering_loss_per_jet']:.3g}",
+        f"α {record['alpha']:g}",
+        f"lr {record['learning_rate']:.2g}",
+        f"{record['jets_per_second']:.0f} jets/s",
+    ]
+    if "val_clustering_accuracy" in record:
+        sizes = "/".join(str(n) for n in record["val_cluster_sizes"])
+        parts.append(f"| val acc {record['val_clustering_accuracy']:.3f} nmi {record['val_nmi']:.3f} sizes {sizes}")
+    return " ".join(parts)
+
+
+def validation_point_line(point: dict) -> str:
+    """One validation point of the clustering phase in one console line; the point itself is in the history."""
+    offsets = "/".join("empty" if d is None else f"{d:.3g}" for d in point["centroid_offsets"])
+    changed = "" if point["assignment_change"] is None else f" changed {point['assignment_change']:.3f}"
+    return (
+        f"step {point['global_step']} (clustering {point['clustering_step']}) α {point['alpha']:g} "
+        f"val acc {point['val_clustering_accuracy']:.3f}{changed} centroid offsets {offsets}"
+    )

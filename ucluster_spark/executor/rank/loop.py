@@ -5,7 +5,6 @@ Distributed lines are marked ``# Collective:``; the collectives come from Horovo
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from ucluster_spark import checkpoint
+from ucluster_spark import checkpoint, logs
 from ucluster_spark.config import Config
 from ucluster_spark.executor.centroids import BoundedSample, ClusterMoments, kmeans_centroids, reseed_starved_centroids
 from ucluster_spark.executor.losses import alpha_for_epoch, alpha_for_jets
@@ -262,8 +261,8 @@ def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
                                sample_fraction=epoch_eval_fraction(t.epoch_eval_max_jets, r.plan.n_test))  # fmt: skip
         record["kmeans_start_test_accuracy"] = start["clustering_accuracy"]
         record["kmeans_start_test_nmi"] = start["nmi"]
-    shown = {k: v for k, v in record.items() if k not in ("epoch", "validations")}
-    r.log(f"epoch {epoch + 1}/{t.epochs} " + " ".join(f"{k}={_fmt(v)}" for k, v in shown.items()))
+        r.log(f"k-means start: test accuracy {start['clustering_accuracy']:.3f}, nmi {start['nmi']:.3f}")
+    r.log(logs.epoch_line(record, t.epochs))
     return record
 
 
@@ -368,12 +367,6 @@ def shared_epoch_plan(
         f"jets per rank, {coverage}"
     )
     return plan
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return json.dumps(value)
 
 
 def set_centroids_by_kmeans(model, candidates: BoundedSample, cfg, comm, log: ProgressLog) -> float:

@@ -3,12 +3,12 @@ read from them (``train.validate_every_steps``, ``train.stop_rule``; docs/cluste
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from ucluster_spark import logs
 from ucluster_spark.executor.rank.environment import ProgressLog
 from ucluster_spark.executor.rank.evaluation import evaluate_split
 from ucluster_spark.plan import TrainingPlan, epoch_eval_fraction
@@ -80,8 +80,7 @@ class ValidationTrack:
             test = self._measure(model, self.plan.test_url, self.plan.n_test)
             point.update({"test_clustering_accuracy": test["clustering_accuracy"], "test_nmi": test["nmi"]})
         self.points.append(point)
-        shown = ("clustering_step", "alpha", "val_clustering_accuracy", "assignment_change", "centroid_offsets")
-        self.log(f"step {global_step} " + " ".join(f"{k}={json.dumps(point[k])}" for k in shown))
+        self.log(logs.validation_point_line(point))
         return point
 
     def stop_reason(self) -> str:
