@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-# CPU by default. GPU hosts (README): make venv TF_PACKAGE='tensorflow[and-cuda]==2.18.1' EXTRAS=gpu,horovod,sim,test HOROVOD_GPU=NCCL
+# CPU by default. GPU hosts (docs/clusters.md): make venv TF_PACKAGE='tensorflow[and-cuda]==2.18.1' EXTRAS=gpu,horovod,sim,test HOROVOD_GPU=NCCL
 TF_PACKAGE ?= tensorflow-cpu==2.18.1
 EXTRAS ?= cpu,horovod,sim,test
 HOROVOD_GPU ?=
@@ -24,7 +24,7 @@ CONFIG ?= conf/local.yaml
 ARGS ?=
 PYTEST_ARGS ?=
 
-# The second environment (README, "Environments"): current TensorFlow, pyspark 4 and pyarrow, no horovod and
+# The second environment (docs/environments.md): current TensorFlow, pyspark 4 and pyarrow, no horovod and
 # no petastorm. Its tests are the ones marked `portable` (barrier launcher, arrow reader, standalone cluster).
 MODERN_VENV := .venv-modern
 MODERN_PY := $(MODERN_VENV)/bin/python

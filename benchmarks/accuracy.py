@@ -5,7 +5,7 @@
                                             [section.key=value ...]
     .venv/bin/python benchmarks/accuracy.py --data DATASET_DIR --report-only RUN_DIR [...]
     .venv/bin/python benchmarks/accuracy.py --data DATASET_DIR --start-from CHECKPOINT_DIR --output RUN_DIR [...]
-    .venv/bin/python benchmarks/accuracy.py --readme-table benchmarks/results/accuracy.json
+    .venv/bin/python benchmarks/accuracy.py --table benchmarks/results/accuracy.json
     .venv/bin/python benchmarks/accuracy.py --compare NAME=RESULTS.json [NAME=RESULTS.json ...] [--plot FILE.png]
 
 Trains through the full stack (Spark local[2] + petastorm + horovod.spark.run) once per seed (run directories
@@ -213,8 +213,8 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
     return "–" if value is None else format(value, spec)
 
 
-def readme_table(results: dict) -> str:
-    """The README's accuracy table, generated from the committed results file."""
+def docs_table(results: dict) -> str:
+    """The accuracy table of docs/benchmarks/accuracy.md, generated from a committed results file."""
     agg, runs = results["aggregate"], results["runs"]
     base = results["baselines"]
     lines = [
@@ -283,14 +283,14 @@ def main() -> None:
     parser.add_argument("--results", help="also write the JSON here (e.g. benchmarks/results/accuracy.json)")
     parser.add_argument("--report-only", metavar="RUN_DIR", help="skip training: report on a finished run")
     parser.add_argument("--start-from", metavar="CHECKPOINT", help="continue a checkpoint with these settings")
-    parser.add_argument("--readme-table", metavar="RESULTS", help="print the README table of a results file")
+    parser.add_argument("--table", metavar="RESULTS", help="print the docs' table of a results file")
     parser.add_argument("--quick", action="store_true", help="no labelled probes or observable baselines")
     parser.add_argument("--compare", nargs="+", metavar="NAME=RESULTS", help="table of runs continuing one checkpoint")
     parser.add_argument("--plot", help="with --compare: also draw their curves into this PNG")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_intermixed_args()  # overrides may stand between options
-    if args.readme_table:
-        print(readme_table(json.loads(Path(args.readme_table).read_text())))
+    if args.table:
+        print(docs_table(json.loads(Path(args.table).read_text())))
         return
     if args.compare:
         results = {n: json.loads(Path(f).read_text()) for n, f in (item.split("=", 1) for item in args.compare)}

@@ -126,8 +126,8 @@ class PeakMemory:
 
 def submit(args: list[str], log_path: Path, driver_memory: str = "2g") -> dict[str, Any]:
     """spark-submit ARGS (local[2]) with its tree's memory sampled; output to ``log_path``; fails loudly. The JVM
-    starts with two malloc arenas, as under the Makefile (ucluster_spark/_env.py ARENA_ENV; README "Large
-    datasets")."""
+    starts with two malloc arenas, as under the Makefile (ucluster_spark/_env.py ARENA_ENV;
+    docs/benchmarks/large-datasets.md)."""
     env = {"MALLOC_ARENA_MAX": "2", **os.environ}
     env.update(PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
     started = time.time()
@@ -303,8 +303,8 @@ def ratios(sizes: list[dict[str, Any]]) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def readme_table(report: dict[str, Any]) -> str:
-    """The README's table of a results file (a test checks the README holds it)."""
+def docs_table(report: dict[str, Any]) -> str:
+    """The table of docs/benchmarks/large-datasets.md of a results file (a test checks the page holds it)."""
     head = (
         "| training jets | train split on disk | prepared at | training (2 ranks) | peak RSS, rank 0 / 1 | "
         "driver peak RSS (Python / JVM) | between epochs (2 gaps) | k-means start in the run / on every jet | "
@@ -396,15 +396,15 @@ def main() -> None:
     parser.add_argument("--config", default=str(ROOT / "conf/scale.yaml"))
     parser.add_argument("--output", default=str(ROOT / "runs/scale"))
     parser.add_argument("overrides", nargs="*", help="config overrides for the training runs (section.key=value)")
-    parser.add_argument("--readme-table", metavar="RESULTS_JSON", help="print the README table of a results file")
+    parser.add_argument("--table", metavar="RESULTS_JSON", help="print the docs' table of a results file")
     parser.add_argument("--plot", metavar="RESULTS_JSON", help="draw a results file's PNG again, beside it")
     parser.add_argument("--replicate", nargs=3, metavar=("SOURCE", "OUTPUT", "FACTOR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.replicate:
         replicate_step(args.replicate[0], args.replicate[1], int(args.replicate[2]))
         return
-    if args.readme_table:
-        print(readme_table(json.loads(Path(args.readme_table).read_text())))
+    if args.table:
+        print(docs_table(json.loads(Path(args.table).read_text())))
         return
     if args.plot:
         draw(json.loads(Path(args.plot).read_text()), Path(args.plot).with_suffix(".png"))

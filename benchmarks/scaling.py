@@ -14,7 +14,7 @@ Measured one after the other on the same data and model (the config's training s
 - ``barrier_1x1``, ``barrier_2x1`` (``--launchers``): the same through the barrier launcher (one Spark barrier
   stage, tf.distribute collectives) instead of horovod.spark.run, on the same data in the same run.
 
-Spark runs in local mode with 2 cores unless spark-submit gives a master (see README, "Scaling").
+Spark runs in local mode with 2 cores unless spark-submit gives a master (see docs/benchmarks/scaling.md).
 
 Steady state = the epochs after the first (which traces the graph). CPU per jet = the CPU time of one process (all
 its threads; rank 0 for the stack) per jet it trains on: above the bare loop's, the stack's own cost. Start-up is

@@ -1,4 +1,4 @@
-"""Every accuracy number in the README comes from a committed benchmark results file."""
+"""Every accuracy and scale number in the docs comes from a committed benchmark results file."""
 
 import importlib.util
 import json
@@ -18,10 +18,12 @@ def _accuracy_benchmark():
 
 
 @pytest.mark.parametrize("path", RESULTS, ids=lambda p: p.name)
-def test_the_readme_accuracy_tables_are_the_committed_results_files(path):
+def test_the_accuracy_tables_are_the_committed_results_files(path):
     results = json.loads(path.read_text())
-    table = _accuracy_benchmark().readme_table(results)
-    assert table in (ROOT / "README.md").read_text(), f"regenerate it: benchmarks/accuracy.py --readme-table {path}"
+    table = _accuracy_benchmark().docs_table(results)
+    assert table in (ROOT / "docs/benchmarks/accuracy.md").read_text(), (
+        f"regenerate it: benchmarks/accuracy.py --table {path}"
+    )
     assert len(results["runs"]) == len(results["aggregate"]["seeds"])
 
 
@@ -36,13 +38,15 @@ def test_the_accuracy_results_are_committed():
     ]
 
 
-def test_the_readme_scale_table_is_the_committed_results_file():
+def test_the_scale_table_is_the_committed_results_file():
     spec = importlib.util.spec_from_file_location("scale_benchmark", ROOT / "benchmarks/scale.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     results = json.loads((ROOT / "benchmarks/results/scale.json").read_text())
-    table = module.readme_table(results)
-    assert table in (ROOT / "README.md").read_text(), "regenerate it: benchmarks/scale.py --readme-table RESULTS"
+    table = module.docs_table(results)
+    assert table in (ROOT / "docs/benchmarks/large-datasets.md").read_text(), (
+        "regenerate it: benchmarks/scale.py --table RESULTS"
+    )
     assert results["summary"]["compared"]["train"][-1] >= 3_000_000
     # The committed summary is what the benchmark's own ratios make of the committed measurements.
     assert module.ratios(results["sizes"]) == results["summary"]

@@ -19,7 +19,7 @@ MALLOC_ENV: dict[str, str] = {
 """glibc malloc settings for every process that runs the model. Tensors of a training step exceed glibc's largest
 dynamic mmap threshold (32 MB; e.g. GAPLayer 2's edge tensors, 128 x 100 x 10 x 128 floats), so by default every
 step maps fresh pages and unmaps them again, and the kernel spends ~40 % of a rank's CPU in page faults. With both
-thresholds raised, freed blocks stay in the heap and are reused (measured: README "Memory allocator"). They act
+thresholds raised, freed blocks stay in the heap and are reused (measured: docs/benchmarks/scaling.md). They act
 only when a process starts, so they are set for the processes this one launches (ranks, executors); the Makefile
 sets them for its own."""
 
@@ -33,7 +33,7 @@ ARENA_ENV: dict[str, str] = {"MALLOC_ARENA_MAX": "2"}
 """glibc's cap on malloc arenas, for every process of the stack and above all its JVMs. By default glibc gives each
 new thread its own arena, up to 8 per core, and memory freed in one is not reused by another: the JVM that reads
 the parquet (Spark's executor; in local mode the driver) grew by ~0.5 GB that its own accounting did not see over
-a 3M-jet evaluation, and stayed flat at ~1.1 GB with 2 arenas, at the same speed (README "Large datasets").
+a 3M-jet evaluation, and stayed flat at ~1.1 GB with 2 arenas, at the same speed (docs/benchmarks/large-datasets.md).
 Executors get it through ``spark.executorEnv``; a driver JVM started by spark-submit only from the shell that
 starts it (the Makefile and the benchmarks set it)."""
 

@@ -211,7 +211,7 @@ def check_stack(cfg: Config) -> None:
             setting, other = ("run.launcher", "barrier") if package == "horovod" else ("data.reader", "arrow")
             raise ConfigError(
                 f"{setting}={package} needs {package}, which is not installed in this environment; "
-                f"use {setting}={other} (README, Environments)"
+                f"use {setting}={other} (docs/environments.md)"
             )
 
 
