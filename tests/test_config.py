@@ -47,6 +47,7 @@ def test_overrides_are_typed_and_win_over_the_file():
         ("train.validate_every_steps=-1", r"train.validate_every_steps must be >= 0 \(0: at epoch ends only\)"),
         ("loss.alpha_every_jets=-5", r"loss.alpha_every_jets must be >= 0 \(0: once per epoch\)"),
         ("loss.assignment=hard", r"loss.assignment must be one of \['softmax', 'sinkhorn'\]"),
+        ("run.use_gloo=false", r"run.use_gloo=false would select Horovod's MPI controller, .* without MPI"),
     ],
 )
 def test_bad_values_name_the_key(override, message):
