@@ -134,6 +134,17 @@ def test_evaluate_refuses_a_damaged_dataset_naming_the_file(spark, finished_run,
 # ---- 3. chunks that keep no jets ------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("version", [2, None])
+def test_a_dataset_of_another_format_version_is_refused_naming_both(synthetic_dataset, tmp_path, version):
+    other, _ = _damaged_copy(synthetic_dataset, tmp_path)
+    meta = json.loads((other / schema.METADATA_FILE).read_text())
+    meta["format_version"] = version
+    (other / schema.METADATA_FILE).write_text(json.dumps(meta))
+    with pytest.raises(DatasetError, match=rf"dataset format version {version!r}, but this ucluster-spark reads "
+                                           r"version 1 .*: write the dataset again"):  # fmt: skip
+        load_info(other)
+
+
 def test_a_chunk_that_keeps_no_jets_is_normal_and_a_dataset_with_none_is_bad_input(spark, tmp_path):
     windowed = config.load(None, ["data.classes=[w,z,t]", "data.files_per_split=2", "data.mass_window=[10,200]"]).data
     (tmp_path / "in").mkdir()

@@ -1,6 +1,5 @@
 """One owner for failures and exit codes: every error class of the package maps to the code its docs promise."""
 
-import importlib
 import subprocess
 import sys
 
@@ -9,25 +8,6 @@ import pytest
 from ucluster_spark import errors
 
 pytestmark = pytest.mark.portable  # no horovod, no petastorm: also in the current-releases environment
-
-
-@pytest.mark.parametrize(
-    "module, name, code",
-    [
-        ("ucluster_spark.config", "ConfigError", errors.EXIT_BAD_INPUT),
-        ("ucluster_spark.data.dataset", "DatasetError", errors.EXIT_BAD_INPUT),
-        ("ucluster_spark.data.ingest", "InputFileError", errors.EXIT_BAD_INPUT),
-        ("ucluster_spark.driver.launcher", "LaunchError", errors.EXIT_TRAINING_FAILED),
-        ("ucluster_spark.checkpoint", "CheckpointDamaged", errors.EXIT_TRAINING_FAILED),
-        ("ucluster_spark.driver.evaluate", "EvaluationError", errors.EXIT_EVALUATION_FAILED),
-        ("ucluster_spark.driver.pipeline", "DataStageError", errors.EXIT_DATA_FAILED),
-        ("ucluster_spark.store", "OutputBusy", errors.EXIT_BUSY),  # another job writes the output: retry later
-        ("ucluster_spark.errors", "TrainingDiverged", errors.EXIT_TRAINING_FAILED),
-    ],
-)
-def test_each_error_carries_its_exit_code(module, name, code):
-    error_class = getattr(importlib.import_module(module), name)
-    assert errors.exit_code_for(error_class("x")) == code
 
 
 def test_paths_and_unexpected_errors():

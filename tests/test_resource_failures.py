@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import ROOT, STACK, TINY, submit
 from ucluster_spark import errors
+from ucluster_spark.executor.rank import exhaustion
 
 pytestmark = [pytest.mark.slow, pytest.mark.portable]
 
@@ -33,16 +34,18 @@ def test_a_full_disk_and_memory_errors_are_named_by_resource(small_disk):
             handle.write(bytes(2**20))
             handle.flush()
     assert caught.value.errno == errno.ENOSPC
-    found = errors.exhausted_resource(caught.value, near=str(filler))  # a write error names no file: the run dir
+    found = exhaustion.exhausted_resource(caught.value, near=str(filler))  # a write error names no file: the run dir
     assert found.startswith(f"out of disk space on {small_disk} (0 MB free of 64 MB)"), found
     try:
         raise RuntimeError("checkpoint failed") from caught.value
     except RuntimeError as wrapped:
-        assert errors.exhausted_resource(wrapped, near=str(filler)) == found  # found through the cause
-        assert errors.rank_exit_code_for(wrapped) == errors.RANK_OUT_OF_DISK
-    assert errors.exhausted_resource(MemoryError()).startswith("out of memory")
-    assert errors.rank_exit_code_for(errors.MemoryLimitExceeded("x")) == errors.RANK_OUT_OF_MEMORY
-    assert errors.exhausted_resource(ValueError("bad")) is None and errors.rank_exit_code_for(ValueError()) is None
+        assert exhaustion.exhausted_resource(wrapped, near=str(filler)) == found  # found through the cause
+        assert exhaustion.rank_exit_code_for(wrapped) == errors.RANK_OUT_OF_DISK
+    assert exhaustion.exhausted_resource(MemoryError()).startswith("out of memory")
+    assert exhaustion.rank_exit_code_for(exhaustion.MemoryLimitExceeded("x")) == errors.RANK_OUT_OF_MEMORY
+    assert (
+        exhaustion.exhausted_resource(ValueError("bad")) is None and exhaustion.rank_exit_code_for(ValueError()) is None
+    )
 
 
 def _train(run_dir, work, synthetic_root, *extra, fault=None):

@@ -72,8 +72,17 @@ def load_info(root: str | Path) -> DatasetInfo:
         raise DatasetError(f"{store.local_path(root)} is not a complete ucluster dataset: {path.name} is missing")
     try:
         raw = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DatasetError(f"{path}: unreadable dataset metadata ({err})") from err
+    version = raw.get("format_version") if isinstance(raw, dict) else None
+    if version != FORMAT_VERSION:
+        raise DatasetError(
+            f"{path}: dataset format version {version!r}, but this ucluster-spark reads version {FORMAT_VERSION} "
+            "(its columns and metadata may differ): write the dataset again with this version's generate or prepare"
+        )
+    try:
         return DatasetInfo(**raw)
-    except (json.JSONDecodeError, TypeError) as err:
+    except TypeError as err:
         raise DatasetError(f"{path}: unreadable dataset metadata ({err})") from err
 
 

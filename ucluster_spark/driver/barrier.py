@@ -26,10 +26,6 @@ from ucluster_spark.plan import TrainingPlan
 log = logging.getLogger(__name__)
 
 
-class BarrierLaunchError(TrainingFailed):
-    """The barrier stage failed or was cancelled."""
-
-
 def rank_process_env(cfg: Config) -> dict[str, str | None]:
     """What the ranks' processes need beyond the executor's own environment (None: unset it there)."""
     return {**_env.RUNTIME_ENV, **_env.malloc_env(cfg.run.malloc_thresholds)}
@@ -94,7 +90,7 @@ def describe_failure(spark, job_ids: list[int], layout: store.RunLayout) -> str:
 
 
 def run_barrier(spark, cfg: Config, plan: TrainingPlan, watchdog) -> list[dict[str, Any]]:
-    """Run every rank as a task of one barrier stage; their summaries, or ``BarrierLaunchError``."""
+    """Run every rank as a task of one barrier stage; their summaries, or ``TrainingFailed``."""
     sc = spark.sparkContext
     group = f"ucluster-train-{uuid.uuid4().hex[:12]}"
     n = cfg.run.num_proc
@@ -124,4 +120,4 @@ def run_barrier(spark, cfg: Config, plan: TrainingPlan, watchdog) -> list[dict[s
     job_ids = sc.statusTracker().getJobIdsForGroup(group)
     details = [describe_failure(spark, job_ids, store.RunLayout(plan.run_dir)), watchdog.summary()]
     details = [d for d in details if d] or [str(outcome.get("error", "unknown error")).strip().splitlines()[0]]
-    raise BarrierLaunchError("training failed:\n" + "\n".join(details))
+    raise TrainingFailed("training failed:\n" + "\n".join(details))

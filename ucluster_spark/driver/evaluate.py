@@ -34,10 +34,6 @@ from ucluster_spark.schema import CLUSTER, EMBEDDING
 log = logging.getLogger(__name__)
 
 
-class EvaluationError(EvaluationFailed):
-    """The assignment job failed (not because of its inputs)."""
-
-
 @dataclass
 class TrainedRun:
     """What evaluation needs from a finished training run directory."""
@@ -247,7 +243,7 @@ def _assign(
             damaged = damaged_file_from(err)  # so is a file that cannot be read (a dataset without checksums)
             if damaged is not None:
                 raise damaged from None
-            raise EvaluationError(f"cluster assignment of {root} with {run.run_dir} failed: {err}") from err
+            raise EvaluationFailed(f"cluster assignment of {root} with {run.run_dir} failed: {err}") from err
         seconds = time.time() - started
         assignments = spark.read.parquet(store.file_url(staging.assignments))
         tally_rows = tallies(assignments)
@@ -255,7 +251,7 @@ def _assign(
                        classes)  # fmt: skip
         assigned = result["n_jets"]
         if assigned != n_jets:
-            raise EvaluationError(f"{assigned} jets assigned but the dataset metadata lists {n_jets}")
+            raise EvaluationFailed(f"{assigned} jets assigned but the dataset metadata lists {n_jets}")
         cores = spark.sparkContext.defaultParallelism
         result.update(
             {

@@ -33,16 +33,12 @@ from ucluster_spark.data.dataset import (
     verify_checksums,
 )
 from ucluster_spark.data.sources import locate_or_generate
-from ucluster_spark.driver.barrier import BarrierLaunchError, run_barrier
+from ucluster_spark.driver.barrier import run_barrier
 from ucluster_spark.errors import InputMissing, OutputExists, TrainingFailed
 from ucluster_spark.executor.rank import train_fn
 from ucluster_spark.plan import TrainingPlan
 
 log = logging.getLogger(__name__)
-
-
-class LaunchError(TrainingFailed):
-    """The Spark application cannot host the requested ranks, or the ranks failed."""
 
 
 @dataclass
@@ -216,15 +212,12 @@ def check_stack(cfg: Config) -> None:
 
 
 def launch_ranks(spark, cfg: Config, plan: TrainingPlan) -> list[dict[str, Any]]:
-    """Every rank's summary, by the launcher ``run.launcher`` names; ``LaunchError`` naming what failed."""
+    """Every rank's summary, by the launcher ``run.launcher`` names; ``TrainingFailed`` naming what failed."""
     layout = store.RunLayout(plan.run_dir)
     shutil.rmtree(layout.placements, ignore_errors=True)  # where an earlier attempt's ranks ran
     watchdog = FailureWatchdog(layout.failures, cfg.run.failure_grace_seconds)
     if cfg.run.launcher == "barrier":
-        try:
-            return run_barrier(spark, cfg, plan, watchdog)
-        except BarrierLaunchError as err:
-            raise LaunchError(str(err)) from err
+        return run_barrier(spark, cfg, plan, watchdog)
     return run_horovod(spark, cfg, plan, watchdog)
 
 
@@ -247,7 +240,7 @@ def run_horovod(spark, cfg: Config, plan: TrainingPlan, watchdog: FailureWatchdo
             )
     except Exception as err:  # horovod raises plain Exception/RuntimeError for failed ranks
         details = watchdog.summary()
-        raise LaunchError(f"training failed: {err}" + (f"\n{details}" if details else "")) from err
+        raise TrainingFailed(f"training failed: {err}" + (f"\n{details}" if details else "")) from err
 
 
 def prepare_run_dir(run_dir: Path, resume: bool) -> Path | None:
@@ -385,9 +378,9 @@ def _train(spark, cfg: Config, run_dir: Path, resume: bool) -> TrainingResult:
     with echo:  # rank 0's progress on the console (run.verbose=0: only in train.log)
         try:
             results = sorted(launch_ranks(spark, cfg, plan), key=lambda r: r["rank"])
-        except LaunchError as err:
+        except TrainingFailed as err:
             diverged = divergence_reported(run_dir)
             if diverged:  # an outcome of the settings, fully explained: one line, no launcher noise
                 raise errors.TrainingDiverged(f"{diverged}; {resume_hint(run_dir)}") from None
-            raise LaunchError(f"{err}\n{failure_hint(err, run_dir)}") from err
+            raise TrainingFailed(f"{err}\n{failure_hint(err, run_dir)}") from err
     return TrainingResult(run_dir, results[0]["metrics"], results)

@@ -45,10 +45,6 @@ IGNORED_FOR_RERUN = {
 """Settings a rerun may change: they do not change what is computed."""
 
 
-class DataStageError(DataFailed):
-    """Generating or preparing the dataset failed for a reason other than its input."""
-
-
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -143,7 +139,7 @@ def data_stage(spark, cfg: Config, layout: store.PipelineLayout, manifest: Manif
     except BadInput:
         raise
     except Exception as err:
-        raise DataStageError(f"data stage ({action}) failed: {err}") from err
+        raise DataFailed(f"data stage ({action}) failed: {err}") from err
     manifest.stage("data", status="completed", seconds=round(time.time() - started, 1),
                    outputs=outputs([("dataset", root)]))  # fmt: skip
     return root
