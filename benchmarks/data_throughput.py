@@ -63,7 +63,7 @@ def spark_generation(spark, work: Path, classes: list[str], jets: int) -> dict[s
 
 def preparation(spark, work: Path, n_jets: int) -> tuple[dict[str, float], Path]:
     from ucluster_spark import config
-    from ucluster_spark.data.hls4ml_synthetic import jet_values, write_file
+    from ucluster_spark.benchmarking.hls4ml_files import jet_values, write_file
     from ucluster_spark.data.sources import prepare_hls4ml
 
     (work / "h5").mkdir()

@@ -321,7 +321,8 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
 
-    from ucluster_spark import config, plots, store
+    from ucluster_spark import config, store
+    from ucluster_spark.benchmarking.scaling_plot import scaling_plot
     from ucluster_spark.driver import launcher
 
     overrides = [*args.overrides] + ([f"data.path={args.data}"] if args.data else [])
@@ -391,8 +392,8 @@ def main() -> None:
         "wall_seconds": time.time() - started,
     }
     store.atomic_write_json(output / "scaling.json", report)
-    picture = output / plots.FILE_NAMES["scaling"]
-    plots.scaling(report, picture)
+    picture = output / "scaling.png"
+    scaling_plot(report, picture)
     print(json.dumps(report["summary"], indent=2))
     print(f"[scaling] {output / 'scaling.json'}, {picture}", file=sys.stderr)
 

@@ -10,9 +10,9 @@ import pytest
 
 from tests.conftest import ROOT, submit
 from ucluster_spark import config, errors, schema
+from ucluster_spark.benchmarking.hls4ml_files import jet_values, write_file
 from ucluster_spark.config import ConfigError
 from ucluster_spark.data.dataset import DatasetError, check_files, load_info, write_dataset
-from ucluster_spark.data.hls4ml_synthetic import jet_values, write_file
 from ucluster_spark.data.sources import prepare_hls4ml
 from ucluster_spark.driver import cli
 from ucluster_spark.jobs import evaluate as evaluate_job

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from ucluster_spark import plots
+from ucluster_spark.benchmarking.scaling_plot import scaling_plot
 
 pytestmark = pytest.mark.portable  # no horovod, no petastorm: also in the current-releases environment
 
@@ -47,7 +48,7 @@ def test_each_picture_is_a_complete_png_and_leaves_no_temporary_file(tmp_path):
             "startup_seconds": {"spark_session": 2.5},
         },
     }
-    plots.scaling(report, tmp_path / "s.png")
+    scaling_plot(report, tmp_path / "s.png")
     points = [
         {"clustering_step": 50 * i, "val_clustering_accuracy": 0.5 + 0.02 * i, "test_clustering_accuracy": 0.5,
          "assignment_change": None if i == 0 else 0.1 / i, "centroid_offsets": [0.01, None, 0.02],

@@ -1,6 +1,6 @@
 """The pictures people look at, as PNG files: each function takes plain arrays/dicts and a path.
 
-Used by rank 0 at the end of training, by the evaluate job on the driver and by the scaling benchmark; the inputs
+Used by rank 0 at the end of training, by the evaluate job on the driver and by the benchmarks; the inputs
 are small summaries (contingency matrix, histograms, a sample of embeddings), never the whole dataset. Every file
 is drawn under a temporary name and renamed into place.
 """
@@ -27,12 +27,11 @@ FILE_NAMES = {
     "curves": "training_curves.png",
     "by_step": "clustering_by_step.png",
     "mass": "mass_per_cluster.png",
-    "scaling": "scaling.png",
 }
 
 
 @contextlib.contextmanager
-def _figure(path: str | Path, *subplots: int, width: float = 6.0, height: float = 4.5) -> Iterator[Any]:
+def figure(path: str | Path, *subplots: int, width: float = 6.0, height: float = 4.5) -> Iterator[Any]:
     """A matplotlib figure (Agg, no display needed) saved atomically to ``path`` when the block ends."""
     import matplotlib
 
@@ -70,7 +69,7 @@ def confusion_matrix(counts: np.ndarray, class_names: Sequence[str], mapping: di
     shown = counts[order]
     fractions = shown / np.maximum(shown.sum(axis=0, keepdims=True), 1)
     matched = sum(counts[k, c] for k, c in mapping.items())
-    with _figure(path) as (fig, (ax,)):
+    with figure(path) as (fig, (ax,)):
         image = ax.imshow(fractions, cmap="Blues", vmin=0.0, vmax=1.0)
         for i in range(shown.shape[0]):
             for j in range(shown.shape[1]):
@@ -105,7 +104,7 @@ def embedding(
     if labels is not None:
         panels.append(("true class", labels, list(class_names)))
     explained = ", ".join(f"{v:.0%}" for v in pca.explained_variance_ratio_)
-    with _figure(path, 1, len(panels)) as (fig, axes):
+    with figure(path, 1, len(panels)) as (fig, axes):
         for ax, (title, colour_by, names) in zip(axes, panels, strict=True):
             for index, name in enumerate(names):
                 chosen = np.asarray(colour_by) == index
@@ -126,7 +125,7 @@ def training_curves(history: list[dict[str, Any]], pretrain_epochs: int, path) -
     from matplotlib.ticker import MaxNLocator
 
     epochs = [h["epoch"] + 1 for h in history]
-    with _figure(path, 1, 3, width=5.0) as (fig, (losses, quality, spread)):
+    with figure(path, 1, 3, width=5.0) as (fig, (losses, quality, spread)):
         for key, label in (("focal_loss", "focal (aux)"), ("clustering_loss_per_jet", "clustering, per jet")):
             losses.plot(epochs, [h[key] for h in history], marker=".", label=label)
         losses.set_yscale("symlog", linthresh=1e-3)
@@ -160,7 +159,7 @@ def clustering_by_step(history: list[dict[str, Any]], path, reference: Sequence[
     points = validation_points(history)
     steps = [p["clustering_step"] for p in points]
     stopped = next((h for h in history if h.get("stopped_by")), None)
-    with _figure(path, 1, 3, width=5.0) as (fig, (quality, offsets, change)):
+    with figure(path, 1, 3, width=5.0) as (fig, (quality, offsets, change)):
         quality.plot(steps, [p["val_clustering_accuracy"] for p in points], marker=".", label="validation")
         scored = [p for p in points if "test_clustering_accuracy" in p]
         if scored:
@@ -198,7 +197,7 @@ def clustering_comparison(
     """Several runs' validation points (name -> points): validation and test accuracy by clustering step beside a
     reference run's (step, accuracy) pairs, and each run's largest centroid offset in units of its cluster's
     rms radius."""
-    with _figure(path, 1, 2, width=6.0) as (fig, (accuracy, offsets)):
+    with figure(path, 1, 2, width=6.0) as (fig, (accuracy, offsets)):
         for i, (name, points) in enumerate(runs.items()):
             steps = [p["clustering_step"] for p in points]
             accuracy.plot(steps, [p["val_clustering_accuracy"] for p in points], marker=".", color=f"C{i}",
@@ -231,64 +230,11 @@ def _nan(value: float | None) -> float:
 def mass_per_cluster(histograms: np.ndarray, path, title: str = "") -> Path:
     """Jet-mass distribution of each cluster (``mass_histogram`` counts), as step histograms."""
     histograms = np.asarray(histograms)
-    with _figure(path) as (fig, (ax,)):
+    with figure(path) as (fig, (ax,)):
         for k, counts in enumerate(histograms):
             ax.stairs(counts, MASS_EDGES, label=f"cluster {k} ({counts.sum()} jets)", linewidth=1.5)
         ax.set_xlabel(f"jet mass [GeV] (last bin: >= {MASS_EDGES[-2]:.0f})")
         ax.set_ylabel(f"jets / {MASS_EDGES[1] - MASS_EDGES[0]:.0f} GeV")
         ax.set_title(title or "jet mass per cluster")
         ax.legend(fontsize=8)
-    return store.local_path(path)
-
-
-def scaling(report: dict[str, Any], path) -> Path:
-    """The scaling benchmark: steady throughput per layout against perfect scaling, and where each run's wall
-    time went."""
-    summary = report["summary"]
-    rates = summary["steady_jets_per_second"]
-    names = sorted(rates, key=lambda n: (not n.startswith("bare"), n))
-    with _figure(path, 1, 2) as (fig, (left, right)):
-        colours = ["grey" if n.startswith("bare") else "C2" if n.startswith("barrier") else "C0" for n in names]
-        bars = left.bar(names, [rates[n] for n in names], color=colours)
-        left.bar_label(bars, fmt="%.0f")
-        per_rank = report["threads_per_rank"]
-        ideals = []
-        for name, run in report["runs"].items():
-            if run["threads_per_rank"] == per_rank and run["num_proc"] > 1:
-                one_rank = f"{name.split('_')[0]}_1x{per_rank}"  # the same launcher's 1-rank run
-                ideal, at = run["num_proc"] * rates[one_rank], names.index(name)
-                ideals.append(ideal)
-                left.hlines(ideal, at - 0.4, at + 0.4, ls="--", color="C1", label="perfect scaling")
-        left.set_ylabel("training jets / s (steady state)")
-        efficiency = ", ".join(f"{n} ranks {e:.2f}" for n, e in summary["scaling_efficiency"].items())
-        title = f"horovod: overhead vs bare {summary['overhead_vs_bare']:.1%}, efficiency {efficiency}"
-        if "barrier" in summary:
-            barrier = summary["barrier"]
-            efficiency = ", ".join(f"{n} ranks {e:.2f}" for n, e in barrier["scaling_efficiency"].items())
-            title += f"\nbarrier: overhead vs bare {barrier['overhead_vs_bare']:.1%}, efficiency {efficiency}"
-        left.set_title(title, fontsize=9)
-        left.tick_params(axis="x", labelsize=8)
-        left.set_ylim(top=1.25 * max([*rates.values(), *ideals]))
-        handles, labels = left.get_legend_handles_labels()
-        if handles:
-            left.legend(handles[:1], labels[:1], loc="upper right", fontsize=8)
-
-        runs = report["runs"]
-        parts = [
-            ("launch -> ranks ready", lambda r: r["launch_seconds"]),
-            ("rank set-up", lambda r: r["rank_setup_seconds"]),
-            ("epochs (training)", lambda r: sum(e["seconds"] for e in r["epochs"])),
-            ("between epochs (validation, checkpoint)", lambda r: r["between_epochs_seconds"]),
-            ("test evaluation, outputs, shutdown", lambda r: r["finish_seconds"]),
-        ]
-        stack_names = list(runs)
-        left_edge = [0.0] * len(stack_names)
-        for label, part in parts:
-            widths = [part(runs[n]) for n in stack_names]
-            right.barh(stack_names, widths, left=left_edge, label=label)
-            left_edge = [a + b for a, b in zip(left_edge, widths, strict=True)]
-        spark_seconds = summary["startup_seconds"]["spark_session"]
-        right.set_xlabel(f"seconds (plus {spark_seconds:.1f} s Spark session start, once)")
-        right.set_title("where the wall time of each run goes")
-        right.legend(fontsize=8, loc="lower right")
     return store.local_path(path)
