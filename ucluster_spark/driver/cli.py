@@ -33,7 +33,8 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Nam
 def use_real_stderr() -> None:
     """spark-submit runs the driver's Python with its stderr merged into stdout (Spark's PythonRunner), so a
     scheduler reading stdout would take errors for output. Send this process's stderr to spark-submit's own stderr:
-    by file descriptor (Linux /proc of the parent JVM) when that is a terminal, a pipe or a file opened for
+    by file descriptor (Linux /proc of the parent JVM: psutil does not tell a pipe's or a terminal's identity or an
+    open file's append flag) when that is a terminal, a pipe or a file opened for
     appending, so native libraries' messages follow too; otherwise (a file opened without append, where writing
     beside the JVM's own offset would overwrite its lines) Python's ``sys.stderr`` through the JVM itself."""
     if "PYSPARK_GATEWAY_PORT" not in os.environ:

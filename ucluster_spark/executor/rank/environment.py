@@ -14,6 +14,8 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import psutil
+
 from ucluster_spark import logs, store
 from ucluster_spark.executor.rank import exhaustion
 
@@ -98,7 +100,7 @@ def bind_threads(cores: Sequence[int]) -> int:
     """Bind every thread of this process (TensorFlow's pools, Horovod's and Gloo's threads, readers) to
     ``cores``; threads started later inherit it. Ranks sharing cores make each other wait at every allreduce.
     Returns the number of threads bound."""
-    threads = [int(tid) for tid in os.listdir("/proc/self/task")]
+    threads = [thread.id for thread in psutil.Process().threads()]
     for tid in threads:
         with contextlib.suppress(ProcessLookupError):  # a thread that just ended
             os.sched_setaffinity(tid, cores)
@@ -154,12 +156,8 @@ def peak_rss_mb() -> float:
 
 
 def resident_mb() -> float:
-    """This process's resident memory now (Linux ``/proc/self/statm``; elsewhere its peak so far)."""
-    try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        return peak_rss_mb()
+    """This process's resident memory now."""
+    return psutil.Process().memory_info().rss / 2**20
 
 
 def exit_for_resource(run_dir: str, err: BaseException) -> None:
