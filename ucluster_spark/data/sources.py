@@ -67,9 +67,12 @@ def generate(spark, data: DataConfig, output: str | Path, overwrite: bool = Fals
         dropped.add(rejected)
 
     log.info(
-        f"{len(tasks)} Pythia tasks: {data.jets_per_class} jets per class of {data.classes}"
-        f"{f', {mass_window[0]:g} < mass < {mass_window[1]:g} GeV' if mass_window else ''}"
-        f"{'' if underlying_event else ', no underlying event (PartonLevel:MPI = off)'}"
+        "%d Pythia tasks: %d jets per class of %s%s%s",
+        len(tasks),
+        data.jets_per_class,
+        data.classes,
+        f", {mass_window[0]:g} < mass < {mass_window[1]:g} GeV" if mass_window else "",
+        "" if underlying_event else ", no underlying event (PartonLevel:MPI = off)",
     )
     jets = task_df.mapInPandas(body, schema=schema.spark_schema())
 

@@ -127,7 +127,7 @@ def data_stage(spark, cfg: Config, layout: store.PipelineLayout, manifest: Manif
     if is_dataset(root):
         check_compatible(load_info(root), cfg.data, str(root))
         manifest.stage("data", status="skipped", action=action, outputs=outputs([("dataset", root)]))
-        log.info(f"data: {root} is complete, skipped")
+        log.info("data: %s is complete, skipped", root)
         return root
     manifest.stage("data", status="running", action=action, started_at=_now())
     started = time.time()
@@ -156,7 +156,7 @@ def train_stage(spark, cfg: Config, data_root: Path, pipeline: store.PipelineLay
     if layout.metrics.exists():
         warnings = store.read_json(layout.metrics).get("warnings", [])
         manifest.stage("train", status="skipped", outputs=outputs(listed), warnings=warnings)
-        log.info(f"train: {train_dir} is finished, skipped")
+        log.info("train: %s is finished, skipped", train_dir)
         return train_dir
     resume = train_dir.exists() and checkpoint.latest(train_dir) is not None
     manifest.stage("train", status="running", resumed=resume, started_at=_now())
@@ -180,7 +180,7 @@ def evaluate_stage(
     if layout.is_complete():
         warnings = store.read_json(layout.metrics).get("warnings", [])
         manifest.stage("evaluate", status="skipped", outputs=outputs(listed), warnings=warnings)
-        log.info(f"evaluate: {out} is complete, skipped")
+        log.info("evaluate: %s is complete, skipped", out)
         return out
     manifest.stage("evaluate", status="running", started_at=_now())
     started = time.time()
@@ -210,7 +210,7 @@ def run_pipeline(spark, cfg: Config, run_id: str) -> dict[str, Any]:
         else:
             cfg.dump(layout.config)
         manifest = Manifest(layout.manifest, run_id)
-        log.info(f"{run_dir} (attempt {manifest.data['attempt']})")
+        log.info("%s (attempt %s)", run_dir, manifest.data["attempt"])
         current = "data"
         try:
             data_root = data_stage(spark, cfg, layout, manifest)
@@ -231,5 +231,5 @@ def run_pipeline(spark, cfg: Config, run_id: str) -> dict[str, Any]:
         stages = manifest.data["stages"]
         manifest.data["warnings"] = [f"{name}: {w}" for name in STAGES for w in stages[name].get("warnings", [])]
         manifest.finish("succeeded", EXIT_OK)
-        log.info(f"succeeded: {layout.manifest}")
+        log.info("succeeded: %s", layout.manifest)
         return manifest.data
