@@ -207,7 +207,7 @@ def test_prepare_job_exit_codes_and_messages(tmp_path, capsys):
         ["--input", str(tmp_path / "x*.h5"), "--output", str(tmp_path / "ds"), "--mass-window", "200,10"]
     )
     assert code == errors.EXIT_BAD_INPUT
-    assert "--mass-window '200,10': LO must be below HI" in capsys.readouterr().err
+    assert "--mass-window: data.mass_window must be [LO, HI] with LO < HI (GeV)" in capsys.readouterr().err
 
 
 def test_prepare_job_end_to_end(tmp_path):

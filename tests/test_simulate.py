@@ -135,8 +135,12 @@ def test_generate_job_mass_window_and_no_underlying_event_are_recorded(tmp_path)
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--mass-window", "200,10"], "--mass-window '200,10': LO must be below HI"),
-        (["--mass-window", "10"], "--mass-window '10': expected LO,HI in GeV"),
+        (
+            ["--mass-window", "200,10"],
+            "--mass-window: data.mass_window must be [LO, HI] with LO < HI (GeV), or [] for no cut; got [200.0, 10.0]",
+        ),
+        (["--mass-window", "10"], "--mass-window: data.mass_window must be [LO, HI] with LO < HI (GeV)"),
+        (["--mass-window", "10,x"], "--mass-window '10,x': expected LO,HI in GeV, e.g. 10,200"),
         (["data.mass_window=[10]"], r"data.mass_window must be [LO, HI] with LO < HI"),
         (["data.underlying_event=maybe"], "data.underlying_event: expected bool, got 'maybe'"),
     ],

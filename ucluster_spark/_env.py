@@ -29,6 +29,20 @@ def malloc_env(enabled: bool) -> dict[str, str | None]:
     return {key: value if enabled else None for key, value in MALLOC_ENV.items()}
 
 
+def with_changes(env: dict[str, str], changes: dict[str, str | None], keep_set: bool) -> dict[str, str]:
+    """A copy of ``env`` with ``changes`` applied: None unsets a variable; a value sets it, or with ``keep_set`` only
+    fills it in where ``env`` has none (a user's explicit choice wins)."""
+    merged = dict(env)
+    for key, value in changes.items():
+        if value is None:
+            merged.pop(key, None)
+        elif keep_set:
+            merged.setdefault(key, value)
+        else:
+            merged[key] = value
+    return merged
+
+
 ARENA_ENV: dict[str, str] = {"MALLOC_ARENA_MAX": "2"}
 """glibc's cap on malloc arenas, for every process of the stack and above all its JVMs. By default glibc gives each
 new thread its own arena, up to 8 per core, and memory freed in one is not reused by another: the JVM that reads

@@ -45,10 +45,6 @@ class CounterParam(AccumulatorParam):
         return a
 
 
-def _mass_window(data: DataConfig) -> tuple[float, float] | None:
-    return (data.mass_window[0], data.mass_window[1]) if data.mass_window else None  # checked by Config.validate
-
-
 def generate(spark, data: DataConfig, output: str | Path, overwrite: bool = False) -> DatasetInfo:
     """Run Pythia inside Spark tasks (one task per (class, seed)) and write the dataset."""
     from ucluster_spark.data.simulate import generate_partition, plan_tasks
@@ -57,7 +53,7 @@ def generate(spark, data: DataConfig, output: str | Path, overwrite: bool = Fals
     rows = [asdict(t) for t in tasks]
     task_df = spark.createDataFrame(spark.sparkContext.parallelize(rows, numSlices=len(rows)))
     max_constituents, feature_set = data.max_constituents, data.feature_set
-    mass_window, underlying_event = _mass_window(data), data.underlying_event
+    mass_window, underlying_event = tuple(data.mass_window) or None, data.underlying_event
     dropped = spark.sparkContext.accumulator(Counter(), CounterParam())
 
     def body(frames):  # shipped to executors: plain values only
@@ -135,7 +131,7 @@ def prepare_hls4ml(
 
     dropped = spark.sparkContext.accumulator(Counter(), CounterParam())
     classes, feature_set, max_constituents = list(data.classes), data.feature_set, data.max_constituents
-    mass_window = _mass_window(data)
+    mass_window = tuple(data.mass_window) or None
     rows = [{"layout": json.dumps(asdict(layout)), "start": start, "stop": stop} for layout, start, stop in tasks]
     task_df = spark.createDataFrame(spark.sparkContext.parallelize(rows, numSlices=len(rows)))
 

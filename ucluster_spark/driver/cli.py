@@ -115,10 +115,9 @@ def dataset_arguments(parser: argparse.ArgumentParser) -> None:
 def data_config_from_args(args: argparse.Namespace) -> Config:
     """The data section from --config (optional), the dataset flags and data.key=value overrides. Only the data
     settings are checked: a data job does not use the model's."""
-    window = parse_mass_window(args.mass_window)
     flags = {
         "data.classes": ("--classes", comma_list(args.classes) if args.classes else None),
-        "data.mass_window": ("--mass-window", list(window) if window else None),
+        "data.mass_window": ("--mass-window", numbers(args.mass_window, "--mass-window", "LO,HI in GeV, e.g. 10,200")),
         "data.underlying_event": ("--no-underlying-event", False if getattr(args, "no_underlying_event", 0) else None),
         "data.max_constituents": ("--max-constituents", args.max_constituents),
         "data.files_per_split": ("--files-per-split", args.files_per_split),
@@ -131,16 +130,14 @@ def data_config_from_args(args: argparse.Namespace) -> Config:
     return cfg
 
 
-def parse_mass_window(text: str | None) -> tuple[float, float] | None:
+def numbers(text: str | None, flag: str, expected: str) -> list[float] | None:
+    """A flag's comma-separated numbers (None when not given); what they must satisfy is the config's rule."""
     if text is None:
         return None
     try:
-        low, high = (float(v) for v in text.split(","))
+        return [float(v) for v in text.split(",")]
     except ValueError:
-        raise ConfigError(f"--mass-window {text!r}: expected LO,HI in GeV, e.g. 10,200") from None
-    if not low < high:
-        raise ConfigError(f"--mass-window {text!r}: LO must be below HI")
-    return low, high
+        raise ConfigError(f"{flag} {text!r}: expected {expected}") from None
 
 
 def run_dataset_job(app_name: str, args: argparse.Namespace, build: Callable[[Any, Config], Any]) -> int:

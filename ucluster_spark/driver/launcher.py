@@ -189,13 +189,7 @@ def make_plan(root: Path, info: DatasetInfo, run_dir: Path) -> TrainingPlan:
 def rank_environment(cfg: Config) -> dict[str, str]:
     """The driver's environment for the rank processes, with or without the malloc thresholds
     (``run.malloc_thresholds``; they act only when a process starts)."""
-    env = dict(os.environ)
-    for key, value in _env.malloc_env(cfg.run.malloc_thresholds).items():
-        if value is None:
-            env.pop(key, None)
-        else:
-            env.setdefault(key, value)
-    return env
+    return _env.with_changes(dict(os.environ), _env.malloc_env(cfg.run.malloc_thresholds), keep_set=True)
 
 
 def check_stack(cfg: Config) -> None:

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ucluster_spark import errors, store
+from ucluster_spark import _env, errors, store
 
 RANK_ENV = "UCLUSTER_RANK"
 """The rank of the process, for its failure report (Horovod's ranks have ``HOROVOD_RANK``)."""
@@ -69,12 +69,9 @@ def run_rank_task(cfg_dict: dict[str, Any], plan_dict: dict[str, Any], env: dict
         raise RuntimeError("the training stage failed before; not starting it again (the driver asks for --resume)")
     host = context.getTaskInfos()[rank].address.rsplit(":", 1)[0]
     workers = context.allGather(free_address(host))
-    process_env = {**os.environ, RANK_ENV: str(rank), "TF_CONFIG": tf_config(list(workers), rank)}
-    for key, value in env.items():
-        if value is None:
-            process_env.pop(key, None)
-        else:
-            process_env[key] = value
+    process_env = _env.with_changes(
+        {**os.environ, RANK_ENV: str(rank), "TF_CONFIG": tf_config(list(workers), rank)}, env, keep_set=False
+    )
     with tempfile.TemporaryDirectory(prefix=f"ucluster-rank-{rank}-") as scratch:
         arguments, result = Path(scratch) / "arguments.json", Path(scratch) / "result.json"
         arguments.write_text(json.dumps({"cfg": cfg_dict, "plan": plan_dict}))
