@@ -50,7 +50,7 @@ def test_generate_train_and_evaluate_on_two_executors(standalone_cluster, tmp_pa
     # The two ranks ran in the two executors (the launcher's stage: one task per rank).
     placements = [json.loads(store.RunLayout(run_dir).placement(r).read_text()) for r in (0, 1)]
     assert placements[0]["pid"] != placements[1]["pid"]
-    per_stage = _task_executors(events, "horovod", "driver/barrier.py")
+    per_stage = _task_executors(events, "horovod", "launchers/barrier.py")
     assert per_stage and all(ids == {"0", "1"} for ids in per_stage.values()), per_stage
 
     evaluated = submit("--model", str(run_dir), "--output", str(out), job="evaluate", cwd=tmp_path, master=master)

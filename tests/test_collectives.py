@@ -1,5 +1,6 @@
-"""The ranks' gather with a different number of rows on each rank (the k-means start's sample, the shard sizes), in
-two real processes of each library: Horovod over Gloo (``horovodrun``) and ``tf.distribute`` (``TF_CONFIG``)."""
+"""Each launcher's collectives as a rank builds them (registry.LAUNCHERS), gathering a different number of rows on
+each rank (the k-means start's sample, the shard sizes), in two real processes of each library: Horovod over Gloo
+(``horovodrun``) and ``tf.distribute`` (``TF_CONFIG``)."""
 
 import json
 import os
@@ -19,10 +20,12 @@ RANK = textwrap.dedent(
     """
     import json, sys
     import numpy as np
-    from ucluster_spark.executor.rank.collectives import HorovodCollectives, StrategyCollectives
+    from ucluster_spark import config
+    from ucluster_spark.registry import LAUNCHERS, part
 
-    kind, out = sys.argv[1], sys.argv[2]
-    comm = HorovodCollectives(5, lambda _: None) if kind == "horovod" else StrategyCollectives(60, lambda _: None)
+    launcher, out = sys.argv[1], sys.argv[2]
+    cfg = config.load(None, [f"run.launcher={launcher}"])
+    comm = part(LAUNCHERS, launcher, "executor").connect(cfg, lambda _: None)
     rows = np.full((2 * comm.rank + 1, 3), comm.rank, np.float32)  # rank 0: 1 row, rank 1: 3 rows
     ids = np.arange(3 * comm.rank, dtype=np.int64)  # rank 0: none at all
     result = {"rows": comm.gather(rows, "rows").tolist(), "ids": comm.gather(ids, "ids").tolist()}
@@ -63,7 +66,7 @@ def test_tf_distribute_gathers_every_ranks_rows_in_rank_order_whatever_their_num
             ports.append(probe.getsockname()[1])
     workers = [f"127.0.0.1:{port}" for port in ports]
     ranks = [
-        subprocess.Popen([sys.executable, str(script), "tf.distribute", str(out)], stderr=subprocess.PIPE, text=True,
+        subprocess.Popen([sys.executable, str(script), "barrier", str(out)], stderr=subprocess.PIPE, text=True,
                          env={**_env(), "TF_CONFIG": json.dumps({"cluster": {"worker": workers},
                                                                  "task": {"type": "worker", "index": rank}})})
         for rank in range(2)

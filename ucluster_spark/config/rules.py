@@ -13,11 +13,10 @@ from ucluster_spark.config.sections import (
     TrainConfig,
 )
 from ucluster_spark.errors import ConfigError
+from ucluster_spark.registry import LAUNCHERS, READERS
 from ucluster_spark.schema import AUX_MASS_COLUMNS, FEATURE_SETS, KNOWN_CLASSES, SPLITS
 
 EMBEDDING_POOLINGS = ("mean_all_slots", "mean_real", "max_real")
-READERS = ("petastorm", "arrow")
-LAUNCHERS = ("horovod", "barrier")
 CENTROID_UPDATES = ("adam", "sgd", "kmeans")
 STOP_RULES = ("never", "assignments", "loss")
 ASSIGNMENTS = ("softmax", "sinkhorn")

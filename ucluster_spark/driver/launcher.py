@@ -7,7 +7,6 @@ No TensorFlow import here: the ranks import it inside ``executor.rank.train_fn``
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import logging
 import os
@@ -18,7 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +32,9 @@ from ucluster_spark.data.dataset import (
     verify_checksums,
 )
 from ucluster_spark.data.sources import locate_or_generate
-from ucluster_spark.driver.barrier import run_barrier
 from ucluster_spark.errors import InputMissing, OutputExists, TrainingFailed
-from ucluster_spark.executor.rank import train_fn
 from ucluster_spark.plan import TrainingPlan
+from ucluster_spark.registry import LAUNCHERS, READERS, missing_package, part
 
 log = logging.getLogger(__name__)
 
@@ -195,13 +193,15 @@ def rank_environment(cfg: Config) -> dict[str, str]:
 def check_stack(cfg: Config) -> None:
     """The launcher and reader asked for are installed here (the current-releases environment has neither horovod
     nor petastorm): a clear refusal before any work, not an ImportError inside a rank."""
-    missing = {"horovod": cfg.run.launcher == "horovod", "petastorm": cfg.data.reader == "petastorm"}
-    for package, needed in missing.items():
-        if needed and importlib.util.find_spec(package) is None:
-            setting, other = ("run.launcher", "barrier") if package == "horovod" else ("data.reader", "arrow")
+    for setting, choices, name in (
+        ("run.launcher", LAUNCHERS, cfg.run.launcher),
+        ("data.reader", READERS, cfg.data.reader),
+    ):
+        package = missing_package(choices, name)
+        if package:
             raise ConfigError(
-                f"{setting}={package} needs {package}, which is not installed in this environment; "
-                f"use {setting}={other} (docs/environments.md)"
+                f"{setting}={name} needs {package}, which is not installed in this environment; "
+                f"use {setting}={choices[name].instead} (docs/environments.md)"
             )
 
 
@@ -210,31 +210,7 @@ def launch_ranks(spark, cfg: Config, plan: TrainingPlan) -> list[dict[str, Any]]
     layout = store.RunLayout(plan.run_dir)
     shutil.rmtree(layout.placements, ignore_errors=True)  # where an earlier attempt's ranks ran
     watchdog = FailureWatchdog(layout.failures, cfg.run.failure_grace_seconds)
-    if cfg.run.launcher == "barrier":
-        return run_barrier(spark, cfg, plan, watchdog)
-    return run_horovod(spark, cfg, plan, watchdog)
-
-
-def run_horovod(spark, cfg: Config, plan: TrainingPlan, watchdog: FailureWatchdog) -> list[dict[str, Any]]:
-    import horovod.spark
-
-    try:
-        with restored_signal_handlers(), watchdog:
-            return horovod.spark.run(
-                train_fn,
-                args=(cfg.to_dict(), asdict(plan)),
-                num_proc=cfg.run.num_proc,
-                use_gloo=True,
-                use_mpi=False,
-                start_timeout=cfg.run.start_timeout,
-                verbose=cfg.run.verbose,
-                env=rank_environment(cfg),
-                stdout=sys.stdout,
-                stderr=sys.stderr,
-            )
-    except Exception as err:  # horovod raises plain Exception/RuntimeError for failed ranks
-        details = watchdog.summary()
-        raise TrainingFailed(f"training failed: {err}" + (f"\n{details}" if details else "")) from err
+    return part(LAUNCHERS, cfg.run.launcher, "driver").launch(spark, cfg, plan, watchdog)
 
 
 def prepare_run_dir(run_dir: Path, resume: bool) -> Path | None:
@@ -360,7 +336,7 @@ def _train(spark, cfg: Config, run_dir: Path, resume: bool) -> TrainingResult:
     )
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.dump(store.RunLayout(run_dir).config)
-    via = "a barrier stage, tf.distribute" if cfg.run.launcher == "barrier" else f"horovod, gloo={cfg.run.use_gloo}"
+    via = part(LAUNCHERS, cfg.run.launcher, "driver").describe(cfg)
     log.info(
         "%d rank(s) (%s) on %s%s",
         cfg.run.num_proc,

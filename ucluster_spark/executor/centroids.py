@@ -10,10 +10,14 @@ rank takes the same decision.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import tensorflow as tf
+
+if TYPE_CHECKING:
+    from ucluster_spark.executor.rank.collectives import Collectives
 
 
 @dataclass
@@ -155,7 +159,7 @@ class BoundedSample:
         return self._rows[0], self._keys[0]
 
 
-def sample_for_kmeans(local: BoundedSample, comm) -> np.ndarray:
+def sample_for_kmeans(local: BoundedSample, comm: Collectives) -> np.ndarray:
     """At most ``local.limit`` rows from all ranks, the same array on every rank, without gathering the others: the
     ``limit`` rows with the smallest keys over all ranks, their threshold found by bisection on counts (one small
     sum per step, 64 at most). Rows whose keys are above the threshold change nothing, so the sample does not
@@ -178,7 +182,9 @@ def sample_for_kmeans(local: BoundedSample, comm) -> np.ndarray:
     return comm.gather(chosen, "kmeans_sample")[:limit]  # more than limit only for rows equal at the threshold
 
 
-def kmeans_centroids(candidates: BoundedSample, n_clusters: int, seed: int, comm) -> tuple[np.ndarray, int, list[int]]:
+def kmeans_centroids(
+    candidates: BoundedSample, n_clusters: int, seed: int, comm: Collectives
+) -> tuple[np.ndarray, int, list[int]]:
     """k-means (scikit-learn, once, on rank 0) on the sample of every rank's candidates, its centroids broadcast:
     the same (centroids, sample size, cluster sizes) on every rank."""
     from sklearn.cluster import KMeans

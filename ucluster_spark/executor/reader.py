@@ -1,104 +1,32 @@
-"""Executor side: stream one rank's shard of a parquet split into ``tf.data``, with petastorm or pyarrow.
+"""Executor side: one rank's shard of a parquet split as ``tf.data`` batches for training and evaluation.
 
-Each rank reads only its own row groups, a bounded number at a time, so memory does not grow with the dataset.
-Both readers shard alike (petastorm's rule: the row groups of the split's files in path order, every
-``shard_count``-th from ``shard``), so a rank sees the same jets whichever reads them; ``arrow`` needs no petastorm
-(unmaintained, pinned to pyarrow < 13). No pyspark import here.
+The reader (``data.reader``: executor/readers/, chosen through registry.READERS) reads only the rank's own row
+groups, a bounded number at a time, so memory does not grow with the dataset; every reader shards alike, so a rank
+sees the same jets whichever reads them. No pyspark import here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import warnings
 from collections.abc import Iterator, Sequence
 
-import numpy as np
-import pyarrow.dataset as pads
-import pyarrow.fs
 import tensorflow as tf
 
 from ucluster_spark import schema
-from ucluster_spark.config.rules import READERS
+from ucluster_spark.registry import READERS, part
 
 
-def _petastorm_reader(url, shard, shard_count, columns, num_epochs, shuffle, seed, workers):
-    """petastorm reader of whole row groups ``shard::shard_count``, decoded by ``workers`` threads."""
-    from petastorm import make_batch_reader
-
-    return make_batch_reader(
-        url,
-        schema_fields=columns,
-        cur_shard=shard,
-        shard_count=shard_count,
-        num_epochs=num_epochs,
-        shuffle_row_groups=shuffle,
-        seed=seed,
-        reader_pool_type="thread",
-        workers_count=workers,
-    )
-
-
-def shard_row_groups(url: str, shard: int, shard_count: int) -> list[pads.ParquetFileFragment]:
-    """This shard's row groups as pyarrow fragments, by petastorm's rule (files in path order, row groups in file
-    order, every ``shard_count``-th from ``shard``)."""
-    filesystem, path = pyarrow.fs.FileSystem.from_uri(url)
-    dataset = pads.dataset(path, format="parquet", filesystem=filesystem)
-    row_groups = [
-        piece
-        for fragment in sorted(dataset.get_fragments(), key=lambda f: f.path)
-        for piece in fragment.split_by_row_group()
-    ]
-    return [piece for index, piece in enumerate(row_groups) if index % shard_count == shard]
-
-
-def _arrow_batches(url, shard, shard_count, columns, num_epochs, shuffle, seed) -> tf.data.Dataset:
-    """One dict of numpy columns per row group of this shard (row groups in a seeded random order per pass when
-    ``shuffle``), read by pyarrow one row group at a time."""
-    pieces = shard_row_groups(url, shard, shard_count)
-    if not pieces:
-        raise ValueError(f"{url}: no row group for shard {shard} of {shard_count}")
-
-    def columns_of(table) -> dict[str, np.ndarray]:
-        out = {}
-        for name in columns:
-            column = table.column(name).combine_chunks()
-            if name == schema.CONSTITUENTS:  # list<float> per jet, flattened: (jets, slots x features)
-                out[name] = column.flatten().to_numpy().reshape(len(table), -1)
-            else:
-                out[name] = column.to_numpy(zero_copy_only=False)
-        return out
-
-    def generate():
-        rng = np.random.default_rng(seed)
-        passes = 0
-        while num_epochs is None or passes < num_epochs:
-            order = rng.permutation(len(pieces)) if shuffle else range(len(pieces))
-            for i in order:
-                yield columns_of(pieces[i].to_table(columns=columns))
-            passes += 1
-
-    example = columns_of(pieces[0].to_table(columns=columns).slice(0, 1))
-    signature = {
-        name: tf.TensorSpec([None, *value.shape[1:]], tf.string if value.dtype == object else tf.as_dtype(value.dtype))
-        for name, value in example.items()
-    }
-    return tf.data.Dataset.from_generator(generate, output_signature=signature)
+def _reader(name: str):
+    if name not in READERS:
+        raise ValueError(f"unknown reader {name!r}; expected one of {list(READERS)}")
+    return part(READERS, name, "executor")
 
 
 def shard_size(url: str, *, shard: int, shard_count: int, reader: str = "petastorm") -> int:
-    """Jets in this rank's shard: from the row groups' footers (arrow), or by petastorm's own pass over the jet_id
-    column; the same number either way."""
-    if reader == "arrow":
-        return sum(piece.row_groups[0].num_rows for piece in shard_row_groups(url, shard, shard_count))
-    stream = _petastorm_reader(url, shard, shard_count, [schema.JET_ID], 1, False, 0, 2)
-    try:
-        return sum(len(batch.jet_id) for batch in stream)
-    finally:  # not ``with stream``: its exit prints "Cache cleanup complete." for a cache we do not use
-        stream.stop()
-        stream.join()
+    """Jets in this rank's shard, as the reader ``data.reader`` names counts them (the same number with each)."""
+    return _reader(reader).shard_size(url, shard=shard, shard_count=shard_count)
 
 
-@contextlib.contextmanager
 def open_shard(
     url: str,
     *,
@@ -110,25 +38,13 @@ def open_shard(
     seed: int,
     workers: int = 2,
     reader: str = "petastorm",
-) -> Iterator[tf.data.Dataset]:
-    """A ``tf.data.Dataset`` of column batches (dicts, one per row group) of this rank's shard; a petastorm reader
-    stops on exit."""
-    if reader == "arrow":
-        yield _arrow_batches(url, shard, shard_count, columns, num_epochs, shuffle, seed)
-        return
-    if reader != "petastorm":
-        raise ValueError(f"unknown reader {reader!r}; expected one of {READERS}")
-    from petastorm.tf_utils import make_petastorm_dataset
-
-    stream = _petastorm_reader(url, shard, shard_count, columns, num_epochs, shuffle, seed, workers)
-    try:
-        with warnings.catch_warnings():  # "unicode strings come back as bytes": jet_id is decoded where it is used
-            warnings.simplefilter("ignore", UnicodeWarning)
-            dataset = make_petastorm_dataset(stream)
-        yield dataset.map(lambda batch: batch._asdict())
-    finally:
-        stream.stop()
-        stream.join()
+) -> contextlib.AbstractContextManager[tf.data.Dataset]:
+    """A ``tf.data.Dataset`` of column batches (dicts, one per row group) of this rank's shard, read by the reader
+    ``data.reader`` names (registry.READERS); it stops its threads on exit."""
+    return _reader(reader).open_shard(
+        url, shard=shard, shard_count=shard_count, columns=columns, num_epochs=num_epochs, shuffle=shuffle,
+        seed=seed, workers=workers,
+    )  # fmt: skip
 
 
 def fixed_pipeline(dataset: tf.data.Dataset) -> tf.data.Dataset:

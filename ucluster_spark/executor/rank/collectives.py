@@ -11,16 +11,50 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import tensorflow as tf
+
+
+class Collectives(Protocol):
+    """What a rank's code calls to talk to its peers. Every rank makes the same calls in the same order; ``name``
+    tells the calls apart where a library matches them by name. A launcher's executor part implements it
+    (registry.LAUNCHERS) and is built inside the rank by ``connect``."""
+
+    name: str
+    rank: int
+    size: int
+    local_rank: int
+    local_size: int
+
+    def gradients(self, tape: tf.GradientTape, loss, variables) -> list:
+        """The loss's gradients, averaged over ranks."""
+
+    def broadcast_variables(self, variables, root: int = 0) -> None:
+        """Root's values in every rank's variables."""
+
+    def sum_in_step(self, tensor: tf.Tensor, name: str) -> tf.Tensor:
+        """A sum over ranks inside the training step's graph."""
+
+    def sum(self, array, name: str) -> np.ndarray: ...
+
+    def mean(self, array, name: str) -> np.ndarray: ...
+
+    def gather(self, array, name: str) -> np.ndarray:
+        """Every rank's rows, in rank order; ranks may hold different numbers of rows."""
+
+    def broadcast(self, array, root: int, name: str) -> np.ndarray: ...
 
 
 class HorovodCollectives:
     """Horovod over Gloo (CPU) or NCCL (GPU): what ``horovod.spark.run`` starts."""
 
     name = "horovod"
+
+    @classmethod
+    def connect(cls, cfg, configure: Callable[[int], None]) -> HorovodCollectives:
+        return cls(cfg.run.horovod_cycle_time_ms, configure)
 
     def __init__(self, cycle_time_ms: float, configure: Callable[[int], None]):
         """``configure(local_rank)`` sets up TensorFlow's threads and devices once the rank is known."""
@@ -68,6 +102,10 @@ class StrategyCollectives:
     the same calls in the same order (the loop does) and trace the training step once (it has a fixed signature)."""
 
     name = "tf.distribute"
+
+    @classmethod
+    def connect(cls, cfg, configure: Callable[[int], None]) -> StrategyCollectives:
+        return cls(cfg.run.collective_timeout_seconds, configure)
 
     def __init__(self, timeout_seconds: float, configure: Callable[[int], None]):
         """``configure(local_rank)`` runs first: the strategy initialises TensorFlow's runtime, after which its

@@ -13,6 +13,7 @@ import numpy as np
 
 from ucluster_spark import plots, store
 from ucluster_spark.executor.centroids import ClusterMoments
+from ucluster_spark.executor.rank.collectives import Collectives
 from ucluster_spark.executor.reader import evaluation_batches
 from ucluster_spark.metrics import contingency, summarize
 from ucluster_spark.plan import TrainingPlan
@@ -66,7 +67,7 @@ def evaluate_split(
     url: str,
     cfg,
     classes: list[str],
-    comm,
+    comm: Collectives,
     plot_jets: int = 0,
     sample_fraction: float = 1.0,
     keep_assignments: bool = False,

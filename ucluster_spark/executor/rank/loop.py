@@ -17,7 +17,7 @@ from ucluster_spark.config import Config
 from ucluster_spark.executor.centroids import BoundedSample, ClusterMoments, kmeans_centroids, reseed_starved_centroids
 from ucluster_spark.executor.losses import alpha_for_epoch, alpha_for_jets
 from ucluster_spark.executor.model import build_model
-from ucluster_spark.executor.rank.collectives import HorovodCollectives, StrategyCollectives
+from ucluster_spark.executor.rank.collectives import Collectives
 from ucluster_spark.executor.rank.divergence import EXPLODED, divergence, losses_text
 from ucluster_spark.executor.rank.environment import (
     ProgressLog,
@@ -35,6 +35,7 @@ from ucluster_spark.executor.rank.validation import ValidationTrack, sync_non_tr
 from ucluster_spark.executor.reader import shard_size, training_batches
 from ucluster_spark.metrics import collapse_warnings, loss_warnings
 from ucluster_spark.plan import EpochPlan, TrainingPlan, epoch_eval_fraction
+from ucluster_spark.registry import LAUNCHERS, part
 from ucluster_spark.schema import feature_names
 
 
@@ -44,7 +45,7 @@ class Rank:
 
     cfg: Any
     plan: TrainingPlan
-    comm: Any
+    comm: Collectives
     log: ProgressLog
     model: Any
     optimizer: Any
@@ -104,7 +105,7 @@ class Rank:
         )
 
 
-def start_rank(cfg, plan: TrainingPlan, comm) -> Rank:
+def start_rank(cfg, plan: TrainingPlan, comm: Collectives) -> Rank:
     """Model, optimizer (restored on resume) and step count, identical on every rank."""
     t, rank, size = cfg.train, comm.rank, comm.size
     log = ProgressLog(rank, plan.run_dir)
@@ -266,16 +267,14 @@ def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
     return record
 
 
-def connect(cfg) -> Any:
+def connect(cfg) -> Collectives:
     """This rank's collectives, from the launcher that started it (``run.launcher``), with TensorFlow's threads
     and devices set for its place on the host."""
 
     def configure(local_rank: int) -> None:
         configure_threads(cfg.train, local_rank)
 
-    if cfg.run.launcher == "barrier":
-        return StrategyCollectives(cfg.run.collective_timeout_seconds, configure)
-    return HorovodCollectives(cfg.run.horovod_cycle_time_ms, configure)
+    return part(LAUNCHERS, cfg.run.launcher, "executor").connect(cfg, configure)
 
 
 def train_rank(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str, Any]:
@@ -289,7 +288,7 @@ def train_rank(cfg_dict: dict[str, Any], plan_dict: dict[str, Any]) -> dict[str,
         return train_and_evaluate(cfg, plan, comm, rank_started_at)
 
 
-def train_and_evaluate(cfg, plan: TrainingPlan, comm, rank_started_at: float) -> dict[str, Any]:
+def train_and_evaluate(cfg, plan: TrainingPlan, comm: Collectives, rank_started_at: float) -> dict[str, Any]:
     """The epochs from where the plan starts, then the whole-test-split evaluation; this rank's summary."""
     binding = bind_rank_to_cores(comm.local_rank, comm.local_size) if cfg.run.bind_ranks_to_cores else ""
     r = start_rank(cfg, plan, comm)
@@ -369,7 +368,7 @@ def shared_epoch_plan(
     return plan
 
 
-def set_centroids_by_kmeans(model, candidates: BoundedSample, cfg, comm, log: ProgressLog) -> float:
+def set_centroids_by_kmeans(model, candidates: BoundedSample, cfg, comm: Collectives, log: ProgressLog) -> float:
     """k-means on a bounded sample of the training split's embeddings from all ranks, identical on every rank;
     returns the seconds it took (sampling, k-means, broadcast)."""
     started = time.time()

@@ -9,13 +9,14 @@ from typing import Any
 import numpy as np
 
 from ucluster_spark import logs
+from ucluster_spark.executor.rank.collectives import Collectives
 from ucluster_spark.executor.rank.environment import ProgressLog
 from ucluster_spark.executor.rank.evaluation import evaluate_split
 from ucluster_spark.plan import TrainingPlan, epoch_eval_fraction
 from ucluster_spark.selection import settled, validation_points
 
 
-def sync_non_trainable(model, comm) -> None:
+def sync_non_trainable(model, comm: Collectives) -> None:
     """Average batch-norm moving statistics over ranks: each rank updated them with its own batches only,
     and inference (k-means input, evaluation, the saved model) must be the same function on every rank."""
     for i, variable in enumerate(model.non_trainable_variables):
@@ -32,7 +33,7 @@ class ValidationTrack:
 
     cfg: Any
     plan: TrainingPlan
-    comm: Any
+    comm: Collectives
     log: ProgressLog
     points: list[dict[str, Any]] = field(default_factory=list)
     assignments: np.ndarray | None = None

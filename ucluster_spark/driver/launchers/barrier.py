@@ -89,7 +89,11 @@ def describe_failure(spark, job_ids: list[int], layout: store.RunLayout) -> str:
     return "\n".join(lines)
 
 
-def run_barrier(spark, cfg: Config, plan: TrainingPlan, watchdog) -> list[dict[str, Any]]:
+def describe(cfg: Config) -> str:
+    return "a barrier stage, tf.distribute"
+
+
+def launch(spark, cfg: Config, plan: TrainingPlan, watchdog) -> list[dict[str, Any]]:
     """Run every rank as a task of one barrier stage; their summaries, or ``TrainingFailed``."""
     sc = spark.sparkContext
     group = f"ucluster-train-{uuid.uuid4().hex[:12]}"

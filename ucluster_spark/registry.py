@@ -1,0 +1,64 @@
+"""The alternatives a setting chooses between, by name: where each one's code lives and what it needs installed.
+
+``run.launcher`` picks a launcher, ``data.reader`` a reader. The config accepts exactly the names here; the driver
+refuses a choice whose package is missing before any work; each side imports only its own part, when it runs it
+(the driver never imports TensorFlow or Horovod). Adding a launcher or a reader is its module(s) and one line here
+(docs/code-map.md says what each part must provide).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One alternative. ``driver`` / ``executor``: ``module:attribute`` of the part that runs on that side (empty
+    if none); ``needs``: a package it imports; ``instead``: the alternative to name where that package is missing."""
+
+    driver: str = ""
+    executor: str = ""
+    needs: str = ""
+    instead: str = ""
+
+
+LAUNCHERS: dict[str, Choice] = {
+    # The driver part is a module with ``launch(spark, cfg, plan, watchdog) -> [every rank's summary]`` and
+    # ``describe(cfg) -> str``; the executor part the rank's ``Collectives`` class (executor/rank/collectives.py),
+    # built with ``connect(cfg, configure)`` inside the rank.
+    "horovod": Choice(
+        driver="ucluster_spark.driver.launchers.horovod",
+        executor="ucluster_spark.executor.rank.collectives:HorovodCollectives",
+        needs="horovod",
+        instead="barrier",
+    ),
+    "barrier": Choice(
+        driver="ucluster_spark.driver.launchers.barrier",
+        executor="ucluster_spark.executor.rank.collectives:StrategyCollectives",
+    ),
+}
+
+READERS: dict[str, Choice] = {
+    # The executor part is a module with ``open_shard(url, *, shard, shard_count, columns, num_epochs, shuffle,
+    # seed, workers)`` (a context manager giving a ``tf.data.Dataset`` of column batches) and
+    # ``shard_size(url, *, shard, shard_count) -> int``; both shard by petastorm's rule (executor/readers/).
+    "petastorm": Choice(executor="ucluster_spark.executor.readers.petastorm", needs="petastorm", instead="arrow"),
+    "arrow": Choice(executor="ucluster_spark.executor.readers.arrow"),
+}
+
+
+def part(choices: dict[str, Choice], name: str, side: str) -> Any:
+    """The ``side`` ("driver" or "executor") of the alternative ``name``: its module, or the attribute named after
+    the colon."""
+    module, _, attribute = getattr(choices[name], side).partition(":")
+    loaded = importlib.import_module(module)
+    return getattr(loaded, attribute) if attribute else loaded
+
+
+def missing_package(choices: dict[str, Choice], name: str) -> str:
+    """The package ``name`` needs that this environment lacks, or ""."""
+    needs = choices[name].needs
+    return needs if needs and importlib.util.find_spec(needs) is None else ""
