@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -341,25 +340,3 @@ def _jets_frame(task, first_index, jet_p4, constituents, max_constituents, featu
         }
     )
     return frame[list(schema.COLUMNS)]
-
-
-def generate_partition(
-    frames: Iterator[pd.DataFrame],
-    max_constituents: int,
-    feature_set: str,
-    mass_window: tuple[float, float] | None = None,
-    underlying_event: bool = True,
-    rejected: Counter | None = None,
-):
-    """``mapInPandas`` body: each input row is a GenerationTask; yields the jets of every task."""
-    for frame in frames:
-        for record in frame.to_dict("records"):
-            task = GenerationTask(**record)
-            yield from generate_jets(
-                task,
-                max_constituents,
-                feature_set,
-                mass_window=mass_window,
-                underlying_event=underlying_event,
-                rejected=rejected,
-            )

@@ -1,7 +1,8 @@
-"""Driver side: the Spark jobs that produce datasets (Pythia generation, hls4ml ingestion) and dataset lookup.
+"""Driver side: the Spark jobs that produce datasets, from any ``JetSource`` (Pythia generation, hls4ml files),
+and dataset lookup.
 
-The heavy work runs in executors (``simulate.generate_partition``, ``ingest.read_slice``); these functions plan the
-tasks, ship plain values, and hand the resulting DataFrame to ``dataset.write_dataset``.
+A source plans its tasks on the driver and reads each task's jets in an executor (``simulate.generate_jets``,
+``ingest.read_slice``); ``build_dataset`` runs them and hands the jets to ``dataset.write_dataset``.
 """
 
 from __future__ import annotations
@@ -10,9 +11,12 @@ import glob
 import json
 import logging
 from collections import Counter
-from dataclasses import asdict
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
+import pandas as pd
 from pyspark.accumulators import AccumulatorParam
 
 from ucluster_spark import logs, schema, store
@@ -45,49 +49,99 @@ class CounterParam(AccumulatorParam):
         return a
 
 
-def generate(spark, data: DataConfig, output: str | Path, overwrite: bool = False) -> DatasetInfo:
-    """Run Pythia inside Spark tasks (one task per (class, seed)) and write the dataset."""
-    from ucluster_spark.data.simulate import generate_partition, plan_tasks
+class JetSource(Protocol):
+    """Where a dataset's jets come from, as Spark tasks. The driver plans the tasks (plain values, checked before
+    any task starts); each task reads its jets inside an executor; the dataset's metadata records the provenance.
+    ``build_dataset`` does the rest (tasks, progress, counts of dropped jets, the atomic write) for every source.
+    The object is shipped to the executors: plain values only."""
 
-    tasks = plan_tasks(data.classes, data.jets_per_class, data.tasks_per_class, data.generation_seed)
-    rows = [asdict(t) for t in tasks]
+    def tasks(self) -> list[dict[str, Any]]:
+        """One JSON-able description per Spark task."""
+
+    def describe(self, n_tasks: int) -> str:
+        """The one line logged as the job starts."""
+
+    def read(self, task: dict[str, Any], dropped: Counter) -> Iterator[pd.DataFrame]:
+        """Executor side: the task's jets in the dataset schema; jets left out are counted in ``dropped`` by why."""
+
+    def provenance(self, n_tasks: int, dropped: Counter) -> dict[str, Any]:
+        """What the dataset's metadata records as its ``source``."""
+
+
+def build_dataset(
+    spark, source: JetSource, output: str | Path, data: DataConfig, overwrite: bool = False
+) -> DatasetInfo:
+    """Run ``source``'s tasks in Spark (one task each) and write their jets as a dataset."""
+    tasks = source.tasks()
+    rows = [{"task": json.dumps(task)} for task in tasks]
     task_df = spark.createDataFrame(spark.sparkContext.parallelize(rows, numSlices=len(rows)))
-    max_constituents, feature_set = data.max_constituents, data.feature_set
-    mass_window, underlying_event = tuple(data.mass_window) or None, data.underlying_event
     dropped = spark.sparkContext.accumulator(Counter(), CounterParam())
 
-    def body(frames):  # shipped to executors: plain values only
+    def body(frames):  # shipped to executors
         logs.configure()  # an executor is another process
-        rejected: Counter = Counter()
-        yield from generate_partition(frames, max_constituents, feature_set, mass_window, underlying_event, rejected)
-        dropped.add(rejected)
+        for frame in frames:
+            for record in frame.to_dict("records"):
+                why: Counter = Counter()
+                for jets in source.read(json.loads(record["task"]), why):
+                    if len(jets):  # a task may keep no jet (mass window, classes, dropped jets)
+                        yield jets
+                dropped.add(why)
 
-    log.info(
-        "%d Pythia tasks: %d jets per class of %s%s%s",
-        len(tasks),
-        data.jets_per_class,
-        data.classes,
-        f", {mass_window[0]:g} < mass < {mass_window[1]:g} GeV" if mass_window else "",
-        "" if underlying_event else ", no underlying event (PartonLevel:MPI = off)",
-    )
+    log.info("%s", source.describe(len(tasks)))
     jets = task_df.mapInPandas(body, schema=schema.spark_schema())
-
-    def source():
-        return {
-            "generator": "pythia8",
-            "classes": data.classes,
-            "jets_per_class": data.jets_per_class,
-            "generation_seed": data.generation_seed,
-            "tasks": len(tasks),
-            "mass_window": list(mass_window) if mass_window else None,
-            "underlying_event": underlying_event,
-            "dropped": {"outside_mass_window": int(dropped.value["outside_mass_window"])},
-        }
-
-    info = write_dataset(spark, jets, output, data, source, overwrite=overwrite)
-    if mass_window:
+    info = write_dataset(
+        spark, jets, output, data, lambda: source.provenance(len(tasks), dropped.value), overwrite=overwrite
+    )
+    if any(info.source.get("dropped", {}).values()):
         log.info("dropped: %s", info.source["dropped"])
     return info
+
+
+@dataclass(frozen=True)
+class PythiaSource:
+    """W/Z/top (or g/q) jets made by Pythia 8 + FastJet, one task per (class, seed) (data/simulate.py)."""
+
+    data: DataConfig
+
+    def tasks(self) -> list[dict[str, Any]]:
+        from ucluster_spark.data.simulate import plan_tasks
+
+        d = self.data
+        return [asdict(t) for t in plan_tasks(d.classes, d.jets_per_class, d.tasks_per_class, d.generation_seed)]
+
+    def describe(self, n_tasks: int) -> str:
+        d, window = self.data, self.data.mass_window
+        return (
+            f"{n_tasks} Pythia tasks: {d.jets_per_class} jets per class of {d.classes}"
+            + (f", {window[0]:g} < mass < {window[1]:g} GeV" if window else "")
+            + ("" if d.underlying_event else ", no underlying event (PartonLevel:MPI = off)")
+        )
+
+    def read(self, task: dict[str, Any], dropped: Counter) -> Iterator[pd.DataFrame]:
+        from ucluster_spark.data.simulate import GenerationTask, generate_jets
+
+        d = self.data
+        yield from generate_jets(GenerationTask(**task), d.max_constituents, d.feature_set,
+                                 mass_window=tuple(d.mass_window) or None, underlying_event=d.underlying_event,
+                                 rejected=dropped)  # fmt: skip
+
+    def provenance(self, n_tasks: int, dropped: Counter) -> dict[str, Any]:
+        d = self.data
+        return {
+            "generator": "pythia8",
+            "classes": d.classes,
+            "jets_per_class": d.jets_per_class,
+            "generation_seed": d.generation_seed,
+            "tasks": n_tasks,
+            "mass_window": list(d.mass_window) or None,
+            "underlying_event": d.underlying_event,
+            "dropped": {"outside_mass_window": int(dropped["outside_mass_window"])},
+        }
+
+
+def generate(spark, data: DataConfig, output: str | Path, overwrite: bool = False) -> DatasetInfo:
+    """Run Pythia inside Spark tasks (one task per (class, seed)) and write the dataset."""
+    return build_dataset(spark, PythiaSource(data), output, data, overwrite)
 
 
 def find_inputs(pattern: str) -> list[str]:
@@ -108,6 +162,57 @@ def find_inputs(pattern: str) -> list[str]:
     return paths
 
 
+@dataclass(frozen=True)
+class Hls4mlSource:
+    """Files in the hls4ml LHC-jet HDF5 layout (data/ingest.py), ``ROWS_PER_INGEST_TASK`` rows per task; every
+    file's structure is checked on the driver first, so a bad file fails before any task starts."""
+
+    pattern: str
+    data: DataConfig
+    drop_bad_jets: bool = False
+    layouts: tuple = ()
+
+    @classmethod
+    def open(cls, pattern: str, data: DataConfig, drop_bad_jets: bool = False) -> Hls4mlSource:
+        from ucluster_spark.data.ingest import InputFileError, inspect_file
+
+        paths = find_inputs(pattern)
+        try:
+            layouts = tuple(asdict(inspect_file(p, data.classes, data.feature_set)) for p in paths)
+        except InputFileError as err:
+            raise DatasetError(err.detail) from None
+        return cls(pattern, data, drop_bad_jets, layouts)
+
+    def tasks(self) -> list[dict[str, Any]]:
+        from ucluster_spark.data.ingest import FileLayout, slices
+
+        return [{"layout": layout, "start": start, "stop": stop} for layout in self.layouts
+                for start, stop in slices(FileLayout(**layout), ROWS_PER_INGEST_TASK)]  # fmt: skip
+
+    def describe(self, n_tasks: int) -> str:
+        return f"{len(self.layouts)} file(s), {sum(layout['n_jets'] for layout in self.layouts)} jets, {n_tasks} tasks"
+
+    def read(self, task: dict[str, Any], dropped: Counter) -> Iterator[pd.DataFrame]:
+        from ucluster_spark.data.ingest import FileLayout, read_slice
+
+        d, layout = self.data, FileLayout(**task["layout"])
+        jets, why = read_slice(layout, task["start"], task["stop"], list(d.classes), d.feature_set, d.max_constituents,
+                               tuple(d.mass_window) or None, self.drop_bad_jets)  # fmt: skip
+        dropped.update(why)
+        log.info("%s rows %d-%d: %d jets kept", Path(layout.path).name, task["start"], task["stop"] - 1, len(jets))
+        yield jets
+
+    def provenance(self, n_tasks: int, dropped: Counter) -> dict[str, Any]:
+        return {
+            "reader": "hls4ml",
+            "input": self.pattern,
+            "files": [Path(layout["path"]).name for layout in self.layouts],
+            "jets_read": sum(layout["n_jets"] for layout in self.layouts),
+            "mass_window": list(self.data.mass_window) or None,
+            "dropped": {k: int(v) for k, v in sorted(dropped.items())},
+        }
+
+
 def prepare_hls4ml(
     spark,
     pattern: str,
@@ -118,64 +223,7 @@ def prepare_hls4ml(
 ) -> DatasetInfo:
     """Ingest hls4ml-layout HDF5 files inside executors (jets outside ``data.mass_window`` dropped) and write the
     dataset."""
-    from ucluster_spark.data.ingest import FileLayout, InputFileError, inspect_file, read_slice, slices
-
-    paths = find_inputs(pattern)
-    try:  # structure first, on the driver: a bad file fails before any task starts
-        layouts = [inspect_file(p, data.classes, data.feature_set) for p in paths]
-    except InputFileError as err:
-        raise DatasetError(err.detail) from None
-    tasks = [(layout, start, stop) for layout in layouts for start, stop in slices(layout, ROWS_PER_INGEST_TASK)]
-    n_input = sum(layout.n_jets for layout in layouts)
-    log.info("%d file(s), %d jets, %d tasks", len(paths), n_input, len(tasks))
-
-    dropped = spark.sparkContext.accumulator(Counter(), CounterParam())
-    classes, feature_set, max_constituents = list(data.classes), data.feature_set, data.max_constituents
-    mass_window = tuple(data.mass_window) or None
-    rows = [{"layout": json.dumps(asdict(layout)), "start": start, "stop": stop} for layout, start, stop in tasks]
-    task_df = spark.createDataFrame(spark.sparkContext.parallelize(rows, numSlices=len(rows)))
-
-    def body(frames):  # executors: read one slice at a time
-        logs.configure()
-        for frame in frames:
-            for record in frame.to_dict("records"):
-                layout = FileLayout(**json.loads(record["layout"]))
-                jets, why = read_slice(
-                    layout,
-                    record["start"],
-                    record["stop"],
-                    classes,
-                    feature_set,
-                    max_constituents,
-                    mass_window,
-                    drop_bad_jets,
-                )
-                dropped.add(Counter(why))
-                log.info(
-                    "%s rows %d-%d: %d jets kept",
-                    Path(layout.path).name,
-                    record["start"],
-                    record["stop"] - 1,
-                    len(jets),
-                )
-                if len(jets):  # a slice may keep no jet (mass window, classes, dropped jets): nothing to write
-                    yield jets
-
-    jets = task_df.mapInPandas(body, schema=schema.spark_schema())
-
-    def source():
-        return {
-            "reader": "hls4ml",
-            "input": pattern,
-            "files": [Path(p).name for p in paths],
-            "jets_read": n_input,
-            "mass_window": list(mass_window) if mass_window else None,
-            "dropped": {k: int(v) for k, v in sorted(dropped.value.items())},
-        }
-
-    info = write_dataset(spark, jets, output, data, source, overwrite=overwrite)
-    log.info("dropped: %s", info.source["dropped"])
-    return info
+    return build_dataset(spark, Hls4mlSource.open(pattern, data, drop_bad_jets), output, data, overwrite)
 
 
 def locate_or_generate(spark, data: DataConfig) -> tuple[Path, DatasetInfo]:
