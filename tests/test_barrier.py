@@ -36,7 +36,7 @@ def test_barrier_ranks_end_with_identical_weights_and_centroids(spark, synthetic
     for record in history:  # every training jet once per epoch, split over the two ranks
         assert record["jets_per_second"] * record["seconds"] == pytest.approx(info.n_jets("train"))
     log = store.RunLayout(tmp_path / "run").train_log.read_text()
-    assert "2 rank(s) (tf.distribute)" in log and "k-means centroids from 100 training embeddings" in log
+    assert "2 rank(s) (tf.distribute)" in log and "k-means start from 100 training embeddings: cluster sizes " in log
 
 
 @needs_horovod

@@ -257,7 +257,7 @@ def test_ranks_end_with_identical_weights_and_centroids(spark, synthetic_dataset
     # Bound to disjoint shares of the cores (local[2]: one each).
     assert first["cpu_affinity"] and not set(first["cpu_affinity"]) & set(second["cpu_affinity"])
     assert "each rank bound to" in (tmp_path / "run" / "train.log").read_text()
-    assert "k-means centroids from 100 training embeddings" in (tmp_path / "run" / "train.log").read_text()
+    assert "k-means start from 100 training embeddings: cluster sizes " in (tmp_path / "run" / "train.log").read_text()
 
 
 @pytest.mark.parametrize(

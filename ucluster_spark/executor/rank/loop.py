@@ -230,6 +230,7 @@ def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
     }
     if kmeans_seconds is not None:
         record["kmeans_seconds"] = kmeans_seconds
+        record["kmeans_centroids"] = r.model.centroids.numpy().round(6).tolist()
     if train_cluster_sizes:
         record["train_cluster_sizes"] = train_cluster_sizes  # nearest centroid during the epoch's steps
     if r.plan.n_val:
@@ -376,8 +377,8 @@ def set_centroids_by_kmeans(model, candidates: BoundedSample, cfg, comm: Collect
     centers, used, sizes = kmeans_centroids(candidates, cfg.model.n_clusters, cfg.train.seed, comm)
     if comm.rank == 0:
         log(
-            f"k-means centroids from {used} training embeddings: {centers.round(4).tolist()} "
-            f"(cluster sizes {sizes}; {time.time() - started:.1f} s)",
+            f"k-means start from {used} training embeddings: cluster sizes {'/'.join(map(str, sizes))}, "
+            f"{time.time() - started:.1f} s",
         )
     model.centroids.assign(centers)
     return time.time() - started
