@@ -274,3 +274,30 @@ def test_an_evaluation_subset_is_fixed_by_jet_id_not_by_position(synthetic_datas
     assert 0.2 < len(one_rank) / len(everything) < 0.4
     assert subset(0, 1) == one_rank  # the same every pass
     assert sorted(subset(0, 2) + subset(1, 2)) == sorted(one_rank)  # and whatever the sharding
+
+
+def test_row_groups_are_even_within_a_file_so_ranks_get_even_shards(spark, tmp_path, monkeypatch):
+    """Ranks take every n-th row group: files of one full group and a small remainder gave one rank every full
+    group (58/42 of the jets on 2 ranks). Row groups of equal size per file keep the shards within a few jets."""
+    import pyarrow.dataset as pads
+
+    from tests.conftest import synthetic_jets
+    from ucluster_spark import config
+    from ucluster_spark.data import dataset
+
+    cfg = config.load(None, ["data.files_per_split=2"])
+    df = spark.createDataFrame(synthetic_jets(700), schema=schema.spark_schema())
+    write_dataset(spark, df, tmp_path / "small", cfg.data, {"generator": "tests.synthetic_jets"})
+    file_bytes = max(p.stat().st_size for p in (tmp_path / "small" / "train").glob("*.parquet"))
+    # Row groups of ~1/2.5 of those files: 5 needed, so 8 files of equal jets, one row group each.
+    monkeypatch.setattr(dataset, "ROW_GROUP_BYTES", int(file_bytes / 2.5))
+    info = write_dataset(spark, df, tmp_path / "ds", cfg.data, {"generator": "tests.synthetic_jets"})
+    files = sorted(pads.dataset(str(tmp_path / "ds" / "train"), format="parquet").get_fragments(), key=lambda f: f.path)
+    groups = [[piece.row_groups[0].num_rows for piece in f.split_by_row_group()] for f in files]
+    assert len(groups) == dataset.FILE_MULTIPLE and all(len(sizes) == 1 for sizes in groups), groups
+    assert max(map(max, groups)) - min(map(min, groups)) <= 1, groups  # round-robin: equal to one jet
+    url = info.split_url(tmp_path / "ds", "train")
+    for ranks in (2, 4, 8):
+        shards = [shard_size(url, shard=rank, shard_count=ranks, reader="arrow") for rank in range(ranks)]
+        assert sum(shards) == info.n_jets("train") and max(shards) - min(shards) <= ranks, (ranks, shards)
+    assert len(info.files["val"]) == 2  # a split that fits its files_per_split keeps them

@@ -30,7 +30,8 @@ class DataConfig:
     feature_set: str = "ucluster8"
     split_fractions: dict[str, float] = field(default_factory=lambda: {"train": 0.7, "val": 0.1, "test": 0.2})
     files_per_split: int = 4
-    """Parquet files per split; each rank reads whole row groups, so keep this >= the number of ranks."""
+    """Parquet files per split (at least; one row group each): each rank reads whole row groups, so keep this >=
+    the number of ranks. A split too large for that many ~8 MiB files gets a multiple of 8 files instead."""
     reader: str = "petastorm"
     """How ranks stream their shard: ``petastorm`` (the default) or ``arrow`` (pyarrow.dataset, no petastorm needed:
     for environments where petastorm cannot be installed). Both give a rank the same jets."""

@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import re
 import shutil
 from collections.abc import Callable, Iterator
@@ -29,7 +30,23 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 ROW_GROUP_BYTES = 8 * 1024 * 1024
-"""Parquet row groups of ~8 MiB: ~2,500 jets of 100 x 8 float32, small enough to shard, large enough to stream."""
+"""A split's files hold one parquet row group each, of at most about this many bytes on disk (~3,600 jets of
+100 x 8 float32): small enough to shard, large enough to stream."""
+FILE_MULTIPLE = 8
+"""A split that needs more files than ``data.files_per_split`` gets a multiple of this many, so 2, 4 or 8 ranks
+get the same number of row groups."""
+
+
+def files_for(split_bytes: float, files_per_split: int) -> int:
+    """How many files (one row group each, of equal jets) a split of about ``split_bytes`` is written as. Ranks
+    take every n-th row group, so row groups of unequal size make unequal shards: files of one full group and a
+    remainder gave one of 2 ranks every full group (58/42 of the jets), the larger shard setting every step's pace."""
+    needed = math.ceil(split_bytes / ROW_GROUP_BYTES)
+    if needed <= files_per_split:
+        return files_per_split
+    return math.ceil(needed / FILE_MULTIPLE) * FILE_MULTIPLE
+
+
 _HASH_BUCKETS = 1_000_000
 
 
@@ -208,12 +225,15 @@ def _write_splits(
         counts: dict[str, dict[str, int]] = {s: {c: 0 for c in data.classes} for s in schema.SPLITS}
         for row in raw.groupBy(schema.SPLIT, schema.LABEL_NAME).count().collect():
             counts[row[schema.SPLIT]][row[schema.LABEL_NAME] or UNLABELLED] = int(row["count"])
+        raw_bytes = sum(path.stat().st_size for path in raw_dir.glob("*.parquet"))
+        bytes_per_jet = raw_bytes / max(sum(sum(per_class.values()) for per_class in counts.values()), 1)
         for split in schema.SPLITS:
+            files = files_for(sum(counts[split].values()) * bytes_per_jet, data.files_per_split)
             (
                 raw.filter(F.col(schema.SPLIT) == split)
                 .drop(schema.SPLIT)
-                .repartition(data.files_per_split)
-                .write.option("parquet.block.size", ROW_GROUP_BYTES)
+                .repartition(files)  # round-robin: files of equal jets (to one)
+                .write.option("parquet.block.size", 4 * ROW_GROUP_BYTES)  # one row group per file
                 .parquet(store.file_url(staging / split))
             )
         shutil.rmtree(raw_dir)
