@@ -36,17 +36,15 @@ P
 
 from ucluster_spark import config
 
-from ucluster_spark.driver import cli
 from ucluster_spark.data.dataset import format_counts
 from ucluster_spark.data.sources import generate, prepare_hls4ml
 from ucluster_spark.driver.session import get_session
 
 spark = get_session("ucluster-prepare")  # on Databricks: the cluster's session
-window = cli.parse_mass_window(P["mass_window"] or None)
-cfg = config.load(
+cfg = config.load(  # the mass window "LO,HI" (GeV) is checked by the config's own rule
     None,
     [f"data.classes=[{P['classes']}]", f"data.jets_per_class={P['jets_per_class']}"]
-    + ([f"data.mass_window=[{window[0]},{window[1]}]"] if window else []),
+    + ([f"data.mass_window=[{P['mass_window']}]"] if P["mass_window"] else []),
 )
 overwrite = P["overwrite"].lower() == "true"
 if P["source"] == "hls4ml":
