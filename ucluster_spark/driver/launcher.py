@@ -1,7 +1,7 @@
 """Driver side: resolve the data, stage the run directory, launch the ranks (``horovod.spark.run``, or the
 barrier stage of ``barrier.py``).
 
-No TensorFlow import here: the ranks import it inside ``executor.rank.train_fn`` on the executors.
+No TensorFlow import here: the ranks import it inside ``executor.rank.entry.train_fn`` on the executors.
 """
 
 from __future__ import annotations

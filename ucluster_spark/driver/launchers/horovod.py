@@ -10,7 +10,7 @@ from typing import Any
 from ucluster_spark.config import Config
 from ucluster_spark.driver.launcher import FailureWatchdog, rank_environment, restored_signal_handlers
 from ucluster_spark.errors import TrainingFailed
-from ucluster_spark.executor.rank import train_fn
+from ucluster_spark.executor.rank.entry import train_fn
 from ucluster_spark.plan import TrainingPlan
 
 

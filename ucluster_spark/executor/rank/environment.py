@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 
 from ucluster_spark import logs, store
-from ucluster_spark.executor.rank import exhaustion
+from ucluster_spark.executor.rank.exhaustion import MemoryLimitExceeded, exhausted_resource, rank_exit_code_for
 
 FAULT_ENV = "UCLUSTER_INJECT_FAULT"
 """``kill:RANK:EPOCH:STEP`` makes that rank SIGKILL itself before that step (0-based epoch and step), ``stop:...``
@@ -131,7 +131,7 @@ def report_failure(run_dir: str, err: BaseException) -> None:
     rank stuck on a frozen peer would keep the driver waiting; this file lets the driver act on the first failure."""
     rank = os.environ.get("HOROVOD_RANK") or os.environ.get("UCLUSTER_RANK", "unknown")  # either launcher's
     text = str(err)
-    exhausted = exhaustion.exhausted_resource(err, near=run_dir)  # out of disk or memory: said first
+    exhausted = exhausted_resource(err, near=run_dir)  # out of disk or memory: said first
     # TensorFlow puts the op's traceback first, then the cause (e.g. a Gloo timeout), then "[[{{node ...}}]]".
     lines = [line.strip() for line in text.splitlines()]
     cause = next((line for line in reversed(lines) if line and not line.startswith(("[[", "File "))), "")
@@ -164,11 +164,11 @@ def exit_for_resource(run_dir: str, err: BaseException) -> None:
     """A rank that ran out of disk or memory reports it and ends with that resource's exit code at once
     (``errors.RANK_EXIT_MEANINGS``): the code reaches the driver even if the disk is too full for the report, and
     nothing more is attempted in a process that cannot allocate. Returns for any other failure."""
-    code = exhaustion.rank_exit_code_for(err)
+    code = rank_exit_code_for(err)
     if code is None:
         return
     report_failure(run_dir, err)
-    print(f"error: {exhaustion.exhausted_resource(err, near=run_dir)}", file=sys.stderr, flush=True)
+    print(f"error: {exhausted_resource(err, near=run_dir)}", file=sys.stderr, flush=True)
     os._exit(code)
 
 
@@ -190,7 +190,7 @@ def memory_guard(limit_mb: float, run_dir: str, interval: float = 0.5) -> Iterat
                     f"resident memory {rss:.0f} MB on {socket.gethostname()} passed run.rank_memory_limit_mb="
                     f"{limit_mb:g}; give the executors more memory, or lower train.batch_size"
                 )
-                exit_for_resource(run_dir, exhaustion.MemoryLimitExceeded(message))
+                exit_for_resource(run_dir, MemoryLimitExceeded(message))
 
     thread = threading.Thread(target=watch, name="rank-memory-guard", daemon=True)
     thread.start()

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from ucluster_spark import store
-from ucluster_spark.executor.rank import train_fn
+from ucluster_spark.executor.rank.entry import train_fn
 
 
 def main(argv: list[str]) -> int:
