@@ -3,7 +3,6 @@ process per rank inside Spark tasks; Gloo is the controller (NCCL moves GPU tens
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict
 from typing import Any
 
@@ -32,8 +31,10 @@ def launch(spark, cfg: Config, plan: TrainingPlan, watchdog: FailureWatchdog) ->
                 start_timeout=cfg.run.start_timeout,
                 verbose=cfg.run.verbose,
                 env=rank_environment(cfg),
-                stdout=sys.stdout,
-                stderr=sys.stderr,
+                # stdout/stderr unset: the ranks' own output stays in their executors' stdout/stderr (the console
+                # in local mode), as with the barrier launcher; progress reaches the driver through train.log.
+                # Captured, it would travel through horovod's task service, which closes its pipes on abort while
+                # a rank may still be writing: a Ctrl-C then printed that executor thread's traceback too.
             )
     except Exception as err:  # horovod raises plain Exception/RuntimeError for failed ranks
         details = watchdog.summary()
