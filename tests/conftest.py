@@ -135,6 +135,31 @@ def finished_run(tmp_path_factory):
     return work, run_dir, result
 
 
+TWO_RANKS = ["train.epochs=4", "train.pretrain_epochs=2", "train.kmeans_max_jets=100", "run.bind_ranks_to_cores=true"]
+"""The shared 2-rank runs' settings beyond ``TINY``: a clustering phase of 2 epochs, a k-means sample smaller than the
+training split (each rank keeps its part of it, only the sample is gathered) and each rank bound to its cores."""
+
+
+@pytest.fixture(scope="session")
+def two_rank_run(spark, synthetic_dataset, tmp_path_factory):
+    """``two_rank_run(launcher)``: (run dir, TrainingResult) of 2 ranks on the synthetic dataset with ``TWO_RANKS``,
+    trained in-process by the driver once per launcher and session; the tests that check those runs from different
+    sides (identical ranks, the launchers agree, a killed rank resumes to the same numbers) share them."""
+    from ucluster_spark.driver.launcher import train
+
+    runs = {}
+
+    def run(launcher: str):
+        if launcher not in runs:
+            run_dir = tmp_path_factory.mktemp(f"two-ranks-{launcher}") / "run"
+            overrides = [f"data.path={synthetic_dataset[0]}", f"run.output={run_dir}", *TINY, *TWO_RANKS,
+                         f"run.launcher={launcher}", STACK[1]]  # fmt: skip
+            runs[launcher] = run_dir, train(spark, config.load(ROOT / "conf/local.yaml", overrides))
+        return runs[launcher]
+
+    return run
+
+
 @pytest.fixture(scope="module")
 def standalone_cluster(tmp_path_factory):
     """A Spark standalone master and two one-core workers on 127.0.0.1 (``tests/standalone.py``), stopped after

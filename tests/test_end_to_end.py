@@ -230,34 +230,29 @@ def test_resume_arguments_are_checked_before_any_work(args, message, tmp_path, c
     assert message in capsys.readouterr().err
 
 
-def test_ranks_end_with_identical_weights_and_centroids(spark, synthetic_dataset, tmp_path):
-    """In-process driver, 2 real Horovod ranks: broadcast, averaged gradients and rank-0 k-means agree."""
-    from ucluster_spark.driver.launcher import train
-
-    root, info, _ = synthetic_dataset
-    overrides = [
-        f"data.path={root}",
-        f"run.output={tmp_path / 'run'}",
-        *TINY,
-        "run.bind_ranks_to_cores=true",
-        "train.kmeans_max_jets=100",
-    ]  # fmt: skip  (a sample: each rank keeps its part, only it is gathered)
-    result = train(spark, config.load(ROOT / "conf/local.yaml", overrides))
+@pytest.mark.parametrize(
+    "launcher", [pytest.param("horovod", marks=needs_horovod), pytest.param("barrier", marks=pytest.mark.portable)]
+)
+def test_ranks_end_with_identical_weights_and_centroids(two_rank_run, synthetic_dataset, launcher):
+    """In-process driver, 2 real ranks: broadcast start, averaged gradients and rank-0 k-means agree bit for bit."""
+    _, info, _ = synthetic_dataset
+    run_dir, result = two_rank_run(launcher)
     first, second = result.rank_results
     assert (first["rank"], second["rank"]) == (0, 1)
     assert first["weights_digest"] == second["weights_digest"]  # every weight, bit for bit
     assert first["centroids"] == second["centroids"]
     assert first["metrics"] == second["metrics"]  # whole-split metrics from summed per-rank counts
-    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    history = json.loads((run_dir / "history.json").read_text())
     assert first["rank_started_at"] < history[0]["started_at"]
     for record in history:  # every training jet once per epoch, split over the two ranks
         assert record["jets_per_second"] * record["seconds"] == pytest.approx(info.n_jets("train"))
-    assert result.metrics["n_jets"] == info.n_jets("test")  # every test jet, across both ranks
+    assert result.metrics["n_jets"] == info.n_jets("test") and result.metrics["num_proc"] == 2
     assert all(record["cpu_seconds"] > 0 for record in history)
     # Bound to disjoint shares of the cores (local[2]: one each).
     assert first["cpu_affinity"] and not set(first["cpu_affinity"]) & set(second["cpu_affinity"])
-    assert "each rank bound to" in (tmp_path / "run" / "train.log").read_text()
-    assert "k-means start from 100 training embeddings: cluster sizes " in (tmp_path / "run" / "train.log").read_text()
+    log = (run_dir / "train.log").read_text()
+    assert f"2 rank(s) ({'horovod' if launcher == 'horovod' else 'tf.distribute'})" in log
+    assert "each rank bound to" in log and "k-means start from 100 training embeddings: cluster sizes " in log
 
 
 @pytest.mark.parametrize(
@@ -307,47 +302,62 @@ def test_the_clustering_phase_by_steps_with_kmeans_centroids_and_a_stop_rule(
     assert (tmp_path / "run" / "plots" / "clustering_by_step.png").read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.parametrize(
-    "launcher", [pytest.param("horovod", marks=needs_horovod), pytest.param("barrier", marks=pytest.mark.portable)]
-)
-def test_one_and_two_workers_at_the_same_global_batch_reach_the_same_accuracy(spark, tmp_path, launcher):
+SAME_GLOBAL_BATCH = [
+    *TINY,
+    "train.epochs=10",  # long enough to converge on these well separated jets: compare results,
+    "train.pretrain_epochs=8",  # not noise
+    "train.lr_floor=0.001",  # a constant learning rate
+]
+
+
+@pytest.fixture(scope="module")
+def separable_jets(spark, tmp_path_factory):
     from tests.conftest import synthetic_jets
     from ucluster_spark.data.dataset import write_dataset
-    from ucluster_spark.driver.launcher import train
 
-    root = tmp_path / "jets"
+    root = tmp_path_factory.mktemp("separable") / "jets"
     frame = synthetic_jets(300, seed=5)
     data = config.load(None, ["data.files_per_split=4"]).data
     info = write_dataset(spark, spark.createDataFrame(frame, schema=schema.spark_schema()), root, data, {})
-    accuracy = {}
-    for workers in (1, 2):
-        cfg = config.load(
-            ROOT / "conf/local.yaml",
-            [
-                f"data.path={root}",
-                f"run.output={tmp_path / str(workers)}",
-                *TINY,
-                f"run.num_proc={workers}",
-                f"run.launcher={launcher}",
-                STACK[1],  # the reader this environment has
-                f"train.batch_size={32 // workers}",  # global batch 32 either way
-                "train.epochs=10",  # long enough to converge on these well separated jets: compare results,
-                "train.pretrain_epochs=8",  # not noise
-                "train.lr_floor=0.001",  # a constant learning rate
-            ],
-        )
-        result = train(spark, cfg)
+    return root, info
+
+
+def _train_at_global_batch_32(spark, root, run_dir, workers, launcher):
+    from ucluster_spark.driver.launcher import train
+
+    overrides = [f"data.path={root}", f"run.output={run_dir}", *SAME_GLOBAL_BATCH, f"run.num_proc={workers}",
+                 f"run.launcher={launcher}", STACK[1], f"train.batch_size={32 // workers}"]  # fmt: skip
+    return train(spark, config.load(ROOT / "conf/local.yaml", overrides))
+
+
+@pytest.fixture(scope="module")
+def one_worker(spark, separable_jets, tmp_path_factory):
+    """The one-worker run the two-worker runs of every launcher are compared with (this environment's launcher)."""
+    run_dir = tmp_path_factory.mktemp("one-worker") / "run"
+    return run_dir, _train_at_global_batch_32(spark, separable_jets[0], run_dir, 1, STACK[0].split("=")[1])
+
+
+@pytest.mark.parametrize(
+    "launcher", [pytest.param("horovod", marks=needs_horovod), pytest.param("barrier", marks=pytest.mark.portable)]
+)
+def test_one_and_two_workers_at_the_same_global_batch_reach_the_same_accuracy(
+    spark, separable_jets, one_worker, tmp_path, launcher
+):
+    root, info = separable_jets
+    runs = {1: one_worker, 2: (tmp_path / "run", _train_at_global_batch_32(spark, root, tmp_path / "run", 2, launcher))}
+    for workers, (run_dir, result) in runs.items():
         assert result.metrics["num_proc"] == workers and result.metrics["global_batch"] == 32
         assert result.metrics["n_jets"] == info.n_jets("test")
-        accuracy[workers] = result.metrics["clustering_accuracy"]
         # The clustering phase works on these separable jets: it lowers the clustering loss, keeps every cluster
         # populated and ends at least as accurate as its k-means start (the last pre-training epoch's record).
-        history = json.loads((tmp_path / str(workers) / "history.json").read_text())
-        kmeans_start = history[cfg.train.pretrain_epochs - 1]["val_clustering_accuracy"]
-        clustering = history[cfg.train.pretrain_epochs :]
+        history = json.loads((run_dir / "history.json").read_text())
+        pretrain_epochs = config.load(run_dir / "config.yaml").train.pretrain_epochs
+        kmeans_start = history[pretrain_epochs - 1]["val_clustering_accuracy"]
+        clustering = history[pretrain_epochs:]
         assert clustering[-1]["clustering_loss_per_jet"] < clustering[0]["clustering_loss_per_jet"]
         assert all(min(h["train_cluster_sizes"]) > 0 and min(h["val_cluster_sizes"]) > 0 for h in clustering)
         assert clustering[-1]["val_clustering_accuracy"] >= kmeans_start
+    accuracy = {workers: result.metrics["clustering_accuracy"] for workers, (_, result) in runs.items()}
     assert abs(accuracy[1] - accuracy[2]) <= 0.02, accuracy
 
 
