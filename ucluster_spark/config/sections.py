@@ -43,6 +43,11 @@ class DataConfig:
     ``sd_mass`` is the groomed mass (at particle level the plain mass also carries the underlying event). The aux
     loss is the mean over targets. Every listed column must be filled for every jet."""
 
+    @property
+    def mass_range(self) -> tuple[float, float] | None:
+        """``mass_window`` as the (LO, HI) the generator and the hls4ml reader cut on; None: no cut."""
+        return (self.mass_window[0], self.mass_window[1]) if self.mass_window else None
+
 
 @dataclass
 class ModelConfig:

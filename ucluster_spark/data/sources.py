@@ -122,7 +122,7 @@ class PythiaSource:
 
         d = self.data
         yield from generate_jets(GenerationTask(**task), d.max_constituents, d.feature_set,
-                                 mass_window=tuple(d.mass_window) or None, underlying_event=d.underlying_event,
+                                 mass_window=d.mass_range, underlying_event=d.underlying_event,
                                  rejected=dropped)  # fmt: skip
 
     def provenance(self, n_tasks: int, dropped: Counter) -> dict[str, Any]:
@@ -197,7 +197,7 @@ class Hls4mlSource:
 
         d, layout = self.data, FileLayout(**task["layout"])
         jets, why = read_slice(layout, task["start"], task["stop"], list(d.classes), d.feature_set, d.max_constituents,
-                               tuple(d.mass_window) or None, self.drop_bad_jets)  # fmt: skip
+                               d.mass_range, self.drop_bad_jets)  # fmt: skip
         dropped.update(why)
         log.info("%s rows %d-%d: %d jets kept", Path(layout.path).name, task["start"], task["stop"] - 1, len(jets))
         yield jets
