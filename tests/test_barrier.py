@@ -7,12 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from tests.conftest import HAS_PETASTORM, ROOT, TINY, TWO_RANKS, needs_horovod, submit
+from tests.conftest import HAS_PETASTORM, ROOT, STACK, TINY, TWO_RANKS, needs_horovod, submit
 from ucluster_spark import config, errors, store
 
 pytestmark = [pytest.mark.slow, pytest.mark.portable]
-READER = f"data.reader={'petastorm' if HAS_PETASTORM else 'arrow'}"
-BARRIER = ["run.launcher=barrier", READER]
+BARRIER = ["run.launcher=barrier", STACK[1]]  # the reader of the shared barrier run (two_rank_run)
 
 
 @needs_horovod

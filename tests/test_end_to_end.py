@@ -322,11 +322,11 @@ def separable_jets(spark, tmp_path_factory):
     return root, info
 
 
-def _train_at_global_batch_32(spark, root, run_dir, workers, launcher):
+def _train_at_global_batch_32(spark, root, run_dir, workers, launcher_override):
     from ucluster_spark.driver.launcher import train
 
     overrides = [f"data.path={root}", f"run.output={run_dir}", *SAME_GLOBAL_BATCH, f"run.num_proc={workers}",
-                 f"run.launcher={launcher}", STACK[1], f"train.batch_size={32 // workers}"]  # fmt: skip
+                 launcher_override, STACK[1], f"train.batch_size={32 // workers}"]  # fmt: skip
     return train(spark, config.load(ROOT / "conf/local.yaml", overrides))
 
 
@@ -334,7 +334,7 @@ def _train_at_global_batch_32(spark, root, run_dir, workers, launcher):
 def one_worker(spark, separable_jets, tmp_path_factory):
     """The one-worker run the two-worker runs of every launcher are compared with (this environment's launcher)."""
     run_dir = tmp_path_factory.mktemp("one-worker") / "run"
-    return run_dir, _train_at_global_batch_32(spark, separable_jets[0], run_dir, 1, STACK[0].split("=")[1])
+    return run_dir, _train_at_global_batch_32(spark, separable_jets[0], run_dir, 1, STACK[0])
 
 
 @pytest.mark.parametrize(
@@ -344,7 +344,8 @@ def test_one_and_two_workers_at_the_same_global_batch_reach_the_same_accuracy(
     spark, separable_jets, one_worker, tmp_path, launcher
 ):
     root, info = separable_jets
-    runs = {1: one_worker, 2: (tmp_path / "run", _train_at_global_batch_32(spark, root, tmp_path / "run", 2, launcher))}
+    two = _train_at_global_batch_32(spark, root, tmp_path / "run", 2, f"run.launcher={launcher}")
+    runs = {1: one_worker, 2: (tmp_path / "run", two)}
     for workers, (run_dir, result) in runs.items():
         assert result.metrics["num_proc"] == workers and result.metrics["global_batch"] == 32
         assert result.metrics["n_jets"] == info.n_jets("test")

@@ -209,7 +209,7 @@ def _raise_terminated(signum: int, frame: Any) -> None:
 
 
 def _quiet_launcher_threads(default: Callable[[Any], None], args: Any) -> None:
-    """A background thread's failure because Spark went away, or in horovod's launcher (its output forwarding and
+    """A background thread's failure because Spark went away, or in horovod's launcher (its per-rank launch and
     Spark-job threads, when a rank fails or the job is stopped), is part of the failure or interrupt the job reports
     in one line, not a traceback of its own; any other thread's failure is shown as usual."""
     err = args.exc_value
