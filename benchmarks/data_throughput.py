@@ -64,7 +64,7 @@ def spark_generation(spark, work: Path, classes: list[str], jets: int) -> dict[s
 def preparation(spark, work: Path, n_jets: int) -> tuple[dict[str, float], Path]:
     from ucluster_spark import config
     from ucluster_spark.benchmarking.hls4ml_files import jet_values, write_file
-    from ucluster_spark.data.sources import prepare_hls4ml
+    from ucluster_spark.data.sources import prepare
 
     (work / "h5").mkdir()
     per_file = 10_000
@@ -72,7 +72,7 @@ def preparation(spark, work: Path, n_jets: int) -> tuple[dict[str, float], Path]
         write_file(work / "h5" / f"jets_{i}.h5", jet_values(per_file, seed=i))
     cfg = config.load(None, ["data.classes=[g,q,w,z,t]", "data.files_per_split=4"])
     start = time.perf_counter()
-    info = prepare_hls4ml(spark, str(work / "h5" / "*.h5"), work / "prepared", cfg.data)
+    info = prepare(spark, "hls4ml", str(work / "h5" / "*.h5"), work / "prepared", cfg.data)
     seconds = time.perf_counter() - start
     total = sum(info.n_jets(s) for s in ("train", "val", "test"))
     parquet_bytes = sum(f.stat().st_size for f in (work / "prepared").rglob("*.parquet"))

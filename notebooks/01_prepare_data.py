@@ -2,8 +2,8 @@
 # MAGIC %md
 # MAGIC # UCluster on Spark — 1. Jets as a parquet dataset
 # MAGIC
-# MAGIC Either **generate** W/Z/top jets with Pythia 8 + FastJet inside Spark tasks, or **prepare** files in the
-# MAGIC public hls4ml LHC-jet HDF5 layout. Either way the result is a dataset directory (train/val/test parquet
+# MAGIC Either **generate** W/Z/top jets with Pythia 8 + FastJet inside Spark tasks, or **prepare** jet files in a
+# MAGIC layout the project reads (`hls4ml`: the public hls4ml LHC-jet HDF5 files; docs/data.md lists them). Either way the result is a dataset directory (train/val/test parquet
 # MAGIC and `_ucluster_dataset.json`), written all or nothing, that the training notebook streams with petastorm.
 # MAGIC
 # MAGIC Runs on Databricks (widgets, `dbfs:/` paths) and locally as plain Python
@@ -20,8 +20,8 @@ from ucluster_spark.driver import notebook
 
 P = notebook.parameters(
     {
-        "source": "generate",  # generate | hls4ml
-        "hls4ml_input": "",  # glob of hls4ml .h5 files (source=hls4ml), e.g. /dbfs/data/hls4ml/train/*.h5
+        "source": "generate",  # generate, or the layout of the input files: hls4ml
+        "input": "",  # glob of the files to prepare (source other than generate), e.g. /dbfs/data/hls4ml/train/*.h5
         "classes": "w,z,t",
         "jets_per_class": "200",  # source=generate
         "mass_window": "",  # e.g. 10,200 (GeV, the paper's cut on the jet mass)
@@ -37,7 +37,7 @@ P
 from ucluster_spark import config
 
 from ucluster_spark.data.dataset import format_counts
-from ucluster_spark.data.sources import generate, prepare_hls4ml
+from ucluster_spark.data.sources import generate, prepare
 from ucluster_spark.driver.session import get_session
 
 spark = get_session("ucluster-prepare")  # on Databricks: the cluster's session
@@ -47,12 +47,10 @@ cfg = config.load(  # the mass window "LO,HI" (GeV) is checked by the config's o
     + ([f"data.mass_window=[{P['mass_window']}]"] if P["mass_window"] else []),
 )
 overwrite = P["overwrite"].lower() == "true"
-if P["source"] == "hls4ml":
-    info = prepare_hls4ml(spark, P["hls4ml_input"], P["output"], cfg.data, overwrite=overwrite)
-elif P["source"] == "generate":
+if P["source"] == "generate":
     info = generate(spark, cfg.data, P["output"], overwrite=overwrite)
-else:
-    raise ValueError(f"source must be 'generate' or 'hls4ml', got {P['source']!r}")
+else:  # a layout name; an unknown one is refused with the list of known ones
+    info = prepare(spark, P["source"], P["input"], P["output"], cfg.data, overwrite=overwrite)
 print(format_counts(info))
 
 # COMMAND ----------

@@ -13,7 +13,7 @@ from ucluster_spark import config, errors, schema
 from ucluster_spark.benchmarking.hls4ml_files import jet_values, write_file
 from ucluster_spark.config import ConfigError
 from ucluster_spark.data.dataset import DatasetError, check_files, load_info, write_dataset
-from ucluster_spark.data.sources import prepare_hls4ml
+from ucluster_spark.data.sources import prepare
 from ucluster_spark.driver import cli
 from ucluster_spark.jobs import evaluate as evaluate_job
 from ucluster_spark.jobs import pipeline as pipeline_job
@@ -42,7 +42,7 @@ def test_a_dataset_is_never_written_over_a_users_folder(spark, tmp_path, overwri
     write_file(tmp_path / "a.h5", jet_values(20, seed=1))
     target = _users_folder(tmp_path / "mine")
     with pytest.raises(DatasetError, match=r"mine exists and is not a ucluster dataset \(holds plots/, thesis.tex\)"):
-        prepare_hls4ml(spark, str(tmp_path / "a.h5"), target, WZT, overwrite=overwrite)
+        prepare(spark, "hls4ml", str(tmp_path / "a.h5"), target, WZT, overwrite=overwrite)
     assert _untouched(target) and sorted(p.name for p in target.iterdir()) == ["plots", "thesis.tex"]
 
 
@@ -50,12 +50,12 @@ def test_a_file_an_empty_folder_and_a_dataset_at_the_output(spark, tmp_path):
     write_file(tmp_path / "a.h5", jet_values(20, seed=1))
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(DatasetError, match=r"notes.txt exists and is not a ucluster dataset \(a file\)"):
-        prepare_hls4ml(spark, str(tmp_path / "a.h5"), tmp_path / "notes.txt", WZT, overwrite=True)
+        prepare(spark, "hls4ml", str(tmp_path / "a.h5"), tmp_path / "notes.txt", WZT, overwrite=True)
     (tmp_path / "empty").mkdir()
-    prepare_hls4ml(spark, str(tmp_path / "a.h5"), tmp_path / "empty", WZT)  # nothing to lose: used
+    prepare(spark, "hls4ml", str(tmp_path / "a.h5"), tmp_path / "empty", WZT)  # nothing to lose: used
     with pytest.raises(DatasetError, match="empty already holds a ucluster dataset; pass --overwrite"):
-        prepare_hls4ml(spark, str(tmp_path / "a.h5"), tmp_path / "empty", WZT)
-    prepare_hls4ml(spark, str(tmp_path / "a.h5"), tmp_path / "empty", WZT, overwrite=True)  # ours: replaced
+        prepare(spark, "hls4ml", str(tmp_path / "a.h5"), tmp_path / "empty", WZT)
+    prepare(spark, "hls4ml", str(tmp_path / "a.h5"), tmp_path / "empty", WZT, overwrite=True)  # ours: replaced
 
 
 @pytest.mark.slow
@@ -152,18 +152,18 @@ def test_a_chunk_that_keeps_no_jets_is_normal_and_a_dataset_with_none_is_bad_inp
     heavy = jet_values(30, seed=3)
     heavy["j_mass"][:] = 5000.0  # every jet of this file is outside the window: its chunk keeps none
     write_file(tmp_path / "in" / "heavy.h5", heavy)
-    info = prepare_hls4ml(spark, str(tmp_path / "in" / "*.h5"), tmp_path / "ds", windowed)
+    info = prepare(spark, "hls4ml", str(tmp_path / "in" / "*.h5"), tmp_path / "ds", windowed)
     assert info.source["dropped"]["outside_mass_window"] >= 18 and sum(info.n_jets(s) for s in schema.SPLITS) > 0
     narrow = config.load(None, ["data.classes=[w,z,t]", "data.mass_window=[5000,6000]"]).data
     with pytest.raises(
         DatasetError, match=r"no jets kept from 30 jets read: dropped 12 not requested class, 18 outside mass window"
     ):
-        prepare_hls4ml(spark, str(tmp_path / "in" / "kept.h5"), tmp_path / "none", narrow)
+        prepare(spark, "hls4ml", str(tmp_path / "in" / "kept.h5"), tmp_path / "none", narrow)
     assert not (tmp_path / "none").exists()
     tops = config.load(None, ["data.classes=[t]"]).data
     write_file(tmp_path / "gqwz.h5", jet_values(4, seed=5))  # classes cycle g, q, w, z: no top
     with pytest.raises(DatasetError, match=r"no jets kept from 4 jets read: dropped 4 not requested class"):
-        prepare_hls4ml(spark, str(tmp_path / "gqwz.h5"), tmp_path / "none", tops)
+        prepare(spark, "hls4ml", str(tmp_path / "gqwz.h5"), tmp_path / "none", tops)
 
 
 def test_write_dataset_refuses_an_empty_frame(spark, tmp_path):
@@ -250,7 +250,7 @@ def test_more_ranks_than_slots_is_bad_input_with_one_line_on_stderr(tmp_path):
 def test_a_folder_given_as_input_is_named_as_a_folder(spark, tmp_path):
     (tmp_path / "h5s").mkdir()
     with pytest.raises(DatasetError, match=r"h5s is a directory; give its HDF5 files, e.g. --input '.*h5s/\*.h5'"):
-        prepare_hls4ml(spark, str(tmp_path / "h5s"), tmp_path / "ds", WZT)
+        prepare(spark, "hls4ml", str(tmp_path / "h5s"), tmp_path / "ds", WZT)
 
 
 @pytest.mark.slow

@@ -14,6 +14,8 @@ NAMED_FILE = re.compile(
     r"`((?:benchmarks|conf|docs|jobs|notebooks|tests|ucluster_spark|\.ci)/[\w./-]*\.(?:py|yaml|json|png|md|txt|properties)"
     r"|Makefile|setup\.cfg|pyproject\.toml)`"
 )
+# A module named by its path inside the package (the code map's way): `executor/rank/loop.py`.
+NAMED_MODULE = re.compile(r"`((?:benchmarking|config|data|driver|executor|jobs)/[\w/]*\.py)`")
 
 
 def _anchors(page: Path) -> set[str]:
@@ -44,6 +46,10 @@ def test_every_file_the_docs_name_exists(page):
         if any(part in name for part in ("NAME", "*", "…")):
             continue  # a pattern, not a file
         assert (ROOT / name).exists(), f"{page.relative_to(ROOT)} names {name}, which is not in the repository"
+    for name in NAMED_MODULE.findall(page.read_text()):
+        if "NAME" in name:
+            continue
+        assert (ROOT / "ucluster_spark" / name).exists(), f"{page.relative_to(ROOT)} names {name}, not in the package"
 
 
 def test_the_readme_is_a_front_page_and_every_docs_page_is_reachable_from_it():

@@ -149,8 +149,11 @@ def test_the_optimizer_advances_the_schedule_it_reads():
     assert float(optimizer.learning_rate.numpy()) == pytest.approx(1e-3 / 2**1)
 
 
-def test_the_train_step_weighs_the_losses_as_the_original_ran():
-    """L = 1 x focal(gamma 2) + 10 x mean clustering loss, recomputed by hand from the same forward pass."""
+@pytest.mark.parametrize("balance_weight, beta", [(0.0, 10.0), (2.0, 10.0), (2.0, 0.0)])
+def test_the_train_step_sums_its_terms_with_their_weights(balance_weight, beta):
+    """As run (no balance prior, beta = 10): L = 1 x focal(gamma 2) + 10 x mean clustering loss, recomputed by hand
+    from the same forward pass; a term of the clustering phase (the balance prior) adds its weight times its value
+    while beta > 0, and nothing in pre-training (beta = 0)."""
     from tests.conftest import synthetic_jets
     from ucluster_spark import config
     from ucluster_spark.executor.model import build_model
@@ -158,7 +161,8 @@ def test_the_train_step_weighs_the_losses_as_the_original_ran():
     from ucluster_spark.schema import CONSTITUENTS, MASS
 
     cfg = config.load(None, ["model.mlp1=[8,16]", "model.gap2_features=16", "model.mlp2=[16,16]",
-                             "model.aux_hidden=[16,8]", "data.max_constituents=30"])  # fmt: skip
+                             "model.aux_hidden=[16,8]", "data.max_constituents=30",
+                             f"loss.balance_weight={balance_weight}"])  # fmt: skip
     assert (cfg.loss.focal_gamma, cfg.loss.focal_weight, cfg.loss.clustering_weight) == (2.0, 1.0, 10.0)
     assert cfg.loss.clustering_reduction == "mean"
     tf.keras.utils.set_random_seed(0)
@@ -176,16 +180,20 @@ def test_the_train_step_weighs_the_losses_as_the_original_ran():
     alpha = 10.0
     d = ((z[:, None, :] - mu[None]) ** 2).sum(-1)
     w = np.exp(-alpha * (d - d.min(axis=1, keepdims=True)))
-    clustering = np.mean((d * w / w.sum(axis=1, keepdims=True)).sum(axis=1))
+    w /= w.sum(axis=1, keepdims=True)
+    clustering = np.mean((d * w).sum(axis=1))
+    share = w.mean(axis=0)
+    balance = np.log(len(share)) + np.sum(share * np.log(share))
 
     _, optimizer = make_optimizer(cfg, model, workers=1, steps_per_epoch=10)
-    step = make_train_step(model, optimizer, cfg, tf.Variable(alpha), tf.Variable(10.0))
+    step = make_train_step(model, optimizer, cfg, tf.Variable(alpha), tf.Variable(beta))
     losses, _ = step({CONSTITUENTS: tf.constant(x), MASS: tf.constant(mass)}, tf.constant(1.0))
     loss, focal_step, clustering_step, finite = losses.numpy()
     assert finite == 1.0
     assert focal_step == pytest.approx(focal, rel=1e-4)
     assert clustering_step == pytest.approx(clustering, rel=1e-4)
-    assert loss == pytest.approx(focal + 10.0 * clustering, rel=1e-4)
+    on = float(beta > 0)
+    assert loss == pytest.approx(focal + on * (10.0 * clustering + balance_weight * balance), rel=1e-4)
 
 
 def _tiny_step(update, **train):

@@ -75,7 +75,7 @@ def test_pipeline_runs_every_stage_and_a_rerun_changes_nothing(tmp_path):
 
 def test_pipeline_prepares_hls4ml_files_and_resumes_after_a_training_failure(tmp_path):
     write_file(tmp_path / "jets_a.h5", jet_values(300, seed=3))
-    hls4ml = [f"pipeline.hls4ml_input={tmp_path / '*.h5'}", "data.mass_window=[1,250]"]
+    hls4ml = [f"pipeline.input={tmp_path / '*.h5'}", "data.mass_window=[1,250]"]
     failed = _pipeline(tmp_path, "from-h5", *hls4ml, extra_env={"UCLUSTER_INJECT_FAULT": "kill:1:1:0"})
     assert failed.returncode == errors.EXIT_TRAINING_FAILED, failed.stderr[-5000:]
     run_dir = tmp_path / "pipelines/from-h5"

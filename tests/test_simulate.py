@@ -12,8 +12,8 @@ import pytest
 from ucluster_spark import errors, schema
 from ucluster_spark.data import simulate
 from ucluster_spark.data.dataset import load_info
-from ucluster_spark.data.ingest import InputFileError
 from ucluster_spark.data.simulate import generate_jets, plan_tasks
+from ucluster_spark.errors import InputFileError
 
 pytestmark = pytest.mark.slow
 

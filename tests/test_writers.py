@@ -23,7 +23,7 @@ from tests.conftest import ROOT, SPARK_SUBMIT, STACK, submit
 from ucluster_spark import checkpoint, config, errors, schema, store
 from ucluster_spark.benchmarking.hls4ml_files import jet_values, write_file
 from ucluster_spark.data.dataset import DatasetError, check_files, load_info, verify_checksums
-from ucluster_spark.data.sources import prepare_hls4ml
+from ucluster_spark.data.sources import prepare
 from ucluster_spark.jobs import evaluate as evaluate_job
 from ucluster_spark.jobs import generate as generate_job
 from ucluster_spark.jobs import pipeline as pipeline_job
@@ -89,11 +89,11 @@ def test_a_killed_prepare_leaves_staging_that_the_next_prepare_removes(spark, tm
     data = config.load(None, ["data.classes=[w,z,t]", "data.files_per_split=2"]).data
     with another_writer(tmp_path / "ds") as first:
         with pytest.raises(store.OutputBusy, match=rf"pid {first.pid}"):
-            prepare_hls4ml(spark, str(tmp_path / "a.h5"), tmp_path / "ds", data)
+            prepare(spark, "hls4ml", str(tmp_path / "a.h5"), tmp_path / "ds", data)
         first.send_signal(signal.SIGTERM)
         first.wait()
     assert len(list(tmp_path.glob(".ds.tmp-*"))) == 1
-    info = prepare_hls4ml(spark, str(tmp_path / "a.h5"), tmp_path / "ds", data)
+    info = prepare(spark, "hls4ml", str(tmp_path / "a.h5"), tmp_path / "ds", data)
     assert sum(info.n_jets(s) for s in schema.SPLITS) > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.h5", "ds"]
     assert "left by a writer of ds that was stopped mid-write" in package_log.text

@@ -60,6 +60,19 @@ class InputMissing(BadInput, FileNotFoundError):
     """A path given as input is not there, or is not what it should be."""
 
 
+INPUT_ERROR_MARKER = "UCLUSTER_INPUT_ERROR"
+"""Prefix of every ``InputFileError`` message, so the driver can pull it out of a Spark task failure."""
+
+
+class InputFileError(BadInput):
+    """A bad input file or value met inside an executor; the message names the file, the dataset/column and the
+    reason."""
+
+    def __init__(self, message: str):
+        super().__init__(f"{INPUT_ERROR_MARKER}: {message}")
+        self.detail = message
+
+
 class TrainingFailed(JobError, RuntimeError):
     """Training or its Spark/Horovod stage failed with valid inputs: may be transient, ``--resume`` continues it."""
 

@@ -1,8 +1,9 @@
 """The alternatives a setting chooses between, by name: where each one's code lives and what it needs installed.
 
-``run.launcher`` picks a launcher, ``data.reader`` a reader. The config accepts exactly the names here; the driver
-refuses a choice whose package is missing before any work; each side imports only its own part, when it runs it
-(the driver never imports TensorFlow or Horovod). Adding a launcher or a reader is its module(s) and one line here
+``run.launcher`` picks a launcher, ``data.reader`` a reader, ``pipeline.input_format`` (and the prepare job's
+``--format``) a jet source; the loss sums the terms of ``LOSS_TERMS``. The config accepts exactly the names here;
+the driver refuses a choice whose package is missing before any work; each side imports only its own part, when
+it runs it (the driver never imports TensorFlow or Horovod). Adding an alternative is its module and one entry here
 (docs/code-map.md says what each part must provide).
 """
 
@@ -50,7 +51,32 @@ READERS: dict[str, Choice] = {
 }
 
 
-def part(choices: dict[str, Choice], name: str, side: str) -> Any:
+SOURCES: dict[str, Choice] = {
+    # The driver part is a ``JetSource`` class (data/sources.py) with ``open(pattern, data, drop_bad_jets)``, which
+    # checks the files on the driver and plans the tasks; its ``read`` runs in the executors.
+    "hls4ml": Choice(driver="ucluster_spark.data.formats.hls4ml:Hls4mlSource", needs="h5py"),
+}
+
+
+@dataclass(frozen=True)
+class Term:
+    """One term of the training loss. ``executor``: ``module:function`` of a ``StepView`` (executor/terms/);
+    ``weight``: the ``loss`` setting that multiplies it (0: left out of the loss); ``clustering_only``: weighted
+    0 during pre-training."""
+
+    executor: str
+    weight: str
+    clustering_only: bool = False
+
+
+LOSS_TERMS: dict[str, Term] = {
+    "focal": Term("ucluster_spark.executor.terms.focal:focal", "focal_weight"),
+    "clustering": Term("ucluster_spark.executor.terms.clustering:clustering", "clustering_weight", True),
+    "balance": Term("ucluster_spark.executor.terms.balance:balance", "balance_weight", True),
+}
+
+
+def part(choices: dict[str, Any], name: str, side: str) -> Any:
     """The ``side`` ("driver" or "executor") of the alternative ``name``: its module, or the attribute named after
     the colon."""
     module, _, attribute = getattr(choices[name], side).partition(":")

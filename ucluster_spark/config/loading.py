@@ -17,6 +17,7 @@ from ucluster_spark.config.rules import (
     check_evaluate,
     check_loss,
     check_model,
+    check_pipeline,
     check_run,
     check_train,
 )
@@ -35,7 +36,7 @@ from ucluster_spark.errors import ConfigError
 
 _KEY_MENTION = re.compile(rf"\b((?:{'|'.join(SECTION_NAMES)})\.[a-z_0-9]+)")
 
-MOVED_KEYS = {("pipeline", "mass_window"): "data.mass_window"}
+MOVED_KEYS = {("pipeline", "mass_window"): "data.mass_window", ("pipeline", "hls4ml_input"): "pipeline.input"}
 """Keys that moved: a config that still uses the old name is refused with the new one."""
 
 
@@ -93,6 +94,7 @@ class Config:
         check_train(self.train, self.model)
         check_run(self.run)
         check_evaluate(self.evaluate)
+        check_pipeline(self.pipeline)
 
 
 def _build_section(section_cls: type, values: dict[str, Any], where: str) -> Any:

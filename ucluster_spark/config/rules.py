@@ -9,11 +9,12 @@ from ucluster_spark.config.sections import (
     EvaluateConfig,
     LossConfig,
     ModelConfig,
+    PipelineConfig,
     RunConfig,
     TrainConfig,
 )
 from ucluster_spark.errors import ConfigError
-from ucluster_spark.registry import LAUNCHERS, READERS
+from ucluster_spark.registry import LAUNCHERS, LOSS_TERMS, READERS, SOURCES
 from ucluster_spark.schema import AUX_MASS_COLUMNS, FEATURE_SETS, KNOWN_CLASSES, SPLITS
 
 EMBEDDING_POOLINGS = ("mean_all_slots", "mean_real", "max_real")
@@ -72,7 +73,7 @@ def check_model(m: ModelConfig, d: DataConfig) -> None:
 def check_loss(lo: LossConfig) -> None:
     if lo.clustering_reduction not in ("sum", "mean"):
         raise ConfigError(f"loss.clustering_reduction must be 'sum' or 'mean', got {lo.clustering_reduction!r}")
-    for name in ("focal_gamma", "focal_weight", "clustering_weight", "alpha_start", "alpha_step", "balance_weight"):
+    for name in ("focal_gamma", "alpha_start", "alpha_step", *(term.weight for term in LOSS_TERMS.values())):
         if getattr(lo, name) < 0:
             raise ConfigError(f"loss.{name} must be >= 0, got {getattr(lo, name)}")
     _non_negative("loss.alpha_every_jets", lo.alpha_every_jets, "0: once per epoch")
@@ -134,6 +135,11 @@ def check_evaluate(e: EvaluateConfig) -> None:
         raise ConfigError(f"evaluate.splits must list distinct splits among {list(SPLITS)}, got {e.splits}")
     _positive("evaluate.batch_size", e.batch_size)
     _positive("evaluate.plot_jets", e.plot_jets)
+
+
+def check_pipeline(p: PipelineConfig) -> None:
+    if p.input_format not in SOURCES:
+        raise ConfigError(f"pipeline.input_format must be one of {list(SOURCES)}, got {p.input_format!r}")
 
 
 def _mass_window(name: str, window: list) -> list[float]:

@@ -21,7 +21,7 @@ class DataConfig:
     """Spark tasks (each with its own Pythia seed) per class when generating."""
     mass_window: list[float] = field(default_factory=list)
     """[LO, HI] GeV: keep jets with LO < mass < HI (the plain jet mass; the original UCluster cut: [10, 200]) when
-    a dataset is generated or prepared from hls4ml files; empty: no cut. Generation still makes exactly
+    a dataset is generated or prepared from files; empty: no cut. Generation still makes exactly
     ``jets_per_class`` jets per class. A dataset given by ``path`` is used as it is."""
     underlying_event: bool = True
     """Generated jets include the underlying event (Pythia multi-parton interactions); false: ``PartonLevel:MPI =
@@ -250,9 +250,11 @@ class PipelineConfig:
     """The scheduled step ``jobs/pipeline.py``: data -> train -> evaluate under ``root/<run id>/``."""
 
     root: str = "pipelines"
-    hls4ml_input: str = ""
-    """Glob(s) of hls4ml HDF5 files to prepare (with ``data.mass_window``). Empty: use ``data.path`` if set, else
-    generate with Pythia."""
+    input: str = ""
+    """Glob(s) of jet files to prepare (with ``data.mass_window``). Empty: use ``data.path`` if set, else generate
+    with Pythia."""
+    input_format: str = "hls4ml"
+    """The layout of the ``input`` files: a name in ``registry.SOURCES`` (docs/data.md)."""
     drop_bad_jets: bool = False
 
 

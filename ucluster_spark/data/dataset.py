@@ -24,7 +24,7 @@ from typing import Any
 
 from ucluster_spark import schema, store
 from ucluster_spark.config import DataConfig
-from ucluster_spark.errors import BadInput
+from ucluster_spark.errors import INPUT_ERROR_MARKER, BadInput
 
 log = logging.getLogger(__name__)
 
@@ -152,10 +152,8 @@ UNLABELLED = "unlabelled"
 
 
 def input_error_from(err: BaseException) -> DatasetError | None:
-    """The input error an executor raised (ingest.InputFileError), pulled out of Spark's task-failure text."""
-    from ucluster_spark.data.ingest import ERROR_MARKER
-
-    found = re.search(rf"{ERROR_MARKER}: (.*)", str(err))
+    """The input error an executor raised (errors.InputFileError), pulled out of Spark's task-failure text."""
+    found = re.search(rf"{INPUT_ERROR_MARKER}: (.*)", str(err))
     return DatasetError(found.group(1).strip()) if found else None
 
 

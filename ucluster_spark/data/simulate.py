@@ -284,7 +284,7 @@ def generate_jets(
         rejected["outside_mass_window"] += n_outside
         outside += n_outside
         if not made and not chosen and outside >= MAX_REJECTED_BEFORE_FIRST:
-            from ucluster_spark.data.ingest import InputFileError
+            from ucluster_spark.errors import InputFileError
 
             raise InputFileError(
                 f"data.mass_window {list(mass_window)}: none of the first {outside} {task.class_name} jets has "

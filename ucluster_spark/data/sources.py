@@ -1,8 +1,8 @@
-"""Driver side: the Spark jobs that produce datasets, from any ``JetSource`` (Pythia generation, hls4ml files),
-and dataset lookup.
+"""Driver side: the Spark jobs that produce datasets, from any ``JetSource`` (Pythia generation, or files in a
+layout of ``formats/``, chosen by name from ``registry.SOURCES``), and dataset lookup.
 
 A source plans its tasks on the driver and reads each task's jets in an executor (``simulate.generate_jets``,
-``ingest.read_slice``); ``build_dataset`` runs them and hands the jets to ``dataset.write_dataset``.
+``formats.hls4ml.read_slice``); ``build_dataset`` runs them and hands the jets to ``dataset.write_dataset``.
 """
 
 from __future__ import annotations
@@ -33,9 +33,6 @@ from ucluster_spark.data.dataset import (
 )
 
 log = logging.getLogger(__name__)
-
-ROWS_PER_INGEST_TASK = 2500
-"""hls4ml files hold 10,000 jets: four tasks per file keep both cores busy and bound each task's memory."""
 
 
 class CounterParam(AccumulatorParam):
@@ -162,68 +159,25 @@ def find_inputs(pattern: str) -> list[str]:
     return paths
 
 
-@dataclass(frozen=True)
-class Hls4mlSource:
-    """Files in the hls4ml LHC-jet HDF5 layout (data/ingest.py), ``ROWS_PER_INGEST_TASK`` rows per task; every
-    file's structure is checked on the driver first, so a bad file fails before any task starts."""
-
-    pattern: str
-    data: DataConfig
-    drop_bad_jets: bool = False
-    layouts: tuple = ()
-
-    @classmethod
-    def open(cls, pattern: str, data: DataConfig, drop_bad_jets: bool = False) -> Hls4mlSource:
-        from ucluster_spark.data.ingest import InputFileError, inspect_file
-
-        paths = find_inputs(pattern)
-        try:
-            layouts = tuple(asdict(inspect_file(p, data.classes, data.feature_set)) for p in paths)
-        except InputFileError as err:
-            raise DatasetError(err.detail) from None
-        return cls(pattern, data, drop_bad_jets, layouts)
-
-    def tasks(self) -> list[dict[str, Any]]:
-        from ucluster_spark.data.ingest import FileLayout, slices
-
-        return [{"layout": layout, "start": start, "stop": stop} for layout in self.layouts
-                for start, stop in slices(FileLayout(**layout), ROWS_PER_INGEST_TASK)]  # fmt: skip
-
-    def describe(self, n_tasks: int) -> str:
-        return f"{len(self.layouts)} file(s), {sum(layout['n_jets'] for layout in self.layouts)} jets, {n_tasks} tasks"
-
-    def read(self, task: dict[str, Any], dropped: Counter) -> Iterator[pd.DataFrame]:
-        from ucluster_spark.data.ingest import FileLayout, read_slice
-
-        d, layout = self.data, FileLayout(**task["layout"])
-        jets, why = read_slice(layout, task["start"], task["stop"], list(d.classes), d.feature_set, d.max_constituents,
-                               d.mass_range, self.drop_bad_jets)  # fmt: skip
-        dropped.update(why)
-        log.info("%s rows %d-%d: %d jets kept", Path(layout.path).name, task["start"], task["stop"] - 1, len(jets))
-        yield jets
-
-    def provenance(self, n_tasks: int, dropped: Counter) -> dict[str, Any]:
-        return {
-            "reader": "hls4ml",
-            "input": self.pattern,
-            "files": [Path(layout["path"]).name for layout in self.layouts],
-            "jets_read": sum(layout["n_jets"] for layout in self.layouts),
-            "mass_window": list(self.data.mass_window) or None,
-            "dropped": {k: int(v) for k, v in sorted(dropped.items())},
-        }
-
-
-def prepare_hls4ml(
+def prepare(
     spark,
+    input_format: str,
     pattern: str,
     output: str | Path,
     data: DataConfig,
     drop_bad_jets: bool = False,
     overwrite: bool = False,
 ) -> DatasetInfo:
-    """Ingest hls4ml-layout HDF5 files inside executors (jets outside ``data.mass_window`` dropped) and write the
-    dataset."""
-    return build_dataset(spark, Hls4mlSource.open(pattern, data, drop_bad_jets), output, data, overwrite)
+    """Ingest the files ``pattern`` matches, in the layout ``input_format`` names (``registry.SOURCES``), inside
+    executors (jets outside ``data.mass_window`` dropped) and write the dataset."""
+    from ucluster_spark.registry import SOURCES, missing_package, part
+
+    if input_format not in SOURCES:
+        raise DatasetError(f"input format {input_format!r} is not one of {list(SOURCES)}")
+    if package := missing_package(SOURCES, input_format):
+        raise DatasetError(f"input format {input_format!r} needs the package {package!r}, not installed here")
+    source = part(SOURCES, input_format, "driver").open(pattern, data, drop_bad_jets)
+    return build_dataset(spark, source, output, data, overwrite)
 
 
 def locate_or_generate(spark, data: DataConfig) -> tuple[Path, DatasetInfo]:

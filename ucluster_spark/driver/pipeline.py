@@ -112,18 +112,18 @@ def exclusive(layout: store.PipelineLayout):
 
 
 def data_stage(spark, cfg: Config, layout: store.PipelineLayout, manifest: Manifest) -> Path:
-    """The dataset training will read: prepared from hls4ml files, an existing one, or generated."""
+    """The dataset training will read: prepared from ``pipeline.input``'s files, an existing one, or generated."""
     from ucluster_spark.data.dataset import check_compatible, is_dataset, load_info
-    from ucluster_spark.data.sources import generate, prepare_hls4ml
+    from ucluster_spark.data.sources import generate, prepare
 
     p = cfg.pipeline
-    if not p.hls4ml_input and cfg.data.path:
+    if not p.input and cfg.data.path:
         root = store.local_path(cfg.data.path)
         check_compatible(load_info(root), cfg.data, str(root))
         manifest.stage("data", status="skipped", action="external dataset", outputs=outputs([("dataset", root)]))
         return root
     root = layout.data
-    action = "prepared from hls4ml files" if p.hls4ml_input else "generated with Pythia"
+    action = f"prepared from {p.input_format} files" if p.input else "generated with Pythia"
     if is_dataset(root):
         check_compatible(load_info(root), cfg.data, str(root))
         manifest.stage("data", status="skipped", action=action, outputs=outputs([("dataset", root)]))
@@ -132,8 +132,8 @@ def data_stage(spark, cfg: Config, layout: store.PipelineLayout, manifest: Manif
     manifest.stage("data", status="running", action=action, started_at=_now())
     started = time.time()
     try:
-        if p.hls4ml_input:
-            prepare_hls4ml(spark, p.hls4ml_input, root, cfg.data, p.drop_bad_jets, overwrite=root.exists())
+        if p.input:
+            prepare(spark, p.input_format, p.input, root, cfg.data, p.drop_bad_jets, overwrite=root.exists())
         else:
             generate(spark, cfg.data, root, overwrite=root.exists())
     except BadInput:

@@ -17,8 +17,7 @@ import numpy as np
 
 from ucluster_spark import store
 from ucluster_spark.config import Config
-from ucluster_spark.data.ingest import InputFileError
-from ucluster_spark.errors import InputMissing
+from ucluster_spark.errors import InputFileError, InputMissing
 from ucluster_spark.executor.model import UCluster, build_model
 from ucluster_spark.schema import (
     ASSIGNMENT_COLUMNS,

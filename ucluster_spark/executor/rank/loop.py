@@ -30,7 +30,7 @@ from ucluster_spark.executor.rank.environment import (
     usable_cores,
 )
 from ucluster_spark.executor.rank.evaluation import embedded_batches, evaluate_split, nearest_centroid, write_run
-from ucluster_spark.executor.rank.step import make_batch_norm_schedule, make_optimizer, make_train_step
+from ucluster_spark.executor.rank.step import SHOWN, make_batch_norm_schedule, make_optimizer, make_train_step
 from ucluster_spark.executor.rank.validation import ValidationTrack, sync_non_trainable
 from ucluster_spark.executor.reader import shard_size, training_batches
 from ucluster_spark.metrics import collapse_warnings, loss_warnings
@@ -152,7 +152,7 @@ def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
     stopped_by = ""
     first_focal = np.nan
     start, cpu_start = time.time(), time.process_time()
-    sums = np.zeros(3)
+    sums = np.zeros(1 + len(SHOWN))  # the loss and the shown terms
     steps_done = 0
     with r.one_pass(epoch) as train_ds:
         batches = iter(train_ds)
@@ -163,7 +163,7 @@ def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
                 jets = r.clustering_jets(first_step + step)
                 r.alpha.assign(alpha_for_jets(jets, lc.alpha_start, lc.alpha_step, lc.alpha_every_jets))
             means, z = r.train_step(next(batches), tf.constant(weight, tf.float32))
-            means, finite = np.split(means.numpy(), [3])
+            means, finite = np.split(means.numpy(), [1 + len(SHOWN)])
             if not finite[0]:  # the averaged gradient: the same on every rank, so every rank stops at this step
                 problem = f"the gradient averaged over the ranks is not finite ({losses_text(means)})"
                 raise divergence(r.cfg, r.size, epoch, first_step + step + 1, problem)

@@ -7,19 +7,14 @@ import tensorflow as tf
 
 from ucluster_spark.executor.centroids import batch_cluster_sums, minibatch_kmeans_step
 from ucluster_spark.executor.layers import share_batch_norm_momentum
-from ucluster_spark.executor.losses import (
-    HalvingSchedule,
-    balanced_clustering_loss_per_jet,
-    batch_norm_momentum,
-    cluster_balance_penalty,
-    clustering_loss_per_jet,
-    focal_loss,
-    mass_bin,
-    reduce_clustering_loss,
-    schedule_steps,
-)
+from ucluster_spark.executor.losses import HalvingSchedule, batch_norm_momentum, schedule_steps
 from ucluster_spark.executor.rank.collectives import LocalCollectives
+from ucluster_spark.executor.terms import StepView, TermValue
+from ucluster_spark.registry import LOSS_TERMS, part
 from ucluster_spark.schema import CONSTITUENTS, feature_names
+
+SHOWN = ("focal", "clustering")
+"""The terms whose values every step reports (the log, ``history.json``, the divergence checks), in this order."""
 
 
 def make_optimizer(cfg, model, workers: int, steps_per_epoch: int):
@@ -48,14 +43,16 @@ def make_batch_norm_schedule(cfg, model, steps_per_epoch: int):
 
 
 def make_train_step(model, optimizer, cfg, alpha, beta, comm=None, bn_momentum=None):
-    """One optimisation step on L = focal_weight * focal(aux) + beta * clustering(alpha) [+ balance prior], its
-    gradient scaled by ``weight`` (``EpochPlan.gradient_weights``) and averaged over ranks by ``comm`` (None: this
-    process alone): a ``tf.function`` of (batch, weight) returning ([loss, focal, mean clustering loss per jet,
-    1 if the averaged gradient is finite else 0], z); the flag is the same on every rank, so every rank can stop
-    at the same step. With ``bn_momentum`` = (variable, function of the step), the batch-norm momentum follows its
-    schedule. The centroids move as ``train.centroid_update`` says, and only while the clustering loss is on
-    (beta > 0). The scaling benchmark's bare loop runs the same step."""
-    d, lc, update = cfg.data, cfg.loss, cfg.train.centroid_update
+    """One optimisation step on L = sum of the ``registry.LOSS_TERMS`` terms times their weights, its gradient
+    scaled by ``weight`` (``EpochPlan.gradient_weights``) and averaged over ranks by ``comm`` (None: this process
+    alone): a ``tf.function`` of (batch, weight) returning ([loss, focal, clustering loss per jet, 1 if the
+    averaged gradient is finite else 0], z); the flag is the same on every rank, so every rank can stop at the
+    same step. ``beta`` is the clustering loss's weight now (0 in pre-training, ``loss.clustering_weight`` after):
+    the terms that act only in the clustering phase are on while it is > 0. With ``bn_momentum`` = (variable,
+    function of the step), the batch-norm momentum follows its schedule. The centroids move as
+    ``train.centroid_update`` says, and only while the clustering loss is on. The benchmarks' bare loops run the
+    same step."""
+    d, update = cfg.data, cfg.train.centroid_update
     comm = comm or LocalCollectives()
     variables = model.trainable_variables
     network = [i for i, v in enumerate(variables) if v is not model.centroids]
@@ -68,6 +65,9 @@ def make_train_step(model, optimizer, cfg, alpha, beta, comm=None, bn_momentum=N
         },
         tf.TensorSpec([], tf.float32),
     )
+    # The shown terms always run (their values are reported); another runs only when its weight is not 0.
+    terms = {name: (part(LOSS_TERMS, name, "executor"), getattr(cfg.loss, term.weight), term.clustering_only)
+             for name, term in LOSS_TERMS.items() if name in SHOWN or getattr(cfg.loss, term.weight)}  # fmt: skip
 
     # One trace whatever the batch size (they differ by one jet between steps): every rank's step is the same
     # graph, so its collectives line up with its peers' from the first step on.
@@ -78,18 +78,13 @@ def make_train_step(model, optimizer, cfg, alpha, beta, comm=None, bn_momentum=N
             variable.assign(at_step(optimizer.iterations))
         with tf.GradientTape() as tape:
             out = model(batch[CONSTITUENTS], training=True)
-            masses = tf.stack([batch[c] for c in d.aux_mass_columns], axis=-1)  # (B, targets)
-            target = mass_bin(masses, d.mass_bins, d.mass_bin_edges_max)
-            focal = focal_loss(target, out["aux_logits"], lc.focal_gamma)
-            if lc.assignment == "sinkhorn":
-                per_jet = balanced_clustering_loss_per_jet(out["z"], model.centroids, alpha, lc.sinkhorn_iterations)
-            else:
-                per_jet = clustering_loss_per_jet(out["z"], model.centroids, alpha)
-            clustering = reduce_clustering_loss(per_jet, lc.clustering_reduction)
-            loss = lc.focal_weight * focal + beta * clustering
-            if lc.balance_weight:
-                balance = cluster_balance_penalty(out["distances"], alpha)
-                loss += tf.sign(beta) * lc.balance_weight * balance  # only while the clustering loss is on
+            view = StepView(batch, out, model.centroids, alpha, cfg)
+            loss, shown = tf.constant(0.0), {}
+            for name, (term, term_weight, clustering_only) in terms.items():
+                value = term(view)
+                value, shown[name] = value if isinstance(value, TermValue) else (value, value)
+                if term_weight:
+                    loss += term_weight * (tf.sign(beta) if clustering_only else 1.0) * value
             weighted = loss * weight
         # Collective: gradients averaged over ranks.
         grads = comm.gradients(tape, weighted, variables)
@@ -108,6 +103,6 @@ def make_train_step(model, optimizer, cfg, alpha, beta, comm=None, bn_momentum=N
             on = beta > 0
             model.centroids.assign(tf.where(on, moved, model.centroids))
             model.centroid_counts.assign(tf.where(on, counted, model.centroid_counts))
-        return tf.stack([loss, focal, tf.reduce_mean(per_jet), tf.cast(finite, tf.float32)]), out["z"]
+        return tf.stack([loss, *(shown[name] for name in SHOWN), tf.cast(finite, tf.float32)]), out["z"]
 
     return train_step

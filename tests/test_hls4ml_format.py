@@ -17,7 +17,7 @@ from ucluster_spark.benchmarking.hls4ml_files import (
     write_file,
 )
 from ucluster_spark.data.dataset import DatasetError, load_info
-from ucluster_spark.data.sources import prepare_hls4ml
+from ucluster_spark.data.sources import prepare
 from ucluster_spark.executor.reader import open_shard
 
 pytestmark = pytest.mark.slow
@@ -41,7 +41,7 @@ def read_all(root, columns=(schema.JET_ID, schema.LABEL, schema.CONSTITUENTS)):
 def test_round_trip_gives_the_same_constituents_and_labels(spark, tmp_path):
     values = jet_values(60, slots=100, seed=1)
     write_file(tmp_path / "jets_a.h5", values)
-    info = prepare_hls4ml(spark, str(tmp_path / "*.h5"), tmp_path / "ds", WZT)
+    info = prepare(spark, "hls4ml", str(tmp_path / "*.h5"), tmp_path / "ds", WZT)
     jets = read_all(tmp_path / "ds")
     wanted = [i for i in range(60) if i % 5 in (2, 3, 4)]  # w, z, t rows (classes cycle g,q,w,z,t)
     assert sorted(jets) == sorted(f"jets_a.h5:{i}" for i in wanted)
@@ -68,8 +68,8 @@ def test_columns_are_found_by_name_in_a_subset_in_another_order(spark, tmp_path)
         particle_columns=list(rng.permutation(needed)),
         jet_columns=list(rng.permutation(["j_t", "j_mass", "j_w", "j_eta", "j_z", "j_pt", "j_g", "j_q"])),
     )
-    prepare_hls4ml(spark, str(tmp_path / "full" / "*.h5"), tmp_path / "ds_full", WZT)
-    prepare_hls4ml(spark, str(tmp_path / "subset" / "*.h5"), tmp_path / "ds_subset", WZT)
+    prepare(spark, "hls4ml", str(tmp_path / "full" / "*.h5"), tmp_path / "ds_full", WZT)
+    prepare(spark, "hls4ml", str(tmp_path / "subset" / "*.h5"), tmp_path / "ds_subset", WZT)
     full, subset = read_all(tmp_path / "ds_full"), read_all(tmp_path / "ds_subset")
     assert sorted(full) == sorted(subset)
     for jet_id in full:
@@ -80,7 +80,7 @@ def test_150_slot_files_are_truncated_to_the_leading_particles_and_mass_window_a
     values = jet_values(40, slots=150, seed=3)
     write_file(tmp_path / "big.h5", values)
     windowed = config.load(None, ["data.classes=[w,z,t]", "data.files_per_split=3", "data.mass_window=[10,200]"])
-    info = prepare_hls4ml(spark, str(tmp_path / "big.h5"), tmp_path / "ds", windowed.data)
+    info = prepare(spark, "hls4ml", str(tmp_path / "big.h5"), tmp_path / "ds", windowed.data)
     jets = read_all(tmp_path / "ds")
     inside = [i for i in range(40) if i % 5 >= 2 and 10 < values["j_mass"][i] < 200]
     assert sorted(jets) == sorted(f"big.h5:{i}" for i in inside)
@@ -123,7 +123,7 @@ def _broken(tmp_path, name="bad.h5", **kwargs):
 def test_structural_errors_are_named_before_spark_runs(spark, tmp_path, make, message):
     make(tmp_path)
     with pytest.raises(DatasetError, match=message):
-        prepare_hls4ml(spark, str(tmp_path / "*.h5"), tmp_path / "ds", WZT)
+        prepare(spark, "hls4ml", str(tmp_path / "*.h5"), tmp_path / "ds", WZT)
     assert not (tmp_path / "ds").exists()
 
 
@@ -136,7 +136,7 @@ def test_wrong_rank_is_refused(spark, tmp_path):
         del f["jetConstituentList"]
         f.create_dataset("jetConstituentList", data=data[:, :, 0])
     with pytest.raises(DatasetError, match=r"'jetConstituentList' must be 3-D .* got shape \(20, 100\)"):
-        prepare_hls4ml(spark, str(path), tmp_path / "ds", WZT)
+        prepare(spark, "hls4ml", str(path), tmp_path / "ds", WZT)
 
 
 def _corrupt(values, column, row, value, slot=None):
@@ -168,9 +168,9 @@ def test_bad_jets_fail_by_default_and_are_counted_when_dropped(spark, tmp_path, 
     values = corruption(jet_values(20, seed=4))  # rows 7, 8 and 12 are w, t and w jets
     _broken(tmp_path, values=values)
     with pytest.raises(DatasetError, match=message):
-        prepare_hls4ml(spark, str(tmp_path / "*.h5"), tmp_path / "ds", WZT)
+        prepare(spark, "hls4ml", str(tmp_path / "*.h5"), tmp_path / "ds", WZT)
     assert not (tmp_path / "ds").exists()
-    info = prepare_hls4ml(spark, str(tmp_path / "*.h5"), tmp_path / "ds", WZT, drop_bad_jets=True)
+    info = prepare(spark, "hls4ml", str(tmp_path / "*.h5"), tmp_path / "ds", WZT, drop_bad_jets=True)
     assert info.source["dropped"][reason] == 1
     assert sum(info.n_jets(s) for s in schema.SPLITS) == 12 - 1  # 12 w/z/t jets among 20, one dropped
 
@@ -179,19 +179,19 @@ def test_labels_that_are_not_one_hot_fail(spark, tmp_path):
     values = _corrupt(jet_values(20, seed=4), "j_z", 2, 1.0)  # row 2 is a w jet: now both j_w and j_z
     _broken(tmp_path, values=values)
     with pytest.raises(DatasetError, match=r"bad.h5: 'jets' row 2: class columns .* are not one-hot"):
-        prepare_hls4ml(spark, str(tmp_path / "*.h5"), tmp_path / "ds", WZT)
+        prepare(spark, "hls4ml", str(tmp_path / "*.h5"), tmp_path / "ds", WZT)
 
 
 def test_glob_matching_nothing_and_existing_output(spark, tmp_path):
     with pytest.raises(DatasetError, match=r"matches no file"):
-        prepare_hls4ml(spark, str(tmp_path / "none*.h5"), tmp_path / "ds", WZT)
+        prepare(spark, "hls4ml", str(tmp_path / "none*.h5"), tmp_path / "ds", WZT)
     _broken(tmp_path, name="ok.h5")
-    prepare_hls4ml(spark, str(tmp_path / "ok.h5"), tmp_path / "ds", WZT)
+    prepare(spark, "hls4ml", str(tmp_path / "ok.h5"), tmp_path / "ds", WZT)
     before = json.loads((tmp_path / "ds" / schema.METADATA_FILE).read_text())
     with pytest.raises(DatasetError, match="already holds a ucluster dataset; pass --overwrite"):
-        prepare_hls4ml(spark, str(tmp_path / "ok.h5"), tmp_path / "ds", WZT)
+        prepare(spark, "hls4ml", str(tmp_path / "ok.h5"), tmp_path / "ds", WZT)
     assert json.loads((tmp_path / "ds" / schema.METADATA_FILE).read_text()) == before
-    prepare_hls4ml(spark, str(tmp_path / "ok.h5"), tmp_path / "ds", WZT, overwrite=True)
+    prepare(spark, "hls4ml", str(tmp_path / "ok.h5"), tmp_path / "ds", WZT, overwrite=True)
 
 
 def _job(name):
