@@ -115,4 +115,5 @@ def test_a_replicated_dataset_copies_the_training_jets_under_new_ids(spark, synt
     originals = pq.read_table(root / "train", columns=["jet_id"]).column("jet_id").to_pylist()
     assert len(set(ids)) == len(ids)
     assert sorted(i.rpartition("#r")[0] for i in ids) == sorted(originals * 3)
-    assert max(pq.ParquetFile(f).metadata.num_rows for f in (tmp_path / "x3" / "train").glob("*.parquet")) <= 100
+    footers = [pq.ParquetFile(f).metadata for f in (tmp_path / "x3" / "train").glob("*.parquet")]
+    assert max(f.num_rows for f in footers) <= 100 and {f.num_row_groups for f in footers} == {1}

@@ -36,17 +36,24 @@ REPLICA_SEPARATOR = "#r"
 
 
 def replicate_training_split(
-    spark, source: str | Path, output: str | Path, factor: int, jets_per_file: int = 250_000, overwrite: bool = False
+    spark,
+    source: str | Path,
+    output: str | Path,
+    factor: int,
+    jets_per_file: int | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Write ``output`` = ``source`` with its training split copied ``factor`` times under new ids; returns what
-    was written (jets, bytes, seconds). The copies are written copy after copy, each in the source's order, so a
-    row group holds as many distinct jets as the source's do."""
+    was written (jets, bytes, seconds). The copies are written copy after copy, each in the source's order, in
+    files of one row group of ``jets_per_file`` jets (default: the source's largest training file), the layout
+    ``dataset.write_dataset`` gives a split, so the ranks' shards are as even as a real dataset's."""
 
     if factor < 1:
         raise DatasetError(f"replication factor must be >= 1, got {factor}")
     source = store.local_path(source)
     info = load_info(source)
     check_files(source, info)
+    jets_per_file = jets_per_file or max(info.files["train"].values())
     started = time.time()
     with dataset_output(output, overwrite) as final:
         written = _write_replicas(spark, source, info, final, factor, jets_per_file)
@@ -79,7 +86,7 @@ def _write_replicas(
     )
     with store.atomic_directory(final, overwrite=True) as staging:
         (
-            replicas.write.option("parquet.block.size", ROW_GROUP_BYTES)
+            replicas.write.option("parquet.block.size", 4 * ROW_GROUP_BYTES)  # one row group per file
             .option("maxRecordsPerFile", jets_per_file)
             .parquet(store.file_url(staging / "train"))
         )
