@@ -3,7 +3,8 @@
 A term is a function of one ``StepView`` returning a scalar tensor, or a ``TermValue`` when what the log shows
 differs from what is weighted (the clustering loss: summed or averaged over the batch, shown per jet). The step
 multiplies it by the weight ``registry.LOSS_TERMS`` names and adds it up; the registry says which terms act only
-in the clustering phase.
+in the clustering phase. The step is traced without AutoGraph: a term branches on a tensor with ``tf.where`` or
+``tf.cond``, never a Python ``if``.
 """
 
 from __future__ import annotations
