@@ -39,43 +39,18 @@ def cluster_jets(standalone_cluster, tmp_path_factory):
     return work / "jets"
 
 
-def test_generate_train_and_evaluate_on_two_executors(standalone_cluster, cluster_jets, tmp_path):
-    master, data = standalone_cluster.master_url, cluster_jets
-    run_dir, out = tmp_path / "run", tmp_path / "assigned"
-    events = tmp_path / "events"
-    events.mkdir()
-    event_log = {"spark.eventLog.enabled": "true", "spark.eventLog.dir": str(events),
-                 "spark.eventLog.compress": "false", "spark.eventLog.rolling.enabled": "false"}  # fmt: skip
-    trained = submit(
-        "--config", str(ROOT / "conf/local.yaml"), "--data", str(data), "--output", str(run_dir), *TINY, *STACK,
-        "--num-proc", "2", f"run.spark_conf={json.dumps(event_log)}",
-        cwd=tmp_path, master=master,
-    )  # fmt: skip
-    assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-6000:]
-    metrics = json.loads(store.RunLayout(run_dir).metrics.read_text())
-    assert metrics["num_proc"] == 2 and metrics["n_jets"] == metrics["data"]["n_test"]
-    # The two ranks ran in the two executors (the launcher's stage: one task per rank).
-    placements = [json.loads(store.RunLayout(run_dir).placement(r).read_text()) for r in (0, 1)]
-    assert placements[0]["pid"] != placements[1]["pid"]
-    per_stage = _task_executors(events, "horovod", "launchers/barrier.py")
-    assert per_stage and all(ids == {"0", "1"} for ids in per_stage.values()), per_stage
-
-    evaluated = submit("--model", str(run_dir), "--output", str(out), job="evaluate", cwd=tmp_path, master=master)
-    assert evaluated.returncode == 0, evaluated.stderr[-4000:]
-    scored = json.loads(store.EvaluationLayout(out).metrics.read_text())
-    counts = json.loads((data / "_ucluster_dataset.json").read_text())["counts"]
-    assert scored["n_jets"] == sum(n for split in counts.values() for n in split.values())  # every jet, every split
-
-
 EPOCHS = 8
-"""The killed-executor run's epochs: the kill comes right after the first checkpoint, with epochs still to train."""
+"""The killed run's epochs: the kill comes right after the first checkpoint, with epochs still to train."""
 
 
-def test_a_killed_executor_fails_the_job_naming_its_rank_and_the_run_resumes(
-    standalone_cluster, cluster_jets, tmp_path
-):
-    """SIGKILL of a whole executor JVM (as when a node or container dies) while its rank trains."""
-    master, run_dir = standalone_cluster.master_url, tmp_path / "run"
+@pytest.fixture(scope="module")
+def killed_then_resumed(standalone_cluster, cluster_jets, tmp_path_factory):
+    """The train job on the cluster's jets, one executor JVM SIGKILLed right after the first checkpoint (as when a
+    node or container dies) while its rank trains, then ``--resume`` on the executors the master gives it, with a
+    Spark event log. Both tests below check this one run: the failure and its resumption, and where the ranks ran
+    and the evaluation of the finished run."""
+    work = tmp_path_factory.mktemp("killed-executor")
+    master, run_dir, events = standalone_cluster.master_url, work / "run", work / "events"
     layout = store.RunLayout(run_dir)
     killed: dict[str, object] = {}
 
@@ -91,26 +66,60 @@ def test_a_killed_executor_fails_the_job_naming_its_rank_and_the_run_resumes(
     killer = threading.Thread(target=kill_an_executor_after_the_first_checkpoint, daemon=True)
     killer.start()
     args = ["--config", str(ROOT / "conf/local.yaml"), "--data", str(cluster_jets), "--output", str(run_dir), *TINY,
-            *STACK, f"train.epochs={EPOCHS}"]  # fmt: skip
-    failed = submit(*args, cwd=tmp_path, master=master, timeout=600)
+            *STACK, "--num-proc", "2", f"train.epochs={EPOCHS}"]  # fmt: skip
+    failed = submit(*args, cwd=work, master=master, timeout=600)
+    ended = time.time()
     killer.join(1)
+    placements = [json.loads(layout.placement(r).read_text()) for r in (0, 1)]  # the killed run's, before resuming
+    metrics_after_failure = layout.metrics.exists()
+    events.mkdir()
+    event_log = {"spark.eventLog.enabled": "true", "spark.eventLog.dir": str(events),
+                 "spark.eventLog.compress": "false", "spark.eventLog.rolling.enabled": "false"}  # fmt: skip
+    resumed = submit("--resume", str(run_dir), f"run.spark_conf={json.dumps(event_log)}", cwd=work, master=master)
+    return {"run_dir": run_dir, "killed": killed, "failed": failed, "ended": ended, "placements": placements,
+            "metrics_after_failure": metrics_after_failure, "resumed": resumed, "events": events}  # fmt: skip
+
+
+def test_a_killed_executor_fails_the_job_naming_its_rank_and_the_run_resumes(killed_then_resumed):
+    run = killed_then_resumed
+    killed, failed, run_dir = run["killed"], run["failed"], run["run_dir"]
+    layout = store.RunLayout(run_dir)
     assert "at" in killed, "training ended before the executor could be killed"
-    assert time.time() - killed["at"] < 180  # the job ends by itself, bounded by the launcher's and our timeouts
+    assert run["ended"] - killed["at"] < 180  # the job ends by itself, bounded by the launcher's and our timeouts
     assert failed.returncode == errors.EXIT_TRAINING_FAILED, failed.stderr[-4000:]
-    lost = [json.loads(layout.placement(r).read_text()) for r in (0, 1)]
-    lost = [p for p in lost if p["pid"] in killed["pids"]]
+    lost = [p for p in run["placements"] if p["pid"] in killed["pids"]]
     assert len(lost) == 1  # the rank that ran inside the killed executor
     # "rank 0 on HOST (pid P) was lost: ..." (Horovod) or "rank 0 (executor 1 on HOST, pid P) was lost ..." (barrier)
     message = rf"rank {lost[0]['rank']} [^\n]*pid {lost[0]['pid']}\b[^\n]* was lost"
     assert re.search(message, failed.stderr), failed.stderr[-4000:]
     assert f"continue from checkpoint epoch-0001 with --resume {run_dir}" in failed.stderr
-    assert not layout.metrics.exists()
+    assert not run["metrics_after_failure"]
 
-    resumed = submit("--resume", str(run_dir), cwd=tmp_path, master=master)  # the master gave us a new executor
+    resumed = run["resumed"]  # the master gave us a new executor
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-6000:]
     history = json.loads(layout.history.read_text())
     assert [h["epoch"] for h in history] == list(range(EPOCHS))
     assert "resumed from" in layout.train_log.read_text()
+
+
+def test_generate_train_and_evaluate_on_two_executors(standalone_cluster, cluster_jets, killed_then_resumed, tmp_path):
+    """The generate job's jets (``cluster_jets``), the resumed training and the evaluate job, all on the cluster."""
+    run_dir, out = killed_then_resumed["run_dir"], tmp_path / "assigned"
+    assert killed_then_resumed["resumed"].returncode == 0, killed_then_resumed["resumed"].stderr[-6000:]
+    metrics = json.loads(store.RunLayout(run_dir).metrics.read_text())
+    assert metrics["num_proc"] == 2 and metrics["n_jets"] == metrics["data"]["n_test"]
+    # The two ranks ran in the two executors (the launcher's stage: one task per rank).
+    placements = [json.loads(store.RunLayout(run_dir).placement(r).read_text()) for r in (0, 1)]
+    assert placements[0]["pid"] != placements[1]["pid"]
+    per_stage = _task_executors(killed_then_resumed["events"], "horovod", "launchers/barrier.py")
+    assert per_stage and all(ids == {"0", "1"} for ids in per_stage.values()), per_stage
+
+    evaluated = submit("--model", str(run_dir), "--output", str(out), job="evaluate", cwd=tmp_path,
+                       master=standalone_cluster.master_url)  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr[-4000:]
+    scored = json.loads(store.EvaluationLayout(out).metrics.read_text())
+    counts = json.loads((cluster_jets / "_ucluster_dataset.json").read_text())["counts"]
+    assert scored["n_jets"] == sum(n for split in counts.values() for n in split.values())  # every jet, every split
 
 
 def test_the_pipeline_step_on_the_cluster(standalone_cluster, cluster_jets, tmp_path):
