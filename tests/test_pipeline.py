@@ -29,41 +29,23 @@ def _files(directory):
     return found
 
 
-def test_pipeline_runs_every_stage_and_a_rerun_changes_nothing(tmp_path):
-    first = _pipeline(tmp_path, "nightly-1")
-    assert first.returncode == errors.EXIT_OK, first.stdout[-3000:] + first.stderr[-5000:]
-    run_dir = tmp_path / "pipelines/nightly-1"
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert manifest["status"] == "succeeded" and manifest["exit_code"] == 0 and manifest["attempt"] == 1
-    stages = manifest["stages"]
-    assert [stages[s]["status"] for s in ("data", "train", "evaluate")] == ["completed"] * 3
-    assert stages["data"]["action"] == "generated with Pythia"
-    listed = [o for s in stages.values() for o in s["outputs"]]
-    assert {o["kind"] for o in listed} >= {"dataset", "model", "metrics", "plots", "assignments"}
-    assert all(o["status"] == "complete" for o in listed)
-    evaluation = json.loads((run_dir / "evaluate/metrics.json").read_text())
-    trained = json.loads((run_dir / "train/metrics.json").read_text())
-    assert evaluation["by_split"]["test"]["clustering_accuracy"] == pytest.approx(trained["clustering_accuracy"])
-    assert manifest["warnings"] == [f"train: {w}" for w in trained["warnings"]] + [
-        f"evaluate: {w}" for w in evaluation["warnings"]
-    ]  # a degenerate run succeeds, and the manifest says so
-    assert "evaluate: completed" in first.stdout
-    before = _files(run_dir)
+def test_the_pipeline_generates_its_data_with_pythia_and_refuses_a_missing_dataset(spark, tmp_path):
+    """The data stage's own generation (the full pipeline on prepared files is the test below), then a data.path
+    that is no dataset: exit 2, the data stage failed, nothing after it started."""
+    from ucluster_spark.data.dataset import load_info
+    from ucluster_spark.driver.pipeline import Manifest, data_stage
 
-    second = _pipeline(tmp_path, "nightly-1")
-    assert second.returncode == errors.EXIT_OK, second.stderr[-5000:]
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert [manifest["stages"][s]["status"] for s in ("data", "train", "evaluate")] == ["skipped"] * 3
-    assert manifest["attempt"] == 2 and manifest["earlier_attempts"][0]["status"] == "succeeded"
-    after = _files(run_dir)
-    assert {k: v for k, v in after.items() if k != "manifest.json"} == {
-        k: v for k, v in before.items() if k != "manifest.json"
-    }  # nothing rewritten, nothing added
-
-    changed = _pipeline(tmp_path, "nightly-1", "train.epochs=3")
-    assert changed.returncode == errors.EXIT_BAD_INPUT
-    assert "started with another configuration (changed: train.epochs)" in changed.stdout + changed.stderr
-    assert json.loads((run_dir / "manifest.json").read_text()) == manifest
+    cfg = config.load(CONFIG, [*TINY, f"pipeline.root={tmp_path / 'pipelines'}"])
+    layout = store.PipelineLayout(cfg.pipeline.root, "generated")
+    layout.root.mkdir(parents=True)
+    manifest = Manifest(layout.manifest, "generated")
+    root = data_stage(spark, cfg, layout, manifest)
+    stage = json.loads(layout.manifest.read_text())["stages"]["data"]
+    assert (stage["status"], stage["action"]) == ("completed", "generated with Pythia")
+    assert stage["outputs"] == [{"kind": "dataset", "path": str(root), "status": "complete"}]
+    info = load_info(root)
+    assert info.source["generator"] == "pythia8" and set(info.counts["train"]) == set(cfg.data.classes)
+    assert all(n > 0 for n in info.counts["train"].values())
 
     missing = _pipeline(tmp_path, "bad-input", f"data.path={tmp_path / 'nowhere'}")
     assert missing.returncode == errors.EXIT_BAD_INPUT
@@ -73,7 +55,7 @@ def test_pipeline_runs_every_stage_and_a_rerun_changes_nothing(tmp_path):
     assert failed["stages"]["train"]["status"] == "pending"
 
 
-def test_pipeline_prepares_hls4ml_files_and_resumes_after_a_training_failure(tmp_path):
+def test_the_pipeline_prepares_files_resumes_after_a_training_failure_and_a_rerun_changes_nothing(tmp_path):
     write_file(tmp_path / "jets_a.h5", jet_values(300, seed=3))
     hls4ml = [f"pipeline.input={tmp_path / '*.h5'}", "data.mass_window=[1,250]"]
     failed = _pipeline(tmp_path, "from-h5", *hls4ml, extra_env={"UCLUSTER_INJECT_FAULT": "kill:1:1:0"})
@@ -89,6 +71,7 @@ def test_pipeline_prepares_hls4ml_files_and_resumes_after_a_training_failure(tmp
     resumed = _pipeline(tmp_path, "from-h5", *hls4ml)
     assert resumed.returncode == errors.EXIT_OK, resumed.stderr[-5000:]
     manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "succeeded" and manifest["exit_code"] == 0 and manifest["attempt"] == 2
     stages = manifest["stages"]
     assert stages["data"]["status"] == "skipped"
     assert stages["train"]["status"] == "completed" and stages["train"]["resumed"] is True
@@ -96,6 +79,32 @@ def test_pipeline_prepares_hls4ml_files_and_resumes_after_a_training_failure(tmp
     assert [a["exit_code"] for a in manifest["earlier_attempts"]] == [errors.EXIT_TRAINING_FAILED]
     history = json.loads((run_dir / "train/history.json").read_text())
     assert [h["epoch"] for h in history] == [0, 1]
+    listed = [o for s in stages.values() for o in s["outputs"]]
+    assert {o["kind"] for o in listed} >= {"dataset", "model", "metrics", "plots", "assignments"}
+    assert all(o["status"] == "complete" for o in listed)
+    evaluation = json.loads((run_dir / "evaluate/metrics.json").read_text())
+    trained = json.loads((run_dir / "train/metrics.json").read_text())
+    assert evaluation["by_split"]["test"]["clustering_accuracy"] == pytest.approx(trained["clustering_accuracy"])
+    assert manifest["warnings"] == [f"train: {w}" for w in trained["warnings"]] + [
+        f"evaluate: {w}" for w in evaluation["warnings"]
+    ]  # a degenerate run succeeds, and the manifest says so
+    assert "evaluate: completed" in resumed.stdout
+    before = _files(run_dir)
+
+    again = _pipeline(tmp_path, "from-h5", *hls4ml)
+    assert again.returncode == errors.EXIT_OK, again.stderr[-5000:]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert [manifest["stages"][s]["status"] for s in ("data", "train", "evaluate")] == ["skipped"] * 3
+    assert manifest["attempt"] == 3 and manifest["earlier_attempts"][-1]["status"] == "succeeded"
+    after = _files(run_dir)
+    assert {k: v for k, v in after.items() if k != "manifest.json"} == {
+        k: v for k, v in before.items() if k != "manifest.json"
+    }  # nothing rewritten, nothing added
+
+    changed = _pipeline(tmp_path, "from-h5", *hls4ml, "train.epochs=3")
+    assert changed.returncode == errors.EXIT_BAD_INPUT
+    assert "started with another configuration (changed: train.epochs)" in changed.stdout + changed.stderr
+    assert json.loads((run_dir / "manifest.json").read_text()) == manifest
 
 
 def test_one_attempt_per_run_id_at_a_time(spark, tmp_path):
