@@ -112,18 +112,39 @@ def test_a_finished_run_directory_is_refused_before_any_work(finished_run):
     assert (run_dir / "metrics.json").read_bytes() == before
 
 
-def test_a_killed_rank_fails_the_job_and_the_run_resumes_from_its_checkpoint(finished_run):
+def test_a_frozen_then_a_killed_rank_fail_the_job_and_the_run_resumes_from_its_checkpoint(finished_run):
+    """One run, two failures at the first step of epoch 2 (after the epoch-1 checkpoint), then its end. First rank 1
+    is SIGSTOPped, not killed: its peer's sockets stay open, so only its collectives' timeout notices, and the
+    driver then stops every rank instead of waiting for the frozen one forever. Resumed, rank 1 SIGKILLs itself
+    there. Resumed again, the run ends number for number as the uninterrupted one."""
+    import psutil
+
     from ucluster_spark.executor.rank.environment import FAULT_ENV
 
     work, uninterrupted, _ = finished_run
-    run_dir = work / "killed"
+    run_dir = work / "interrupted"
     args = ["--output", str(run_dir), f"data.generated_root={work / 'generated'}", *TINY]
-    # Rank 1 SIGKILLs itself at the first step of epoch 2, after the epoch-1 checkpoint.
-    failed = submit(
-        "--config", str(ROOT / "conf/local.yaml"), *args, cwd=work, extra_env={FAULT_ENV: "kill:1:1:0"}, timeout=300
-    )
-    assert failed.returncode == errors.EXIT_TRAINING_FAILED
-    output = failed.stdout + failed.stderr
+    frozen = submit(
+        "--config", str(ROOT / "conf/local.yaml"), *args, "run.failure_grace_seconds=5",
+        cwd=work, extra_env={FAULT_ENV: "stop:1:1:0", "HOROVOD_GLOO_TIMEOUT_SECONDS": "10"}, timeout=300,
+    )  # fmt: skip
+    assert frozen.returncode == errors.EXIT_TRAINING_FAILED, frozen.stdout[-3000:] + frozen.stderr[-3000:]
+    output = frozen.stdout + frozen.stderr
+    assert "rank 0 on" in output and "failed: " in output
+    assert "were stopped by the driver: a rank stopped responding" in output
+    assert f"continue from checkpoint epoch-0001 with --resume {run_dir}" in output
+    report = json.loads((run_dir / "failures" / "rank-0.json").read_text())
+    assert report["rank"] == "0" and report["error"]
+    stopped = [
+        p.pid
+        for p in psutil.process_iter(["status", "cmdline"])
+        if p.info["status"] == psutil.STATUS_STOPPED and "gloo_exec_fn" in " ".join(p.info["cmdline"] or [])
+    ]
+    assert stopped == []  # the stopped rank was killed, not left behind
+
+    killed = submit("--resume", str(run_dir), cwd=work, extra_env={FAULT_ENV: "kill:1:1:0"}, timeout=300)
+    assert killed.returncode == errors.EXIT_TRAINING_FAILED
+    output = killed.stdout + killed.stderr
     assert "exit code 137: the rank was killed" in output
     assert f"continue from checkpoint epoch-0001 with --resume {run_dir}" in output
     assert not (run_dir / "metrics.json").exists()
@@ -159,35 +180,6 @@ def test_a_killed_rank_fails_the_job_and_the_run_resumes_from_its_checkpoint(fin
         expected["confusion_matrix"],
         expected["embedding_mean"],
     )
-
-
-def test_a_frozen_rank_is_stopped_and_the_job_fails_within_a_bounded_time(finished_run):
-    """SIGSTOP, not death: the peer's sockets stay open, so only its collectives' timeout notices; the driver then
-    stops every rank instead of waiting for the frozen one forever."""
-    import psutil
-
-    from ucluster_spark.executor.rank.environment import FAULT_ENV
-
-    work, _, _ = finished_run
-    run_dir = work / "frozen"
-    failed = submit(
-        "--config", str(ROOT / "conf/local.yaml"), "--output", str(run_dir),
-        f"data.generated_root={work / 'generated'}", *TINY, "run.failure_grace_seconds=5",
-        cwd=work, extra_env={FAULT_ENV: "stop:1:1:0", "HOROVOD_GLOO_TIMEOUT_SECONDS": "10"}, timeout=300,
-    )  # fmt: skip
-    assert failed.returncode == errors.EXIT_TRAINING_FAILED, failed.stdout[-3000:] + failed.stderr[-3000:]
-    output = failed.stdout + failed.stderr
-    assert "rank 0 on" in output and "failed: " in output
-    assert "were stopped by the driver: a rank stopped responding" in output
-    assert f"continue from checkpoint epoch-0001 with --resume {run_dir}" in output
-    report = json.loads((run_dir / "failures" / "rank-0.json").read_text())
-    assert report["rank"] == "0" and report["error"]
-    frozen = [
-        p.pid
-        for p in psutil.process_iter(["status", "cmdline"])
-        if p.info["status"] == psutil.STATUS_STOPPED and "gloo_exec_fn" in " ".join(p.info["cmdline"] or [])
-    ]
-    assert frozen == []  # the stopped rank was killed, not left behind
 
 
 def test_a_second_run_reuses_the_generated_sample(finished_run, tmp_path):
