@@ -23,8 +23,10 @@ def test_tasks_split_the_jets_and_get_distinct_seeds():
     assert [t.n_jets for t in tasks] == [4, 3, 3] * 3
     assert len({t.seed for t in tasks}) == 9
     assert plan_tasks(["w", "z", "t"], 10, 3, 2) == tasks
-    with pytest.raises(ValueError, match="cannot generate class 'x'"):
+    with pytest.raises(errors.ConfigError, match="data.classes: cannot generate class 'x' with Pythia"):
         plan_tasks(["x"], 10, 1, 1)
+    with pytest.raises(errors.ConfigError, match=r"'hbb' with Pythia \(it makes \['g', 'q', 'w', 'z', 't'\]\)"):
+        plan_tasks(["w", "hbb"], 10, 1, 1)  # a JetClass class: prepared from files, not generated
 
 
 @pytest.mark.parametrize("name, sd_window", [("w", (50, 110)), ("t", (120, 230))])

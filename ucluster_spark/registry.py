@@ -55,6 +55,7 @@ SOURCES: dict[str, Choice] = {
     # The driver part is a ``JetSource`` class (data/sources.py) with ``open(pattern, data, drop_bad_jets)``, which
     # checks the files on the driver and plans the tasks; its ``read`` runs in the executors.
     "hls4ml": Choice(driver="ucluster_spark.data.formats.hls4ml:Hls4mlSource", needs="h5py"),
+    "jetclass": Choice(driver="ucluster_spark.data.formats.jetclass:JetClassSource", needs="uproot"),
 }
 
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Final
 
-KNOWN_CLASSES: Final[tuple[str, ...]] = ("g", "q", "w", "z", "t")
-"""hls4ml class order (``j_g j_q j_w j_z j_t``); labels are indices into the configured class list."""
+KNOWN_CLASSES: Final[tuple[str, ...]] = ("g", "q", "w", "z", "t", "qcd", "hbb", "hcc", "hgg", "h4q", "hqql")
+"""hls4ml's classes in its order (``j_g j_q j_w j_z j_t``), then JetClass's others (its QCD jets are quarks and
+gluons together; the Higgs decays). Labels are indices into the configured class list."""
 
 FEATURE_SETS: Final[dict[str, tuple[str, ...]]] = {
     # The 8 per-particle inputs of UCluster's jet model, in its order (hls4ml constituent columns).

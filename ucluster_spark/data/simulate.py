@@ -20,6 +20,7 @@ import pandas as pd
 
 from ucluster_spark import schema
 from ucluster_spark.data.features import constituent_features
+from ucluster_spark.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,10 @@ def plan_tasks(classes: list[str], jets_per_class: int, tasks_per_class: int, ba
     tasks = []
     for label, name in enumerate(classes):
         if name not in PROCESS_SETTINGS:
-            raise ValueError(f"cannot generate class {name!r}; known: {sorted(PROCESS_SETTINGS)}")
+            raise ConfigError(
+                f"data.classes: cannot generate class {name!r} with Pythia (it makes {list(PROCESS_SETTINGS)}); "
+                "the other classes come from prepared files (docs/data.md)"
+            )
         sizes = np.full(tasks_per_class, jets_per_class // tasks_per_class)
         sizes[: jets_per_class % tasks_per_class] += 1
         for n in sizes:

@@ -1,0 +1,253 @@
+"""The jet source for ROOT files in the JetClass layout (Qu, Li, Qian 2022): one TTree ``tree`` per file with, per
+jet, the particles' four-momenta as jagged branches ``part_px part_py part_pz part_energy``, the jet's
+``jet_pt jet_eta jet_phi jet_energy`` (and ``jet_sdmass jet_tau1 jet_tau2 jet_tau3`` when present) and one-hot
+``label_*`` branches.
+
+Read with uproot inside the executors, ``ENTRIES_PER_TASK`` entries per task, never a whole file on the driver
+(which only reads the branch list and the entry count). Branches are found by name. The model's per-particle
+inputs are computed from the four-momenta as for generated jets (``features.padded_constituent_features``); the
+jet mass from the jet's four-momentum (JetClass stores none); tau21 = tau2/tau1, tau32 = tau3/tau2.
+
+Classes: ``w`` (``label_Wqq``), ``z`` (``label_Zqq``), ``t`` (``label_Tbqq`` and ``label_Tbl``), and JetClass's own
+``qcd`` (quark and gluon jets together: not ``q`` or ``g``), ``hbb hcc hgg h4q hqql``. Bad input as for hls4ml
+files: structural problems (no tree, a missing branch, particle branches of unequal lengths, labels that are not
+one-hot, an unreadable file) always fail naming the file and branch; NaN/inf values and jets without particles fail
+unless ``drop_bad_jets``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ucluster_spark import schema
+from ucluster_spark.config import DataConfig
+from ucluster_spark.data.dataset import DatasetError
+from ucluster_spark.data.features import padded_constituent_features
+from ucluster_spark.data.sources import find_inputs
+from ucluster_spark.errors import InputFileError
+
+log = logging.getLogger(__name__)
+
+TREE = "tree"
+PARTICLE_BRANCHES = ("part_px", "part_py", "part_pz", "part_energy")
+JET_BRANCHES = ("jet_pt", "jet_eta", "jet_phi", "jet_energy")
+SHAPE_BRANCHES = ("jet_sdmass", "jet_tau1", "jet_tau2", "jet_tau3")
+LABEL_BRANCHES: dict[str, tuple[str, ...]] = {
+    "qcd": ("label_QCD",),
+    "hbb": ("label_Hbb",),
+    "hcc": ("label_Hcc",),
+    "hgg": ("label_Hgg",),
+    "h4q": ("label_H4q",),
+    "hqql": ("label_Hqql",),
+    "z": ("label_Zqq",),
+    "w": ("label_Wqq",),
+    "t": ("label_Tbqq", "label_Tbl"),
+}
+ENTRIES_PER_TASK = 20_000
+"""JetClass files hold 100,000 jets: five tasks per file; a task holds ~20,000 x 128 particles in memory."""
+
+
+@dataclass(frozen=True)
+class TreeLayout:
+    """What the driver learned of one file: its entries and which optional branches it has."""
+
+    path: str
+    n_entries: int
+    labels: list[str]
+    shapes: list[str]
+
+
+def _open_tree(path: str):
+    """(file, tree), read lazily by uproot: a damaged file fails here or at its first read, as ``_unreadable``."""
+    import uproot
+
+    if not Path(path).is_file():
+        raise InputFileError(f"{path}: no such file")
+    try:
+        handle = uproot.open(path)
+        if TREE not in handle:
+            found = sorted(handle.keys(cycle=False))
+            handle.close()
+            raise InputFileError(f"{path}: no TTree '{TREE}' (has: {found})")
+        return handle, handle[TREE]
+    except InputFileError:
+        raise
+    except Exception as err:  # uproot raises ValueError, OSError or its own deserialization errors
+        raise _unreadable(path, err) from None
+
+
+def _unreadable(path: str, err: Exception, where: str = "") -> InputFileError:
+    return InputFileError(f"{path}: not a readable ROOT file{where} ({type(err).__name__}: {str(err).strip()[:300]})")
+
+
+def inspect_tree(path: str, classes: list[str]) -> TreeLayout:
+    """The file's structure, checked on the driver from its metadata only; raises InputFileError naming the file
+    and the branch."""
+    unknown = [c for c in classes if c not in LABEL_BRANCHES]
+    if unknown:
+        raise InputFileError(
+            f"data.classes: JetClass files have no {unknown[0]!r} jets (they have {list(LABEL_BRANCHES)})"
+        )
+    handle, tree = _open_tree(path)
+    with handle:
+        try:
+            names, n_entries = set(tree.keys()), int(tree.num_entries)
+        except Exception as err:
+            raise _unreadable(path, err) from None
+        needed = set(PARTICLE_BRANCHES) | set(JET_BRANCHES) | {b for c in classes for b in LABEL_BRANCHES[c]}
+        if missing := sorted(needed - names):
+            raise InputFileError(f"{path}: TTree '{TREE}' lacks branch(es) {missing}")
+        labels = [b for branches in LABEL_BRANCHES.values() for b in branches if b in names]
+        return TreeLayout(path, n_entries, labels, [b for b in SHAPE_BRANCHES if b in names])
+
+
+def _padded(jagged, width: int) -> np.ndarray:
+    import awkward as ak
+
+    return ak.to_numpy(ak.fill_none(ak.pad_none(jagged, width, axis=1), 0.0)).astype(np.float64)
+
+
+def read_entries(
+    layout: TreeLayout, start: int, stop: int, data: DataConfig, drop_bad_jets: bool
+) -> tuple[pd.DataFrame, Counter]:
+    """Entries [start, stop) of one file as jets in the dataset schema, and counts of what was dropped and why."""
+    import awkward as ak
+
+    path, classes = layout.path, list(data.classes)
+    handle, tree = _open_tree(path)
+    with handle:
+        try:
+            arrays = tree.arrays([*PARTICLE_BRANCHES, *JET_BRANCHES, *layout.labels, *layout.shapes],
+                                 entry_start=start, entry_stop=stop, library="ak")  # fmt: skip
+        except Exception as err:
+            raise _unreadable(path, err, f" in entries {start}-{stop - 1}") from None
+    dropped: Counter = Counter()
+    counts = ak.to_numpy(ak.num(arrays[PARTICLE_BRANCHES[0]], axis=1))
+    for branch in PARTICLE_BRANCHES[1:]:
+        other = ak.to_numpy(ak.num(arrays[branch], axis=1))
+        if (bad := np.flatnonzero(other != counts)).size:
+            raise InputFileError(
+                f"{path}: branch '{branch}' entry {start + bad[0]} has {other[bad[0]]} particles but "
+                f"'{PARTICLE_BRANCHES[0]}' has {counts[bad[0]]}"
+            )
+    onehot = np.stack([ak.to_numpy(arrays[b]).astype(np.float64) for b in layout.labels], axis=1)
+    is_onehot = np.all((onehot == 0) | (onehot == 1), axis=1) & (onehot.sum(axis=1) == 1)
+    if not is_onehot.all():
+        row = int(np.flatnonzero(~is_onehot)[0])
+        raise InputFileError(f"{path}: entry {start + row}: label branches {layout.labels} are not one-hot: "
+                             f"{onehot[row].tolist()}")  # fmt: skip
+    class_of_label = {b: c for c, branches in LABEL_BRANCHES.items() for b in branches}
+    class_of_jet = np.array([class_of_label[layout.labels[i]] for i in onehot.argmax(axis=1)])
+    keep = np.isin(class_of_jet, classes)
+    dropped["not_requested_class"] = int((~keep).sum())
+
+    width = max(int(counts.max(initial=0)), 1)
+    p4 = np.stack([_padded(arrays[b], width) for b in PARTICLE_BRANCHES], axis=-1)  # (N, width, 4)
+    jets = np.stack([ak.to_numpy(arrays[b]).astype(np.float64) for b in JET_BRANCHES], axis=1)
+    real = np.arange(width)[None, :] < counts[:, None]
+    for branch, values in [*zip(PARTICLE_BRANCHES, np.moveaxis(p4, -1, 0), strict=True),
+                           *zip(JET_BRANCHES, jets.T, strict=True)]:  # fmt: skip
+        bad = keep & ~np.isfinite(values).reshape(len(values), -1).all(axis=1)
+        if bad.any():
+            if not drop_bad_jets:
+                raise InputFileError(
+                    f"{path}: branch '{branch}' holds NaN or inf in entry {start + int(np.flatnonzero(bad)[0])} "
+                    f"({int(bad.sum())} such jets in entries {start}-{stop - 1}); fix the file or pass --drop-bad-jets"
+                )
+            dropped["non_finite"] += int(bad.sum())
+            keep &= ~bad
+    empty = keep & (counts == 0)
+    if empty.any():
+        if not drop_bad_jets:
+            raise InputFileError(f"{path}: entry {start + int(np.flatnonzero(empty)[0])} has no particles; pass "
+                                 "--drop-bad-jets to drop such jets")  # fmt: skip
+        dropped["no_constituents"] += int(empty.sum())
+        keep &= ~empty
+    pt, eta, phi, energy = jets.T
+    mass = np.sqrt(np.maximum(energy**2 - (pt * np.cosh(eta)) ** 2, 0.0))
+    if (window := data.mass_range) is not None:
+        inside = (mass > window[0]) & (mass < window[1])
+        dropped["outside_mass_window"] = int((keep & ~inside).sum())
+        keep &= inside
+
+    rows = np.flatnonzero(keep)
+    features = padded_constituent_features(p4[rows], real[rows], jets[rows], data.max_constituents, data.feature_set)
+    shapes = {b: ak.to_numpy(arrays[b]).astype(np.float64)[rows] for b in layout.shapes}
+
+    def ratio(top: str, bottom: str):
+        if top in shapes and bottom in shapes:
+            return np.divide(shapes[top], shapes[bottom], out=np.zeros(len(rows)), where=shapes[bottom] > 0)
+        return None
+
+    frame = pd.DataFrame(
+        {
+            schema.JET_ID: [f"{Path(path).name}:{start + r}" for r in rows],
+            schema.LABEL: np.array([classes.index(c) for c in class_of_jet[rows]], dtype=np.int32),
+            schema.LABEL_NAME: class_of_jet[rows],
+            schema.PT: pt[rows].astype(np.float32),
+            schema.ETA: eta[rows].astype(np.float32),
+            schema.PHI: phi[rows].astype(np.float32),
+            schema.MASS: mass[rows].astype(np.float32),
+            schema.N_CONSTITUENTS: counts[rows].astype(np.int32),
+            schema.CONSTITUENTS: list(features.reshape(len(rows), -1)),
+        }
+    )
+    for column, values in ((schema.SD_MASS, shapes.get("jet_sdmass")), (schema.TAU21, ratio("jet_tau2", "jet_tau1")),
+                           (schema.TAU32, ratio("jet_tau3", "jet_tau2"))):  # fmt: skip
+        frame[column] = values.astype(np.float32) if values is not None else None
+    return frame[list(schema.COLUMNS)], dropped
+
+
+@dataclass(frozen=True)
+class JetClassSource:
+    """Files in the JetClass layout, ``ENTRIES_PER_TASK`` entries per task; every file's structure is checked on
+    the driver first, so a bad file fails before any task starts."""
+
+    pattern: str
+    data: DataConfig
+    drop_bad_jets: bool = False
+    layouts: tuple = ()
+
+    @classmethod
+    def open(cls, pattern: str, data: DataConfig, drop_bad_jets: bool = False) -> JetClassSource:
+        from dataclasses import asdict
+
+        paths = find_inputs(pattern)
+        try:
+            layouts = tuple(asdict(inspect_tree(p, list(data.classes))) for p in paths)
+        except InputFileError as err:
+            raise DatasetError(err.detail) from None
+        return cls(pattern, data, drop_bad_jets, layouts)
+
+    def tasks(self) -> list[dict[str, Any]]:
+        return [{"layout": layout, "start": start, "stop": min(start + ENTRIES_PER_TASK, layout["n_entries"])}
+                for layout in self.layouts for start in range(0, layout["n_entries"], ENTRIES_PER_TASK)]  # fmt: skip
+
+    def describe(self, n_tasks: int) -> str:
+        jets = sum(layout["n_entries"] for layout in self.layouts)
+        return f"{len(self.layouts)} JetClass file(s), {jets} jets, {n_tasks} tasks"
+
+    def read(self, task: dict[str, Any], dropped: Counter) -> Iterator[pd.DataFrame]:
+        layout = TreeLayout(**task["layout"])
+        jets, why = read_entries(layout, task["start"], task["stop"], self.data, self.drop_bad_jets)
+        dropped.update(why)
+        log.info("%s entries %d-%d: %d jets kept", Path(layout.path).name, task["start"], task["stop"] - 1, len(jets))
+        yield jets
+
+    def provenance(self, n_tasks: int, dropped: Counter) -> dict[str, Any]:
+        return {
+            "reader": "jetclass",
+            "input": self.pattern,
+            "files": [Path(layout["path"]).name for layout in self.layouts],
+            "jets_read": sum(layout["n_entries"] for layout in self.layouts),
+            "mass_window": list(self.data.mass_window) or None,
+            "dropped": {k: int(v) for k, v in sorted(dropped.items())},
+        }
