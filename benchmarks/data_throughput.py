@@ -1,8 +1,12 @@
 """Data-layer throughput: generation, preparation, storage, and the reader against the training step.
 
     .venv/bin/python benchmarks/data_throughput.py [--jets-per-class 300] [--hls4ml-jets 40000] [--work DIR]
+    .venv/bin/python benchmarks/data_throughput.py --formats 100000 [--work DIR]
 
-Prints one JSON document. The reader must deliver >= 5x what one training step consumes per rank, so that
+Prints one JSON document. ``--formats N`` times only the preparation job on N jets of each file layout the prepare
+job reads (hls4ml HDF5 in files of 10,000 jets; JetClass ROOT in one file), side by side.
+
+The reader must deliver >= 5x what one training step consumes per rank, so that
 data loading never starves a rank; the ratio is printed as ``reader_over_training``. The checksum check that every
 training and assignment job runs first is timed on the prepared dataset (``checksum_share_of_an_epoch_2_ranks``:
 its cost in epochs of 2-rank training).
@@ -61,27 +65,45 @@ def spark_generation(spark, work: Path, classes: list[str], jets: int) -> dict[s
     }
 
 
-def preparation(spark, work: Path, n_jets: int) -> tuple[dict[str, float], Path]:
+def write_inputs(work: Path, n_jets: int, input_format: str) -> str:
+    """Files of made-up jets in ``input_format``'s layout under ``work``; returns their glob."""
+    folder = work / input_format
+    folder.mkdir()
+    if input_format == "hls4ml":
+        from ucluster_spark.benchmarking.hls4ml_files import jet_values, write_file
+
+        for i in range(max(1, n_jets // 10_000)):
+            write_file(folder / f"jets_{i}.h5", jet_values(10_000, seed=i))
+        return str(folder / "*.h5")
+    from ucluster_spark.benchmarking.jetclass_files import jetclass_values, write_file
+
+    write_file(folder / "jets.root", jetclass_values(n_jets, seed=0, max_particles=100))
+    return str(folder / "*.root")
+
+
+def preparation(spark, work: Path, n_jets: int, input_format: str = "hls4ml") -> tuple[dict[str, float], Path]:
+    """The prepare job on ``n_jets`` jets of one layout (their writing not timed)."""
     from ucluster_spark import config
-    from ucluster_spark.benchmarking.hls4ml_files import jet_values, write_file
     from ucluster_spark.data.sources import prepare
 
-    (work / "h5").mkdir()
-    per_file = 10_000
-    for i in range(max(1, n_jets // per_file)):
-        write_file(work / "h5" / f"jets_{i}.h5", jet_values(per_file, seed=i))
-    cfg = config.load(None, ["data.classes=[g,q,w,z,t]", "data.files_per_split=4"])
+    pattern = write_inputs(work, n_jets, input_format)
+    classes = "g,q,w,z,t" if input_format == "hls4ml" else "w,z,t"
+    cfg = config.load(None, [f"data.classes=[{classes}]", "data.files_per_split=4"])
+    output = work / f"prepared-{input_format}"
     start = time.perf_counter()
-    info = prepare(spark, "hls4ml", str(work / "h5" / "*.h5"), work / "prepared", cfg.data)
+    info = prepare(spark, input_format, pattern, output, cfg.data)
     seconds = time.perf_counter() - start
     total = sum(info.n_jets(s) for s in ("train", "val", "test"))
-    parquet_bytes = sum(f.stat().st_size for f in (work / "prepared").rglob("*.parquet"))
+    parquet_bytes = sum(f.stat().st_size for f in output.rglob("*.parquet"))
+    cores = spark.sparkContext.defaultParallelism
     return {
         "jets": total,
         "seconds": seconds,
         "jets_per_s": total / seconds,
+        "cores": cores,
+        "jets_per_s_per_core": total / seconds / cores,
         "parquet_bytes_per_jet": parquet_bytes / total,
-    }, work / "prepared"
+    }, output
 
 
 def checksum_rate(spark, root: Path) -> dict[str, float]:
@@ -144,7 +166,10 @@ def main() -> None:
     parser.add_argument("--hls4ml-jets", type=int, default=40_000)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--work", type=Path, help="scratch directory (default: a temporary one)")
+    parser.add_argument("--formats", type=int, metavar="N", help="only the preparation of N jets of each layout")
     args = parser.parse_args()
+    if args.formats:
+        return compare_formats(args.formats, args.work)
 
     import tensorflow as tf
 
@@ -164,7 +189,7 @@ def main() -> None:
         print("[bench] Pythia inside Spark ...", file=sys.stderr, flush=True)
         results["generation_spark"] = spark_generation(spark, work, classes, args.jets_per_class)
         print("[bench] hls4ml preparation ...", file=sys.stderr, flush=True)
-        results["preparation"], prepared = preparation(spark, work, args.hls4ml_jets)
+        results["preparation"], prepared = preparation(spark, work, args.hls4ml_jets, "hls4ml")
         print("[bench] checksum verification ...", file=sys.stderr, flush=True)
         results["checksum_verification"] = checksum_rate(spark, prepared)
     finally:
@@ -178,6 +203,24 @@ def main() -> None:
     results["target_reader_over_training"] = 5.0
     # One check before each job against the epochs of training it precedes (2 ranks): the share of one epoch.
     results["checksum_share_of_an_epoch_2_ranks"] = 2 * training / results["checksum_verification"]["jets_per_s"]
+    print(json.dumps(results, indent=2))
+
+
+def compare_formats(n_jets: int, work: Path | None) -> None:
+    from ucluster_spark.driver.session import get_session
+
+    work = work or Path(tempfile.mkdtemp(prefix="ucluster-bench-"))
+    (work / "warm-up").mkdir(parents=True, exist_ok=True)
+    results: dict[str, object] = {"command": "benchmarks/data_throughput.py --formats " + str(n_jets)}
+    spark = get_session("ucluster-bench-formats")
+    try:
+        for input_format in ("hls4ml", "jetclass"):  # untimed first: Spark's and the Python workers' start-up
+            preparation(spark, work / "warm-up", 2_000, input_format)
+        for input_format in ("hls4ml", "jetclass"):
+            print(f"[bench] {input_format} preparation ...", file=sys.stderr, flush=True)
+            results[input_format], _ = preparation(spark, work, n_jets, input_format)
+    finally:
+        spark.stop()
     print(json.dumps(results, indent=2))
 
 
