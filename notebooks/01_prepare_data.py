@@ -6,7 +6,7 @@
 # MAGIC layout the project reads (`hls4ml`: the public hls4ml LHC-jet HDF5 files; docs/data.md lists them). Either way the result is a dataset directory (train/val/test parquet
 # MAGIC and `_ucluster_dataset.json`), written all or nothing, that the training notebook streams with petastorm.
 # MAGIC
-# MAGIC Runs on Databricks (widgets, `dbfs:/` paths) and locally as plain Python
+# MAGIC Runs on Databricks (widgets, Unity Catalog volume paths `/Volumes/...`) and locally as plain Python
 # MAGIC (`UCLUSTER_<WIDGET>` environment variables set the parameters).
 
 # COMMAND ----------
@@ -21,7 +21,7 @@ from ucluster_spark.driver import notebook
 P = notebook.parameters(
     {
         "source": "generate",  # generate, or the layout of the input files: hls4ml
-        "input": "",  # glob of the files to prepare (source other than generate), e.g. /dbfs/data/hls4ml/train/*.h5
+        "input": "",  # glob of the files to prepare (source other than generate), e.g. /Volumes/main/default/jets/hls4ml/*.h5
         "classes": "w,z,t",
         "jets_per_class": "200",  # source=generate
         "mass_window": "",  # e.g. 10,200 (GeV, the paper's cut on the jet mass)

@@ -5,8 +5,8 @@
 # MAGIC ABCnet + the clustering loss, trained by `horovod.spark.run` inside this Spark application: one Horovod
 # MAGIC rank per Spark task, each streaming its own shard of the parquet dataset with petastorm, gradients averaged
 # MAGIC with Gloo (CPU) or NCCL (GPU). Rank 0 checkpoints after every epoch; the run directory is finished when
-# MAGIC `metrics.json` exists. On Databricks: a cluster with at least `num_proc` task slots, and a run directory on
-# MAGIC `dbfs:/` (every node mounts it).
+# MAGIC `metrics.json` exists. On Databricks: a cluster with at least `num_proc` task slots, and a run directory in
+# MAGIC a Unity Catalog volume (`/Volumes/...`: every node mounts it).
 
 # COMMAND ----------
 

@@ -44,3 +44,31 @@ def test_the_three_notebooks_run_locally(tmp_path):
     trained_metrics = json.loads((run_dir / "metrics.json").read_text())
     assert result["splits"] == ["test"]
     assert result["clustering_accuracy"] == pytest.approx(trained_metrics["clustering_accuracy"])
+
+
+class _Widgets:
+    """What the notebooks use of Databricks' ``dbutils``: text widgets holding their defaults."""
+
+    def __init__(self):
+        self.values = {}
+
+    def text(self, name, default):
+        self.values.setdefault(name, default)
+
+    def get(self, name):
+        return self.values[name]
+
+
+def test_on_databricks_the_notebooks_write_to_a_unity_catalog_volume():
+    from types import SimpleNamespace
+
+    from ucluster_spark import store
+    from ucluster_spark.driver import notebook
+
+    dbutils = SimpleNamespace(widgets=_Widgets())
+    root = notebook.work_root(dbutils)
+    assert root.startswith("/Volumes/") and len(root.split("/")) == 5  # /Volumes/<catalog>/<schema>/<volume>
+    params = notebook.parameters({"output": f"{root}/datasets/wzt"}, dbutils)
+    assert params == {"output": "/Volumes/main/default/ucluster/datasets/wzt"}
+    assert str(store.local_path(params["output"])) == params["output"]  # a FUSE path: read and written as it is
+    assert notebook.work_root(None) == "notebook-work"
