@@ -52,8 +52,8 @@ READERS: dict[str, Choice] = {
 
 
 SOURCES: dict[str, Choice] = {
-    # The driver part is a ``JetSource`` class (data/sources.py) with ``open(pattern, data, drop_bad_jets)``, which
-    # checks the files on the driver and plans the tasks; its ``read`` runs in the executors.
+    # The driver part is a ``sources.FileSource`` subclass: ``open(pattern, data, drop_bad_jets)`` checks the files
+    # on the driver and plans the tasks; its ``read_rows`` runs in the executors.
     "hls4ml": Choice(driver="ucluster_spark.data.formats.hls4ml:Hls4mlSource", needs="h5py"),
     "jetclass": Choice(driver="ucluster_spark.data.formats.jetclass:JetClassSource", needs="uproot"),
 }

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import pandas as pd
 from pyspark.accumulators import AccumulatorParam
@@ -31,6 +31,7 @@ from ucluster_spark.data.dataset import (
     load_info,
     write_dataset,
 )
+from ucluster_spark.errors import InputFileError
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,70 @@ def find_inputs(pattern: str) -> list[str]:
             "so file names must be unique"
         )
     return paths
+
+
+@dataclass(frozen=True)
+class FileSource:
+    """A ``JetSource`` over files of one layout (data/formats/): ``open`` checks every file's structure on the
+    driver (``inspect``), so a bad file fails before any task starts; each task reads one range of rows of one file
+    in an executor (``read_rows``). A layout subclasses it with its ``name``, ``rows_per_task`` and those two
+    functions, plain values in and out; the rest (tasks, progress, provenance) is here once."""
+
+    pattern: str
+    data: DataConfig
+    drop_bad_jets: bool = False
+    layouts: tuple = ()
+
+    name: ClassVar[str] = ""
+    rows_per_task: ClassVar[int] = 10_000
+
+    @staticmethod
+    def inspect(path: str, data: DataConfig) -> dict[str, Any]:
+        """Driver side: the file's structure as plain values, at least ``path`` and ``n_jets``; raises
+        ``errors.InputFileError`` naming the file and what is wrong."""
+        raise NotImplementedError
+
+    @staticmethod
+    def read_rows(
+        layout: dict[str, Any], start: int, stop: int, data: DataConfig, drop_bad_jets: bool
+    ) -> tuple[pd.DataFrame, Counter]:
+        """Executor side: rows [start, stop) of one file as jets in the dataset schema, and the jets left out by
+        why."""
+        raise NotImplementedError
+
+    @classmethod
+    def open(cls, pattern: str, data: DataConfig, drop_bad_jets: bool = False) -> FileSource:
+        paths = find_inputs(pattern)
+        try:
+            layouts = tuple(cls.inspect(path, data) for path in paths)
+        except InputFileError as err:
+            raise DatasetError(err.detail) from None
+        return cls(pattern, data, drop_bad_jets, layouts)
+
+    def tasks(self) -> list[dict[str, Any]]:
+        return [{"layout": layout, "start": start, "stop": min(start + self.rows_per_task, layout["n_jets"])}
+                for layout in self.layouts for start in range(0, layout["n_jets"], self.rows_per_task)]  # fmt: skip
+
+    def describe(self, n_tasks: int) -> str:
+        jets = sum(layout["n_jets"] for layout in self.layouts)
+        return f"{len(self.layouts)} {self.name} file(s), {jets} jets, {n_tasks} tasks"
+
+    def read(self, task: dict[str, Any], dropped: Counter) -> Iterator[pd.DataFrame]:
+        layout, start, stop = task["layout"], task["start"], task["stop"]
+        jets, why = self.read_rows(layout, start, stop, self.data, self.drop_bad_jets)
+        dropped.update(why)
+        log.info("%s rows %d-%d: %d jets kept", Path(layout["path"]).name, start, stop - 1, len(jets))
+        yield jets
+
+    def provenance(self, n_tasks: int, dropped: Counter) -> dict[str, Any]:
+        return {
+            "reader": self.name,
+            "input": self.pattern,
+            "files": [Path(layout["path"]).name for layout in self.layouts],
+            "jets_read": sum(layout["n_jets"] for layout in self.layouts),
+            "mass_window": list(self.data.mass_window) or None,
+            "dropped": {k: int(v) for k, v in sorted(dropped.items())},
+        }
 
 
 def prepare(

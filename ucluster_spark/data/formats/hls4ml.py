@@ -13,9 +13,7 @@ fail the job. Per-jet value problems (NaN/inf in a used column, a jet with no co
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,11 +23,8 @@ import pandas as pd
 
 from ucluster_spark import schema
 from ucluster_spark.config import DataConfig
-from ucluster_spark.data.dataset import DatasetError
-from ucluster_spark.data.sources import find_inputs
+from ucluster_spark.data.sources import FileSource
 from ucluster_spark.errors import InputFileError
-
-log = logging.getLogger(__name__)
 
 CONSTITUENTS_DATASET = "jetConstituentList"
 PARTICLE_NAMES_DATASET = "particleFeatureNames"
@@ -228,51 +223,20 @@ def read_slice(
     return frame[list(schema.COLUMNS)], dropped
 
 
-def slices(layout: FileLayout, rows_per_task: int) -> Iterator[tuple[int, int]]:
-    for start in range(0, layout.n_jets, rows_per_task):
-        yield start, min(start + rows_per_task, layout.n_jets)
+class Hls4mlSource(FileSource):
+    """Files in the hls4ml layout, ``ROWS_PER_TASK`` rows per task."""
 
+    name = "hls4ml"
+    rows_per_task = ROWS_PER_TASK
 
-@dataclass(frozen=True)
-class Hls4mlSource:
-    """Files in the hls4ml layout, ``ROWS_PER_TASK`` rows per task; every file's structure is checked on the driver
-    first, so a bad file fails before any task starts."""
+    @staticmethod
+    def inspect(path: str, data: DataConfig) -> dict[str, Any]:
+        return asdict(inspect_file(path, data.classes, data.feature_set))
 
-    pattern: str
-    data: DataConfig
-    drop_bad_jets: bool = False
-    layouts: tuple = ()
-
-    @classmethod
-    def open(cls, pattern: str, data: DataConfig, drop_bad_jets: bool = False) -> Hls4mlSource:
-        paths = find_inputs(pattern)
-        try:
-            layouts = tuple(asdict(inspect_file(p, data.classes, data.feature_set)) for p in paths)
-        except InputFileError as err:
-            raise DatasetError(err.detail) from None
-        return cls(pattern, data, drop_bad_jets, layouts)
-
-    def tasks(self) -> list[dict[str, Any]]:
-        return [{"layout": layout, "start": start, "stop": stop} for layout in self.layouts
-                for start, stop in slices(FileLayout(**layout), ROWS_PER_TASK)]  # fmt: skip
-
-    def describe(self, n_tasks: int) -> str:
-        return f"{len(self.layouts)} file(s), {sum(layout['n_jets'] for layout in self.layouts)} jets, {n_tasks} tasks"
-
-    def read(self, task: dict[str, Any], dropped: Counter) -> Iterator[pd.DataFrame]:
-        d, layout = self.data, FileLayout(**task["layout"])
-        jets, why = read_slice(layout, task["start"], task["stop"], list(d.classes), d.feature_set, d.max_constituents,
-                               d.mass_range, self.drop_bad_jets)  # fmt: skip
-        dropped.update(why)
-        log.info("%s rows %d-%d: %d jets kept", Path(layout.path).name, task["start"], task["stop"] - 1, len(jets))
-        yield jets
-
-    def provenance(self, n_tasks: int, dropped: Counter) -> dict[str, Any]:
-        return {
-            "reader": "hls4ml",
-            "input": self.pattern,
-            "files": [Path(layout["path"]).name for layout in self.layouts],
-            "jets_read": sum(layout["n_jets"] for layout in self.layouts),
-            "mass_window": list(self.data.mass_window) or None,
-            "dropped": {k: int(v) for k, v in sorted(dropped.items())},
-        }
+    @staticmethod
+    def read_rows(
+        layout: dict[str, Any], start: int, stop: int, data: DataConfig, drop_bad_jets: bool
+    ) -> tuple[pd.DataFrame, Counter]:
+        jets, why = read_slice(FileLayout(**layout), start, stop, list(data.classes), data.feature_set,
+                               data.max_constituents, data.mass_range, drop_bad_jets)  # fmt: skip
+        return jets, Counter(why)

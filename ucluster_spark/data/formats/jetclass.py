@@ -17,10 +17,8 @@ unless ``drop_bad_jets``.
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +27,9 @@ import pandas as pd
 
 from ucluster_spark import schema
 from ucluster_spark.config import DataConfig
-from ucluster_spark.data.dataset import DatasetError
 from ucluster_spark.data.features import padded_constituent_features
-from ucluster_spark.data.sources import find_inputs
+from ucluster_spark.data.sources import FileSource
 from ucluster_spark.errors import InputFileError
-
-log = logging.getLogger(__name__)
 
 TREE = "tree"
 PARTICLE_BRANCHES = ("part_px", "part_py", "part_pz", "part_energy")
@@ -60,7 +55,7 @@ class TreeLayout:
     """What the driver learned of one file: its entries and which optional branches it has."""
 
     path: str
-    n_entries: int
+    n_jets: int
     labels: list[str]
     shapes: list[str]
 
@@ -99,14 +94,14 @@ def inspect_tree(path: str, classes: list[str]) -> TreeLayout:
     handle, tree = _open_tree(path)
     with handle:
         try:
-            names, n_entries = set(tree.keys()), int(tree.num_entries)
+            names, n_jets = set(tree.keys()), int(tree.num_entries)
         except Exception as err:
             raise _unreadable(path, err) from None
         needed = set(PARTICLE_BRANCHES) | set(JET_BRANCHES) | {b for c in classes for b in LABEL_BRANCHES[c]}
         if missing := sorted(needed - names):
             raise InputFileError(f"{path}: TTree '{TREE}' lacks branch(es) {missing}")
         labels = [b for branches in LABEL_BRANCHES.values() for b in branches if b in names]
-        return TreeLayout(path, n_entries, labels, [b for b in SHAPE_BRANCHES if b in names])
+        return TreeLayout(path, n_jets, labels, [b for b in SHAPE_BRANCHES if b in names])
 
 
 def _padded(jagged, width: int) -> np.ndarray:
@@ -206,48 +201,18 @@ def read_entries(
     return frame[list(schema.COLUMNS)], dropped
 
 
-@dataclass(frozen=True)
-class JetClassSource:
-    """Files in the JetClass layout, ``ENTRIES_PER_TASK`` entries per task; every file's structure is checked on
-    the driver first, so a bad file fails before any task starts."""
+class JetClassSource(FileSource):
+    """Files in the JetClass layout, ``ENTRIES_PER_TASK`` entries per task."""
 
-    pattern: str
-    data: DataConfig
-    drop_bad_jets: bool = False
-    layouts: tuple = ()
+    name = "jetclass"
+    rows_per_task = ENTRIES_PER_TASK
 
-    @classmethod
-    def open(cls, pattern: str, data: DataConfig, drop_bad_jets: bool = False) -> JetClassSource:
-        from dataclasses import asdict
+    @staticmethod
+    def inspect(path: str, data: DataConfig) -> dict[str, Any]:
+        return asdict(inspect_tree(path, list(data.classes)))
 
-        paths = find_inputs(pattern)
-        try:
-            layouts = tuple(asdict(inspect_tree(p, list(data.classes))) for p in paths)
-        except InputFileError as err:
-            raise DatasetError(err.detail) from None
-        return cls(pattern, data, drop_bad_jets, layouts)
-
-    def tasks(self) -> list[dict[str, Any]]:
-        return [{"layout": layout, "start": start, "stop": min(start + ENTRIES_PER_TASK, layout["n_entries"])}
-                for layout in self.layouts for start in range(0, layout["n_entries"], ENTRIES_PER_TASK)]  # fmt: skip
-
-    def describe(self, n_tasks: int) -> str:
-        jets = sum(layout["n_entries"] for layout in self.layouts)
-        return f"{len(self.layouts)} JetClass file(s), {jets} jets, {n_tasks} tasks"
-
-    def read(self, task: dict[str, Any], dropped: Counter) -> Iterator[pd.DataFrame]:
-        layout = TreeLayout(**task["layout"])
-        jets, why = read_entries(layout, task["start"], task["stop"], self.data, self.drop_bad_jets)
-        dropped.update(why)
-        log.info("%s entries %d-%d: %d jets kept", Path(layout.path).name, task["start"], task["stop"] - 1, len(jets))
-        yield jets
-
-    def provenance(self, n_tasks: int, dropped: Counter) -> dict[str, Any]:
-        return {
-            "reader": "jetclass",
-            "input": self.pattern,
-            "files": [Path(layout["path"]).name for layout in self.layouts],
-            "jets_read": sum(layout["n_entries"] for layout in self.layouts),
-            "mass_window": list(self.data.mass_window) or None,
-            "dropped": {k: int(v) for k, v in sorted(dropped.items())},
-        }
+    @staticmethod
+    def read_rows(
+        layout: dict[str, Any], start: int, stop: int, data: DataConfig, drop_bad_jets: bool
+    ) -> tuple[pd.DataFrame, Counter]:
+        return read_entries(TreeLayout(**layout), start, stop, data, drop_bad_jets)
