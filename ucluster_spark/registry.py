@@ -56,6 +56,7 @@ SOURCES: dict[str, Choice] = {
     # on the driver and plans the tasks; its ``read_rows`` runs in the executors.
     "hls4ml": Choice(driver="ucluster_spark.data.formats.hls4ml:Hls4mlSource", needs="h5py"),
     "jetclass": Choice(driver="ucluster_spark.data.formats.jetclass:JetClassSource", needs="uproot"),
+    "toptagging": Choice(driver="ucluster_spark.data.formats.toptagging:TopTaggingSource", needs="tables"),
 }
 
 

@@ -1,0 +1,156 @@
+"""The jet source for the top-tagging landscape files (Kasieczka, Plehn et al. 2019; train/val/test.h5 of the
+"Machine Learning Landscape of Top Taggers"): a pandas DataFrame in HDF5 under the key ``table``, one row per jet
+with the four-momenta of up to 200 constituents in columns ``E_i PX_i PY_i PZ_i`` (zero-padded; a particle is
+real when its energy is > 0) and ``is_signal_new`` (1: top jet, 0: QCD jet).
+
+Read with pandas (PyTables) inside the executors, ``ROWS_PER_TASK`` rows per task; the driver reads only the
+column names and the row count. Columns are found by name. The jet is the sum of its constituents (pT, η, φ, E and
+mass from it); the model's inputs are computed from the four-momenta as for generated jets. Classes: ``t``
+(``is_signal_new`` = 1) and ``qcd`` (0: light-quark and gluon jets together).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ucluster_spark import schema
+from ucluster_spark.config import DataConfig
+from ucluster_spark.data.features import padded_constituent_features
+from ucluster_spark.data.sources import FileSource
+from ucluster_spark.errors import InputFileError
+
+KEY = "table"
+COMPONENTS = ("PX", "PY", "PZ", "E")  # the order of padded_constituent_features' four-momenta
+LABEL_COLUMN = "is_signal_new"
+CLASS_OF_LABEL = {1: "t", 0: "qcd"}
+ROWS_PER_TASK = 50_000
+"""The landscape's files hold 400,000 to 1.2 million jets of 800 columns: eight or more tasks per file."""
+
+
+def _store(path: str):
+    if not Path(path).is_file():
+        raise InputFileError(f"{path}: no such file")
+    try:
+        return pd.HDFStore(path, "r")
+    except Exception as err:  # PyTables raises HDF5ExtError, OSError or ValueError
+        raise InputFileError(f"{path}: not a readable HDF5 file ({type(err).__name__}: {str(err)[:300]})") from None
+
+
+def inspect_frame(path: str, classes: list[str]) -> dict[str, Any]:
+    """Driver side: the file's columns and rows, from its metadata and no jet; raises InputFileError."""
+    if unknown := [c for c in classes if c not in CLASS_OF_LABEL.values()]:
+        raise InputFileError(
+            f"data.classes: top-tagging files have no {unknown[0]!r} jets (they have {list(CLASS_OF_LABEL.values())})"
+        )
+    with _store(path) as store:
+        keys = [k.lstrip("/") for k in store.keys()]  # noqa: SIM118 (an HDFStore iterates its keys too, less clearly)
+        if KEY not in keys:
+            raise InputFileError(f"{path}: no key '{KEY}' (has: {keys})")
+        try:
+            storer = store.get_storer(KEY)
+            n_jets = int(storer.nrows) if getattr(storer, "nrows", None) is not None else int(storer.shape[0])
+            columns = list(store.select(KEY, start=0, stop=0).columns)
+        except Exception as err:
+            raise InputFileError(
+                f"{path}: key '{KEY}' is not a readable DataFrame ({type(err).__name__}: {err})"
+            ) from None
+    indices = {c: sorted(int(m[1]) for name in columns if (m := re.fullmatch(rf"{c}_(\d+)", str(name))))
+               for c in COMPONENTS}  # fmt: skip
+    if LABEL_COLUMN not in columns:
+        raise InputFileError(f"{path}: '{KEY}' lacks column '{LABEL_COLUMN}'")
+    if not indices["E"]:
+        raise InputFileError(f"{path}: '{KEY}' has no constituent columns E_0, PX_0, PY_0, PZ_0, ...")
+    every = set().union(*map(set, indices.values()))
+    if missing := [f"{c}_{i}" for i in sorted(every) for c in COMPONENTS if i not in indices[c]]:
+        raise InputFileError(f"{path}: '{KEY}' lacks column(s) {missing[:5]} (every constituent needs E, PX, PY, PZ)")
+    return {"path": path, "n_jets": n_jets, "particles": sorted(every)}
+
+
+def read_frame_rows(layout: dict[str, Any], start: int, stop: int, data: DataConfig, drop_bad_jets: bool):
+    """Executor side: rows [start, stop) as jets in the dataset schema, and the jets left out by why."""
+    path, classes, particles = layout["path"], list(data.classes), layout["particles"]
+    with _store(path) as store:
+        try:
+            frame = store.select(KEY, start=start, stop=stop)
+        except Exception as err:
+            raise InputFileError(
+                f"{path}: rows {start}-{stop - 1} cannot be read ({type(err).__name__}: {err})"
+            ) from None
+    dropped: Counter = Counter()
+    labels = frame[LABEL_COLUMN].to_numpy(np.float64)
+    if bad := np.flatnonzero(~np.isin(labels, list(CLASS_OF_LABEL))).tolist():
+        raise InputFileError(f"{path}: '{LABEL_COLUMN}' row {start + bad[0]} is {float(labels[bad[0]]):g}, not 0 or 1")
+    class_of_jet = np.array([CLASS_OF_LABEL[int(v)] for v in labels])
+    keep = np.isin(class_of_jet, classes)
+    dropped["not_requested_class"] = int((~keep).sum())
+    p4 = np.stack([frame[[f"{c}_{i}" for i in particles]].to_numpy(np.float64) for c in COMPONENTS], axis=-1)
+    finite = np.isfinite(p4).all(axis=(1, 2))
+    if (bad_rows := keep & ~finite).any():
+        if not drop_bad_jets:
+            raise InputFileError(
+                f"{path}: row {start + int(np.flatnonzero(bad_rows)[0])} holds NaN or inf in its constituents "
+                f"({int(bad_rows.sum())} such jets in rows {start}-{stop - 1}); fix the file or pass --drop-bad-jets"
+            )
+        dropped["non_finite"] += int(bad_rows.sum())
+        keep &= finite
+    p4 = np.nan_to_num(p4, nan=0.0, posinf=0.0, neginf=0.0)
+    real = p4[..., 3] > 0
+    counts = real.sum(axis=1)
+    if (empty := keep & (counts == 0)).any():
+        if not drop_bad_jets:
+            raise InputFileError(f"{path}: row {start + int(np.flatnonzero(empty)[0])} has no constituents (every E_i "
+                                 "is 0); pass --drop-bad-jets to drop such jets")  # fmt: skip
+        dropped["no_constituents"] += int(empty.sum())
+        keep &= ~empty
+    px, py, pz, energy = np.where(real[..., None], p4, 0.0).sum(axis=1).T
+    pt = np.hypot(px, py)
+    eta = np.arcsinh(np.divide(pz, pt, out=np.zeros_like(pz), where=pt > 0))
+    phi = np.arctan2(py, px)
+    mass = np.sqrt(np.maximum(energy**2 - px**2 - py**2 - pz**2, 0.0))
+    if (window := data.mass_range) is not None:
+        inside = (mass > window[0]) & (mass < window[1])
+        dropped["outside_mass_window"] = int((keep & ~inside).sum())
+        keep &= inside
+    rows = np.flatnonzero(keep)
+    jets = np.column_stack([pt, eta, phi, energy])[rows]
+    features = padded_constituent_features(p4[rows], real[rows], jets, data.max_constituents, data.feature_set)
+    out = pd.DataFrame(
+        {
+            schema.JET_ID: [f"{Path(path).name}:{start + r}" for r in rows],
+            schema.LABEL: np.array([classes.index(c) for c in class_of_jet[rows]], dtype=np.int32),
+            schema.LABEL_NAME: class_of_jet[rows],
+            schema.PT: pt[rows].astype(np.float32),
+            schema.ETA: eta[rows].astype(np.float32),
+            schema.PHI: phi[rows].astype(np.float32),
+            schema.MASS: mass[rows].astype(np.float32),
+            schema.SD_MASS: None,
+            schema.TAU21: None,
+            schema.TAU32: None,
+            schema.N_CONSTITUENTS: counts[rows].astype(np.int32),
+            schema.CONSTITUENTS: list(features.reshape(len(rows), -1)),
+        }
+    )
+    return out[list(schema.COLUMNS)], dropped
+
+
+class TopTaggingSource(FileSource):
+    """The top-tagging landscape's files, ``ROWS_PER_TASK`` rows per task."""
+
+    name = "toptagging"
+    rows_per_task = ROWS_PER_TASK
+
+    @staticmethod
+    def inspect(path: str, data: DataConfig) -> dict[str, Any]:
+        return inspect_frame(path, list(data.classes))
+
+    @staticmethod
+    def read_rows(
+        layout: dict[str, Any], start: int, stop: int, data: DataConfig, drop_bad_jets: bool
+    ) -> tuple[pd.DataFrame, Counter]:
+        return read_frame_rows(layout, start, stop, data, drop_bad_jets)
