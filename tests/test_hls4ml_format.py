@@ -153,13 +153,13 @@ def _corrupt(values, column, row, value, slot=None):
     [
         (
             lambda v: _corrupt(v, "j1_etarel", 7, np.nan, slot=0),
-            r"bad.h5: 'jetConstituentList' column 'j1_etarel' holds NaN or inf in jet 7",
+            r"bad.h5: jet 7 holds NaN or inf in 'jetConstituentList' column 'j1_etarel'",
             "non_finite",
         ),
-        (lambda v: _corrupt(v, "j_mass", 8, np.inf), r"'jets' column 'j_mass' holds NaN or inf in jet 8", "non_finite"),
+        (lambda v: _corrupt(v, "j_mass", 8, np.inf), r"jet 8 holds NaN or inf in 'jets' column 'j_mass'", "non_finite"),
         (
             lambda v: _corrupt(v, "j1_pt", 12, 0.0, slot=slice(None)),
-            r"bad.h5: 'jetConstituentList' jet 12 has no constituents",
+            r"bad.h5: jet 12 has no constituents \(every j1_pt in 'jetConstituentList' is 0\)",
             "no_constituents",
         ),
     ],

@@ -23,6 +23,7 @@ import pandas as pd
 
 from ucluster_spark import schema
 from ucluster_spark.config import DataConfig
+from ucluster_spark.data.rows import RowFilter, jets_frame
 from ucluster_spark.data.sources import FileSource
 from ucluster_spark.errors import InputFileError
 
@@ -132,7 +133,7 @@ def read_slice(
     max_constituents: int,
     mass_window: tuple[float, float] | None,
     drop_bad_jets: bool,
-) -> tuple[pd.DataFrame, dict[str, int]]:
+) -> tuple[pd.DataFrame, Counter]:
     """Rows [start, stop) of one file as jets in the dataset schema, plus counts of what was dropped and why."""
     import h5py
 
@@ -140,8 +141,6 @@ def read_slice(
     with h5py.File(path, "r") as handle:
         particles = handle[CONSTITUENTS_DATASET][start:stop]
         jets = handle[JETS_DATASET][start:stop]
-    n = len(jets)
-    dropped = {"not_requested_class": 0, "outside_mass_window": 0, "non_finite": 0, "no_constituents": 0}
     jet_col = {name: jets[:, i].astype(np.float64) for name, i in layout.jet_index.items()}
     part_col = {name: particles[:, :, i].astype(np.float64) for name, i in layout.particle_index.items()}
 
@@ -156,43 +155,19 @@ def read_slice(
             f"are not one-hot: {onehot[row - start].tolist()}"
         )
     class_of_jet = np.array(all_classes)[onehot.argmax(axis=1)]
-    keep = np.isin(class_of_jet, classes)
-    dropped["not_requested_class"] = int((~keep).sum())
-
-    # Per-jet value problems.
-    used_columns = [(JETS_DATASET, c, v) for c, v in jet_col.items() if c in REQUIRED_JET_COLUMNS]
-    used_columns += [(CONSTITUENTS_DATASET, c, v) for c, v in part_col.items()]
-    for dataset, column, values in used_columns:
-        bad = keep & ~np.isfinite(values).reshape(n, -1).all(axis=1)
-        if bad.any():
-            row = start + int(np.flatnonzero(bad)[0])
-            if not drop_bad_jets:
-                raise InputFileError(
-                    f"{path}: '{dataset}' column '{column}' holds NaN or inf in jet {row} "
-                    f"({int(bad.sum())} such jets in rows {start}-{stop - 1}); fix the file or pass --drop-bad-jets"
-                )
-            dropped["non_finite"] += int(bad.sum())
-            keep &= ~bad
+    selection = RowFilter(path, start, stop, class_of_jet, classes, drop_bad_jets, unit="jet")
+    for column, values in jet_col.items():
+        if column in REQUIRED_JET_COLUMNS:
+            selection.non_finite(f"'{JETS_DATASET}' column '{column}'", values)
+    for column, values in part_col.items():
+        selection.non_finite(f"'{CONSTITUENTS_DATASET}' column '{column}'", values)
     pt = np.nan_to_num(part_col[PARTICLE_PT], nan=0.0)
     real = pt > 0
     counts = real.sum(axis=1)
-    empty = (counts == 0) & keep
-    if empty.any():
-        row = start + int(np.flatnonzero(empty)[0])
-        if not drop_bad_jets:
-            raise InputFileError(
-                f"{path}: '{CONSTITUENTS_DATASET}' jet {row} has no constituents (every {PARTICLE_PT} is 0); "
-                "pass --drop-bad-jets to drop such jets"
-            )
-        dropped["no_constituents"] += int(empty.sum())
-        keep &= ~empty
-    if mass_window is not None:
-        mass = jet_col["j_mass"]
-        inside = (mass > mass_window[0]) & (mass < mass_window[1])
-        dropped["outside_mass_window"] = int((keep & ~inside).sum())
-        keep &= inside
+    selection.no_constituents(counts, f"every {PARTICLE_PT} in '{CONSTITUENTS_DATASET}' is 0")
+    selection.mass_window(jet_col["j_mass"], mass_window)
 
-    rows = np.flatnonzero(keep)
+    rows = selection.rows
     # pT-ordered, truncated to max_constituents; padded slots exactly zero (no log of 0).
     order = np.argsort(-pt[rows], axis=1, kind="stable")[:, :max_constituents]
     is_real = np.take_along_axis(real[rows], order, axis=1)
@@ -205,22 +180,10 @@ def read_slice(
         columns.append(np.where(is_real, values, 0.0))
     features = np.zeros((len(rows), max_constituents, len(columns)), np.float32)
     features[:, : order.shape[1]] = np.stack(columns, axis=-1)
-    flat = list(features.reshape(len(rows), max_constituents * len(columns)))  # a slice may keep no jet
-    frame = pd.DataFrame(
-        {
-            schema.JET_ID: [f"{Path(path).name}:{start + r}" for r in rows],
-            schema.LABEL: np.array([classes.index(c) for c in class_of_jet[rows]], dtype=np.int32),
-            schema.LABEL_NAME: class_of_jet[rows],
-            schema.PT: jet_col["j_pt"][rows].astype(np.float32),
-            schema.ETA: jet_col["j_eta"][rows].astype(np.float32),
-            schema.MASS: jet_col["j_mass"][rows].astype(np.float32),
-            schema.N_CONSTITUENTS: counts[rows].astype(np.int32),
-            schema.CONSTITUENTS: flat,
-        }
-    )
-    for column, source in OPTIONAL_JET_COLUMNS.items():
-        frame[column] = jet_col[source][rows].astype(np.float32) if source in jet_col else None
-    return frame[list(schema.COLUMNS)], dropped
+    jet_columns = {schema.PT: jet_col["j_pt"], schema.ETA: jet_col["j_eta"], schema.MASS: jet_col["j_mass"]}
+    jet_columns |= {column: jet_col.get(source) for column, source in OPTIONAL_JET_COLUMNS.items()}
+    frame = jets_frame(path, start, rows, class_of_jet, classes, features, counts[rows], jet_columns)
+    return frame, selection.dropped
 
 
 class Hls4mlSource(FileSource):
@@ -237,6 +200,5 @@ class Hls4mlSource(FileSource):
     def read_rows(
         layout: dict[str, Any], start: int, stop: int, data: DataConfig, drop_bad_jets: bool
     ) -> tuple[pd.DataFrame, Counter]:
-        jets, why = read_slice(FileLayout(**layout), start, stop, list(data.classes), data.feature_set,
-                               data.max_constituents, data.mass_range, drop_bad_jets)  # fmt: skip
-        return jets, Counter(why)
+        return read_slice(FileLayout(**layout), start, stop, list(data.classes), data.feature_set,
+                          data.max_constituents, data.mass_range, drop_bad_jets)  # fmt: skip

@@ -28,6 +28,7 @@ import pandas as pd
 from ucluster_spark import schema
 from ucluster_spark.config import DataConfig
 from ucluster_spark.data.features import padded_constituent_features
+from ucluster_spark.data.rows import RowFilter, jets_frame
 from ucluster_spark.data.sources import FileSource
 from ucluster_spark.errors import InputFileError
 
@@ -124,7 +125,6 @@ def read_entries(
                                  entry_start=start, entry_stop=stop, library="ak")  # fmt: skip
         except Exception as err:
             raise _unreadable(path, err, f" in entries {start}-{stop - 1}") from None
-    dropped: Counter = Counter()
     counts = ak.to_numpy(ak.num(arrays[PARTICLE_BRANCHES[0]], axis=1))
     for branch in PARTICLE_BRANCHES[1:]:
         other = ak.to_numpy(ak.num(arrays[branch], axis=1))
@@ -141,8 +141,7 @@ def read_entries(
                              f"{onehot[row].tolist()}")  # fmt: skip
     class_of_label = {b: c for c, branches in LABEL_BRANCHES.items() for b in branches}
     class_of_jet = np.array([class_of_label[layout.labels[i]] for i in onehot.argmax(axis=1)])
-    keep = np.isin(class_of_jet, classes)
-    dropped["not_requested_class"] = int((~keep).sum())
+    selection = RowFilter(path, start, stop, class_of_jet, classes, drop_bad_jets, unit="entry", units="entries")
 
     width = max(int(counts.max(initial=0)), 1)
     p4 = np.stack([_padded(arrays[b], width) for b in PARTICLE_BRANCHES], axis=-1)  # (N, width, 4)
@@ -150,55 +149,25 @@ def read_entries(
     real = np.arange(width)[None, :] < counts[:, None]
     for branch, values in [*zip(PARTICLE_BRANCHES, np.moveaxis(p4, -1, 0), strict=True),
                            *zip(JET_BRANCHES, jets.T, strict=True)]:  # fmt: skip
-        bad = keep & ~np.isfinite(values).reshape(len(values), -1).all(axis=1)
-        if bad.any():
-            if not drop_bad_jets:
-                raise InputFileError(
-                    f"{path}: branch '{branch}' holds NaN or inf in entry {start + int(np.flatnonzero(bad)[0])} "
-                    f"({int(bad.sum())} such jets in entries {start}-{stop - 1}); fix the file or pass --drop-bad-jets"
-                )
-            dropped["non_finite"] += int(bad.sum())
-            keep &= ~bad
-    empty = keep & (counts == 0)
-    if empty.any():
-        if not drop_bad_jets:
-            raise InputFileError(f"{path}: entry {start + int(np.flatnonzero(empty)[0])} has no particles; pass "
-                                 "--drop-bad-jets to drop such jets")  # fmt: skip
-        dropped["no_constituents"] += int(empty.sum())
-        keep &= ~empty
+        selection.non_finite(f"branch '{branch}'", values)
+    selection.no_constituents(counts, f"'{PARTICLE_BRANCHES[0]}' is empty")
     pt, eta, phi, energy = jets.T
     mass = np.sqrt(np.maximum(energy**2 - (pt * np.cosh(eta)) ** 2, 0.0))
-    if (window := data.mass_range) is not None:
-        inside = (mass > window[0]) & (mass < window[1])
-        dropped["outside_mass_window"] = int((keep & ~inside).sum())
-        keep &= inside
+    selection.mass_window(mass, data.mass_range)
 
-    rows = np.flatnonzero(keep)
+    rows = selection.rows
     features = padded_constituent_features(p4[rows], real[rows], jets[rows], data.max_constituents, data.feature_set)
-    shapes = {b: ak.to_numpy(arrays[b]).astype(np.float64)[rows] for b in layout.shapes}
+    shapes = {b: ak.to_numpy(arrays[b]).astype(np.float64) for b in layout.shapes}
 
     def ratio(top: str, bottom: str):
         if top in shapes and bottom in shapes:
-            return np.divide(shapes[top], shapes[bottom], out=np.zeros(len(rows)), where=shapes[bottom] > 0)
+            return np.divide(shapes[top], shapes[bottom], out=np.zeros(len(counts)), where=shapes[bottom] > 0)
         return None
 
-    frame = pd.DataFrame(
-        {
-            schema.JET_ID: [f"{Path(path).name}:{start + r}" for r in rows],
-            schema.LABEL: np.array([classes.index(c) for c in class_of_jet[rows]], dtype=np.int32),
-            schema.LABEL_NAME: class_of_jet[rows],
-            schema.PT: pt[rows].astype(np.float32),
-            schema.ETA: eta[rows].astype(np.float32),
-            schema.PHI: phi[rows].astype(np.float32),
-            schema.MASS: mass[rows].astype(np.float32),
-            schema.N_CONSTITUENTS: counts[rows].astype(np.int32),
-            schema.CONSTITUENTS: list(features.reshape(len(rows), -1)),
-        }
-    )
-    for column, values in ((schema.SD_MASS, shapes.get("jet_sdmass")), (schema.TAU21, ratio("jet_tau2", "jet_tau1")),
-                           (schema.TAU32, ratio("jet_tau3", "jet_tau2"))):  # fmt: skip
-        frame[column] = values.astype(np.float32) if values is not None else None
-    return frame[list(schema.COLUMNS)], dropped
+    columns = {schema.PT: pt, schema.ETA: eta, schema.PHI: phi, schema.MASS: mass,
+               schema.SD_MASS: shapes.get("jet_sdmass"), schema.TAU21: ratio("jet_tau2", "jet_tau1"),
+               schema.TAU32: ratio("jet_tau3", "jet_tau2")}  # fmt: skip
+    return jets_frame(path, start, rows, class_of_jet, classes, features, counts[rows], columns), selection.dropped
 
 
 class JetClassSource(FileSource):

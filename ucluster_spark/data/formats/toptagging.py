@@ -22,6 +22,7 @@ import pandas as pd
 from ucluster_spark import schema
 from ucluster_spark.config import DataConfig
 from ucluster_spark.data.features import padded_constituent_features
+from ucluster_spark.data.rows import RowFilter, jets_frame
 from ucluster_spark.data.sources import FileSource
 from ucluster_spark.errors import InputFileError
 
@@ -82,61 +83,28 @@ def read_frame_rows(layout: dict[str, Any], start: int, stop: int, data: DataCon
             raise InputFileError(
                 f"{path}: rows {start}-{stop - 1} cannot be read ({type(err).__name__}: {err})"
             ) from None
-    dropped: Counter = Counter()
     labels = frame[LABEL_COLUMN].to_numpy(np.float64)
     if bad := np.flatnonzero(~np.isin(labels, list(CLASS_OF_LABEL))).tolist():
         raise InputFileError(f"{path}: '{LABEL_COLUMN}' row {start + bad[0]} is {float(labels[bad[0]]):g}, not 0 or 1")
     class_of_jet = np.array([CLASS_OF_LABEL[int(v)] for v in labels])
-    keep = np.isin(class_of_jet, classes)
-    dropped["not_requested_class"] = int((~keep).sum())
+    selection = RowFilter(path, start, stop, class_of_jet, classes, drop_bad_jets)
     p4 = np.stack([frame[[f"{c}_{i}" for i in particles]].to_numpy(np.float64) for c in COMPONENTS], axis=-1)
-    finite = np.isfinite(p4).all(axis=(1, 2))
-    if (bad_rows := keep & ~finite).any():
-        if not drop_bad_jets:
-            raise InputFileError(
-                f"{path}: row {start + int(np.flatnonzero(bad_rows)[0])} holds NaN or inf in its constituents "
-                f"({int(bad_rows.sum())} such jets in rows {start}-{stop - 1}); fix the file or pass --drop-bad-jets"
-            )
-        dropped["non_finite"] += int(bad_rows.sum())
-        keep &= finite
+    selection.non_finite("its constituents", p4)
     p4 = np.nan_to_num(p4, nan=0.0, posinf=0.0, neginf=0.0)
     real = p4[..., 3] > 0
     counts = real.sum(axis=1)
-    if (empty := keep & (counts == 0)).any():
-        if not drop_bad_jets:
-            raise InputFileError(f"{path}: row {start + int(np.flatnonzero(empty)[0])} has no constituents (every E_i "
-                                 "is 0); pass --drop-bad-jets to drop such jets")  # fmt: skip
-        dropped["no_constituents"] += int(empty.sum())
-        keep &= ~empty
+    selection.no_constituents(counts, "every E_i is 0")
     px, py, pz, energy = np.where(real[..., None], p4, 0.0).sum(axis=1).T
     pt = np.hypot(px, py)
     eta = np.arcsinh(np.divide(pz, pt, out=np.zeros_like(pz), where=pt > 0))
     phi = np.arctan2(py, px)
     mass = np.sqrt(np.maximum(energy**2 - px**2 - py**2 - pz**2, 0.0))
-    if (window := data.mass_range) is not None:
-        inside = (mass > window[0]) & (mass < window[1])
-        dropped["outside_mass_window"] = int((keep & ~inside).sum())
-        keep &= inside
-    rows = np.flatnonzero(keep)
+    selection.mass_window(mass, data.mass_range)
+    rows = selection.rows
     jets = np.column_stack([pt, eta, phi, energy])[rows]
     features = padded_constituent_features(p4[rows], real[rows], jets, data.max_constituents, data.feature_set)
-    out = pd.DataFrame(
-        {
-            schema.JET_ID: [f"{Path(path).name}:{start + r}" for r in rows],
-            schema.LABEL: np.array([classes.index(c) for c in class_of_jet[rows]], dtype=np.int32),
-            schema.LABEL_NAME: class_of_jet[rows],
-            schema.PT: pt[rows].astype(np.float32),
-            schema.ETA: eta[rows].astype(np.float32),
-            schema.PHI: phi[rows].astype(np.float32),
-            schema.MASS: mass[rows].astype(np.float32),
-            schema.SD_MASS: None,
-            schema.TAU21: None,
-            schema.TAU32: None,
-            schema.N_CONSTITUENTS: counts[rows].astype(np.int32),
-            schema.CONSTITUENTS: list(features.reshape(len(rows), -1)),
-        }
-    )
-    return out[list(schema.COLUMNS)], dropped
+    columns = {schema.PT: pt, schema.ETA: eta, schema.PHI: phi, schema.MASS: mass}  # no shapes in these files
+    return jets_frame(path, start, rows, class_of_jet, classes, features, counts[rows], columns), selection.dropped
 
 
 class TopTaggingSource(FileSource):

@@ -1,0 +1,107 @@
+"""Executor side: what every file layout does with the rows of one task once it has read them — which jets are
+kept and why the others were dropped (the same rules and messages for every layout), and the dataset-schema frame
+of the kept jets.
+
+The rules: a jet of a class not asked for is left out; a NaN/inf value or a jet without constituents fails the
+task naming the file, the column and the row, unless ``drop_bad_jets`` (then it is dropped and counted); a jet
+outside ``data.mass_range`` is left out.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ucluster_spark import schema
+from ucluster_spark.errors import InputFileError
+
+
+class RowFilter:
+    """The jets of rows [start, stop) of one file that are kept, and counts of the others by why.
+
+    ``unit``/``units`` are what the layout calls a row in its messages (``row``/``rows``, ``entry``/``entries``).
+    """
+
+    def __init__(self, path: str, start: int, stop: int, class_of_jet: np.ndarray, classes: list[str],
+                 drop_bad_jets: bool, unit: str = "row", units: str = "rows") -> None:  # fmt: skip
+        self.path, self.start, self.stop, self.unit, self.units = path, start, stop, unit, units
+        self.drop_bad_jets = drop_bad_jets
+        self.keep = np.isin(class_of_jet, classes)
+        self.dropped = Counter(dict.fromkeys(("outside_mass_window", "non_finite", "no_constituents"), 0))
+        self.dropped["not_requested_class"] = int((~self.keep).sum())
+
+    def _first(self, mask: np.ndarray) -> int:
+        return self.start + int(np.flatnonzero(mask)[0])
+
+    def non_finite(self, where: str, values: np.ndarray) -> None:
+        """Refuse (or drop) the kept jets whose ``values`` (one row per jet) hold NaN or inf; ``where`` names the
+        column in the message."""
+        bad = self.keep & ~np.isfinite(values).reshape(len(values), -1).all(axis=1)
+        if not bad.any():
+            return
+        if not self.drop_bad_jets:
+            raise InputFileError(
+                f"{self.path}: {self.unit} {self._first(bad)} holds NaN or inf in {where} ({int(bad.sum())} such "
+                f"jets in {self.units} {self.start}-{self.stop - 1}); fix the file or pass --drop-bad-jets"
+            )
+        self.dropped["non_finite"] += int(bad.sum())
+        self.keep &= ~bad
+
+    def no_constituents(self, counts: np.ndarray, why: str) -> None:
+        """Refuse (or drop) the kept jets with no constituent; ``why`` says how the layout tells (e.g. "every E_i
+        is 0")."""
+        empty = self.keep & (counts == 0)
+        if not empty.any():
+            return
+        if not self.drop_bad_jets:
+            raise InputFileError(f"{self.path}: {self.unit} {self._first(empty)} has no constituents ({why}); pass "
+                                 "--drop-bad-jets to drop such jets")  # fmt: skip
+        self.dropped["no_constituents"] += int(empty.sum())
+        self.keep &= ~empty
+
+    def mass_window(self, mass: np.ndarray, window: tuple[float, float] | None) -> None:
+        """Leave out the kept jets outside ``data.mass_range`` (none when it is unset)."""
+        if window is None:
+            return
+        inside = (mass > window[0]) & (mass < window[1])
+        self.dropped["outside_mass_window"] = int((self.keep & ~inside).sum())
+        self.keep &= inside
+
+    @property
+    def rows(self) -> np.ndarray:
+        """Indices (within the task) of the jets kept."""
+        return np.flatnonzero(self.keep)
+
+
+def jets_frame(
+    path: str,
+    start: int,
+    rows: np.ndarray,
+    class_of_jet: np.ndarray,
+    classes: list[str],
+    features: np.ndarray,
+    counts: np.ndarray,
+    columns: dict[str, np.ndarray | None],
+) -> pd.DataFrame:
+    """The kept ``rows`` as a frame in the dataset schema. ``features`` and ``counts`` are of the kept jets only;
+    ``columns`` maps the other schema columns (pT, η, φ, mass, ...) to per-row values of the whole task; a column
+    it leaves out (or maps to None) is null: the layout has none. A jet's ID is ``<file name>:<row in the file>``."""
+    frame = pd.DataFrame(
+        {
+            schema.JET_ID: [f"{Path(path).name}:{start + r}" for r in rows],
+            schema.LABEL: np.array([classes.index(c) for c in class_of_jet[rows]], dtype=np.int32),
+            schema.LABEL_NAME: class_of_jet[rows],
+            schema.N_CONSTITUENTS: counts.astype(np.int32),
+            schema.CONSTITUENTS: list(features.reshape(len(rows), int(np.prod(features.shape[1:])))),
+        }
+    )
+    if unknown := set(columns) - set(schema.COLUMNS):
+        raise ValueError(f"not dataset columns: {sorted(unknown)}")
+    for column in schema.COLUMNS:
+        if column not in frame:
+            values = columns.get(column)
+            frame[column] = values[rows].astype(np.float32) if values is not None else None
+    return frame[list(schema.COLUMNS)]
