@@ -224,6 +224,7 @@ def test_every_data_setting_is_classified_for_the_generation_cache():
     from ucluster_spark.data.dataset import GENERATION_FIELDS, generation_key
 
     training_only = {"path", "generated_root", "mass_bins", "mass_bin_edges_max", "aux_mass_columns", "reader"}
+    training_only |= {"ntuple"}  # read by prepare only
     assert {f.name for f in fields(DataConfig)} == set(GENERATION_FIELDS) | training_only
     base = DataConfig()
     assert generation_key(replace(base, aux_mass_columns=["sd_mass"], mass_bins=10)) == generation_key(base)

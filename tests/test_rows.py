@@ -32,7 +32,7 @@ def test_bad_values_fail_naming_file_column_and_row_unless_dropped():
     selection.mass_window(np.array([80.0, 80.0, 170.0, 90.0, 175.0, 300.0]), (60.0, 250.0))
     assert selection.rows.tolist() == [0, 2]
     assert selection.dropped == {"not_requested_class": 1, "non_finite": 1, "no_constituents": 1,
-                                 "outside_mass_window": 1}  # fmt: skip
+                                 "outside_mass_window": 1, "unphysical": 0}  # fmt: skip
 
 
 def test_the_kept_jets_become_schema_rows_named_by_file_and_row():

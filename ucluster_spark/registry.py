@@ -57,6 +57,7 @@ SOURCES: dict[str, Choice] = {
     "hls4ml": Choice(driver="ucluster_spark.data.formats.hls4ml:Hls4mlSource", needs="h5py"),
     "jetclass": Choice(driver="ucluster_spark.data.formats.jetclass:JetClassSource", needs="uproot"),
     "toptagging": Choice(driver="ucluster_spark.data.formats.toptagging:TopTaggingSource", needs="tables"),
+    "ntuple": Choice(driver="ucluster_spark.data.formats.ntuple:NtupleSource", needs="uproot"),
 }
 
 

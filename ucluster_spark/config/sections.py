@@ -4,6 +4,7 @@ it ran). The rules between settings are in ``rules.py``; reading files and overr
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -42,6 +43,9 @@ class DataConfig:
     """Columns binned as auxiliary targets, each a focal-loss output of the head on z: ``[mass]`` is the original;
     ``sd_mass`` is the groomed mass (at particle level the plain mass also carries the underlying event). The aux
     loss is the mean over targets. Every listed column must be filled for every jet."""
+    ntuple: dict[str, Any] = field(default_factory=dict)
+    """For ``prepare --format ntuple``: which branches of your ROOT n-tuples hold the particles, the jet and the
+    label (``tree``, ``particles``, ``momenta``, ``jet``, ``label``, ``label_values``, ``columns``; docs/data.md)."""
 
     @property
     def mass_range(self) -> tuple[float, float] | None:

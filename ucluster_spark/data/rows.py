@@ -2,9 +2,9 @@
 kept and why the others were dropped (the same rules and messages for every layout), and the dataset-schema frame
 of the kept jets.
 
-The rules: a jet of a class not asked for is left out; a NaN/inf value or a jet without constituents fails the
-task naming the file, the column and the row, unless ``drop_bad_jets`` (then it is dropped and counted); a jet
-outside ``data.mass_range`` is left out.
+The rules: a jet of a class not asked for is left out; a NaN/inf value, a jet without constituents or one with a
+particle of pT or E <= 0 fails the task naming the file, the column and the row, unless ``drop_bad_jets`` (then it
+is dropped and counted); a jet outside ``data.mass_range`` is left out.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class RowFilter:
         self.path, self.start, self.stop, self.unit, self.units = path, start, stop, unit, units
         self.drop_bad_jets = drop_bad_jets
         self.keep = np.isin(class_of_jet, classes)
-        self.dropped = Counter(dict.fromkeys(("outside_mass_window", "non_finite", "no_constituents"), 0))
+        self.dropped = Counter(dict.fromkeys(("outside_mass_window", "non_finite", "no_constituents", "unphysical"), 0))
         self.dropped["not_requested_class"] = int((~self.keep).sum())
 
     def _first(self, mask: np.ndarray) -> int:
@@ -61,6 +61,18 @@ class RowFilter:
                                  "--drop-bad-jets to drop such jets")  # fmt: skip
         self.dropped["no_constituents"] += int(empty.sum())
         self.keep &= ~empty
+
+    def unphysical_particles(self, p4: np.ndarray, real: np.ndarray, where: str) -> None:
+        """Refuse (or drop) the kept jets with a real particle of pT or E <= 0 in ``p4`` (N, particles, px/py/pz/E):
+        its η and log pT / log E are undefined."""
+        bad = self.keep & (real & ((np.hypot(p4[..., 0], p4[..., 1]) <= 0) | (p4[..., 3] <= 0))).any(axis=1)
+        if not bad.any():
+            return
+        if not self.drop_bad_jets:
+            raise InputFileError(f"{self.path}: {self.unit} {self._first(bad)} has a particle with pT or E <= 0 in "
+                                 f"{where}; pass --drop-bad-jets to drop such jets")  # fmt: skip
+        self.dropped["unphysical"] += int(bad.sum())
+        self.keep &= ~bad
 
     def mass_window(self, mass: np.ndarray, window: tuple[float, float] | None) -> None:
         """Leave out the kept jets outside ``data.mass_range`` (none when it is unset)."""

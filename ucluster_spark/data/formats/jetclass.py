@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +27,7 @@ import pandas as pd
 from ucluster_spark import schema
 from ucluster_spark.config import DataConfig
 from ucluster_spark.data.features import padded_constituent_features
+from ucluster_spark.data.formats.root import branch_names, padded, particle_counts, read_branches, scalar
 from ucluster_spark.data.rows import RowFilter, jets_frame
 from ucluster_spark.data.sources import FileSource
 from ucluster_spark.errors import InputFileError
@@ -61,29 +61,6 @@ class TreeLayout:
     shapes: list[str]
 
 
-def _open_tree(path: str):
-    """(file, tree), read lazily by uproot: a damaged file fails here or at its first read, as ``_unreadable``."""
-    import uproot
-
-    if not Path(path).is_file():
-        raise InputFileError(f"{path}: no such file")
-    try:
-        handle = uproot.open(path)
-        if TREE not in handle:
-            found = sorted(handle.keys(cycle=False))
-            handle.close()
-            raise InputFileError(f"{path}: no TTree '{TREE}' (has: {found})")
-        return handle, handle[TREE]
-    except InputFileError:
-        raise
-    except Exception as err:  # uproot raises ValueError, OSError or its own deserialization errors
-        raise _unreadable(path, err) from None
-
-
-def _unreadable(path: str, err: Exception, where: str = "") -> InputFileError:
-    return InputFileError(f"{path}: not a readable ROOT file{where} ({type(err).__name__}: {str(err).strip()[:300]})")
-
-
 def inspect_tree(path: str, classes: list[str]) -> TreeLayout:
     """The file's structure, checked on the driver from its metadata only; raises InputFileError naming the file
     and the branch."""
@@ -92,48 +69,22 @@ def inspect_tree(path: str, classes: list[str]) -> TreeLayout:
         raise InputFileError(
             f"data.classes: JetClass files have no {unknown[0]!r} jets (they have {list(LABEL_BRANCHES)})"
         )
-    handle, tree = _open_tree(path)
-    with handle:
-        try:
-            names, n_jets = set(tree.keys()), int(tree.num_entries)
-        except Exception as err:
-            raise _unreadable(path, err) from None
-        needed = set(PARTICLE_BRANCHES) | set(JET_BRANCHES) | {b for c in classes for b in LABEL_BRANCHES[c]}
-        if missing := sorted(needed - names):
-            raise InputFileError(f"{path}: TTree '{TREE}' lacks branch(es) {missing}")
-        labels = [b for branches in LABEL_BRANCHES.values() for b in branches if b in names]
-        return TreeLayout(path, n_jets, labels, [b for b in SHAPE_BRANCHES if b in names])
-
-
-def _padded(jagged, width: int) -> np.ndarray:
-    import awkward as ak
-
-    return ak.to_numpy(ak.fill_none(ak.pad_none(jagged, width, axis=1), 0.0)).astype(np.float64)
+    names, n_jets = branch_names(path, TREE)
+    needed = set(PARTICLE_BRANCHES) | set(JET_BRANCHES) | {b for c in classes for b in LABEL_BRANCHES[c]}
+    if missing := sorted(needed - names):
+        raise InputFileError(f"{path}: TTree '{TREE}' lacks branch(es) {missing}")
+    labels = [b for branches in LABEL_BRANCHES.values() for b in branches if b in names]
+    return TreeLayout(path, n_jets, labels, [b for b in SHAPE_BRANCHES if b in names])
 
 
 def read_entries(
     layout: TreeLayout, start: int, stop: int, data: DataConfig, drop_bad_jets: bool
 ) -> tuple[pd.DataFrame, Counter]:
     """Entries [start, stop) of one file as jets in the dataset schema, and counts of what was dropped and why."""
-    import awkward as ak
-
     path, classes = layout.path, list(data.classes)
-    handle, tree = _open_tree(path)
-    with handle:
-        try:
-            arrays = tree.arrays([*PARTICLE_BRANCHES, *JET_BRANCHES, *layout.labels, *layout.shapes],
-                                 entry_start=start, entry_stop=stop, library="ak")  # fmt: skip
-        except Exception as err:
-            raise _unreadable(path, err, f" in entries {start}-{stop - 1}") from None
-    counts = ak.to_numpy(ak.num(arrays[PARTICLE_BRANCHES[0]], axis=1))
-    for branch in PARTICLE_BRANCHES[1:]:
-        other = ak.to_numpy(ak.num(arrays[branch], axis=1))
-        if (bad := np.flatnonzero(other != counts)).size:
-            raise InputFileError(
-                f"{path}: branch '{branch}' entry {start + bad[0]} has {other[bad[0]]} particles but "
-                f"'{PARTICLE_BRANCHES[0]}' has {counts[bad[0]]}"
-            )
-    onehot = np.stack([ak.to_numpy(arrays[b]).astype(np.float64) for b in layout.labels], axis=1)
+    arrays = read_branches(path, TREE, [*PARTICLE_BRANCHES, *JET_BRANCHES, *layout.labels, *layout.shapes], start, stop)
+    counts = particle_counts(arrays, PARTICLE_BRANCHES, path, start)
+    onehot = np.stack([scalar(arrays, b) for b in layout.labels], axis=1)
     is_onehot = np.all((onehot == 0) | (onehot == 1), axis=1) & (onehot.sum(axis=1) == 1)
     if not is_onehot.all():
         row = int(np.flatnonzero(~is_onehot)[0])
@@ -144,20 +95,21 @@ def read_entries(
     selection = RowFilter(path, start, stop, class_of_jet, classes, drop_bad_jets, unit="entry", units="entries")
 
     width = max(int(counts.max(initial=0)), 1)
-    p4 = np.stack([_padded(arrays[b], width) for b in PARTICLE_BRANCHES], axis=-1)  # (N, width, 4)
-    jets = np.stack([ak.to_numpy(arrays[b]).astype(np.float64) for b in JET_BRANCHES], axis=1)
+    p4 = np.stack([padded(arrays[b], width) for b in PARTICLE_BRANCHES], axis=-1)  # (N, width, 4)
+    jets = np.stack([scalar(arrays, b) for b in JET_BRANCHES], axis=1)
     real = np.arange(width)[None, :] < counts[:, None]
     for branch, values in [*zip(PARTICLE_BRANCHES, np.moveaxis(p4, -1, 0), strict=True),
                            *zip(JET_BRANCHES, jets.T, strict=True)]:  # fmt: skip
         selection.non_finite(f"branch '{branch}'", values)
     selection.no_constituents(counts, f"'{PARTICLE_BRANCHES[0]}' is empty")
+    selection.unphysical_particles(np.nan_to_num(p4), real, f"branches {list(PARTICLE_BRANCHES)}")
     pt, eta, phi, energy = jets.T
     mass = np.sqrt(np.maximum(energy**2 - (pt * np.cosh(eta)) ** 2, 0.0))
     selection.mass_window(mass, data.mass_range)
 
     rows = selection.rows
     features = padded_constituent_features(p4[rows], real[rows], jets[rows], data.max_constituents, data.feature_set)
-    shapes = {b: ak.to_numpy(arrays[b]).astype(np.float64) for b in layout.shapes}
+    shapes = {b: scalar(arrays, b) for b in layout.shapes}
 
     def ratio(top: str, bottom: str):
         if top in shapes and bottom in shapes:

@@ -94,6 +94,7 @@ def read_frame_rows(layout: dict[str, Any], start: int, stop: int, data: DataCon
     real = p4[..., 3] > 0
     counts = real.sum(axis=1)
     selection.no_constituents(counts, "every E_i is 0")
+    selection.unphysical_particles(p4, real, "its constituents")
     px, py, pz, energy = np.where(real[..., None], p4, 0.0).sum(axis=1).T
     pt = np.hypot(px, py)
     eta = np.arcsinh(np.divide(pz, pt, out=np.zeros_like(pz), where=pt > 0))
