@@ -36,10 +36,11 @@ def package_log(caplog):
 
 
 @pytest.fixture(scope="session")
-def spark():
+def spark(tmp_path_factory):
     from ucluster_spark.driver.session import get_session
 
-    session = get_session("ucluster-tests")
+    warehouse = tmp_path_factory.mktemp("warehouse")  # the catalog's managed tables: not in the checkout
+    session = get_session("ucluster-tests", {"spark.sql.warehouse.dir": str(warehouse)})
     yield session
     session.stop()
 

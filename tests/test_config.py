@@ -43,8 +43,9 @@ def test_overrides_are_typed_and_win_over_the_file():
         ("pipeline.hls4ml_input=a.h5", "pipeline.hls4ml_input is now pipeline.input"),
         (
             "pipeline.input_format=root",
-            r"pipeline.input_format must be one of \['hls4ml', 'jetclass', 'toptagging'\], got 'root'",
+            r"pipeline.input_format must be one of \['hls4ml', 'jetclass', 'toptagging', 'ntuple'\], got 'root'",
         ),
+        ("evaluate.table_mode=merge", "evaluate.table_mode must be append or overwrite, got 'merge'"),
         ("loss.balance_weight=-1", "loss.balance_weight must be >= 0, got -1"),
         ("train.centroid_update=ema", r"train.centroid_update must be one of \['adam', 'sgd', 'kmeans'\]"),
         ("train.centroid_decay=1", r"train.centroid_decay must be in \[0, 1\), got 1"),

@@ -20,7 +20,7 @@ def test_bad_values_fail_naming_file_column_and_row_unless_dropped():
     values = np.ones((6, 3))
     values[1, 0] = np.nan  # a qcd jet, not asked for: neither refused nor counted
     values[4, 2] = np.inf
-    message = r"/data/f.h5: entry 104 holds NaN or inf in branch 'x' \(1 such jets in entries 100-105\); fix the file"
+    message = r"/data/f.h5: entry 104 holds NaN or inf in branch 'x' \(1 such jets in entries 100-105\); fix the input"
     with pytest.raises(InputFileError, match=message):
         _selection().non_finite("branch 'x'", values)
     with pytest.raises(InputFileError, match=r"/data/f.h5: entry 103 has no constituents \(no particle\)"):

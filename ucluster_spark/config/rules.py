@@ -135,11 +135,15 @@ def check_evaluate(e: EvaluateConfig) -> None:
         raise ConfigError(f"evaluate.splits must list distinct splits among {list(SPLITS)}, got {e.splits}")
     _positive("evaluate.batch_size", e.batch_size)
     _positive("evaluate.plot_jets", e.plot_jets)
+    if e.table_mode not in ("append", "overwrite"):
+        raise ConfigError(f"evaluate.table_mode must be append or overwrite, got {e.table_mode!r}")
 
 
 def check_pipeline(p: PipelineConfig) -> None:
     if p.input_format not in SOURCES:
         raise ConfigError(f"pipeline.input_format must be one of {list(SOURCES)}, got {p.input_format!r}")
+    if p.input and p.input_table:
+        raise ConfigError("pipeline.input and pipeline.input_table are two sources: set one of them")
 
 
 def _mass_window(name: str, window: list) -> list[float]:

@@ -247,6 +247,18 @@ class EvaluateConfig:
     """Jets per forward pass inside an executor (inference only: larger than training batches)."""
     plot_jets: int = 5000
     """Jets in the embedding scatter plot (a sample; every other plot and metric uses every jet)."""
+    table: str = ""
+    """Also write the assignments to this table of the Spark catalog (``[catalog.][schema.]table``; on Databricks a
+    Unity Catalog table), partitioned by ``run_id``, with columns ``run_id`` and ``model_version``, after the output
+    directory is complete. Empty: the output directory only."""
+    table_mode: str = "append"
+    """``append``: add this run ID's rows (a run ID the table already holds is refused: a rerun would count its jets
+    twice); ``overwrite``: replace this run ID's rows only."""
+    table_format: str = ""
+    """Format of a table made on first use: empty for the session's default (Delta on Databricks, parquet in plain
+    Spark), or e.g. ``delta`` with Delta Lake configured."""
+    run_id: str = ""
+    """The run ID written with every row; empty: the output directory's name (in the pipeline: its run ID)."""
 
 
 @dataclass
@@ -259,6 +271,8 @@ class PipelineConfig:
     with Pythia."""
     input_format: str = "hls4ml"
     """The layout of the ``input`` files: a name in ``registry.SOURCES`` (docs/data.md)."""
+    input_table: str = ""
+    """A table of the Spark catalog to prepare instead of files (the column contract: docs/data.md)."""
     drop_bad_jets: bool = False
 
 

@@ -22,19 +22,25 @@ from ucluster_spark.errors import InputFileError
 class RowFilter:
     """The jets of rows [start, stop) of one file that are kept, and counts of the others by why.
 
-    ``unit``/``units`` are what the layout calls a row in its messages (``row``/``rows``, ``entry``/``entries``).
+    ``unit``/``units`` are what the layout calls a row in its messages (``row``/``rows``, ``entry``/``entries``);
+    a source whose rows have no stable number (a table) gives the jets' ``ids`` instead.
     """
 
     def __init__(self, path: str, start: int, stop: int, class_of_jet: np.ndarray, classes: list[str],
-                 drop_bad_jets: bool, unit: str = "row", units: str = "rows") -> None:  # fmt: skip
-        self.path, self.start, self.stop, self.unit, self.units = path, start, stop, unit, units
+                 drop_bad_jets: bool, unit: str = "row", units: str = "rows",
+                 ids: np.ndarray | None = None) -> None:  # fmt: skip
+        self.path, self.start, self.stop, self.unit, self.units, self.ids = path, start, stop, unit, units, ids
         self.drop_bad_jets = drop_bad_jets
         self.keep = np.isin(class_of_jet, classes)
         self.dropped = Counter(dict.fromkeys(("outside_mass_window", "non_finite", "no_constituents", "unphysical"), 0))
         self.dropped["not_requested_class"] = int((~self.keep).sum())
 
-    def _first(self, mask: np.ndarray) -> int:
-        return self.start + int(np.flatnonzero(mask)[0])
+    def _first(self, mask: np.ndarray) -> str:
+        index = int(np.flatnonzero(mask)[0])
+        return f"jet {self.ids[index]!r}" if self.ids is not None else f"{self.unit} {self.start + index}"
+
+    def _span(self) -> str:
+        return "this part of the input" if self.ids is not None else f"{self.units} {self.start}-{self.stop - 1}"
 
     def non_finite(self, where: str, values: np.ndarray) -> None:
         """Refuse (or drop) the kept jets whose ``values`` (one row per jet) hold NaN or inf; ``where`` names the
@@ -44,8 +50,8 @@ class RowFilter:
             return
         if not self.drop_bad_jets:
             raise InputFileError(
-                f"{self.path}: {self.unit} {self._first(bad)} holds NaN or inf in {where} ({int(bad.sum())} such "
-                f"jets in {self.units} {self.start}-{self.stop - 1}); fix the file or pass --drop-bad-jets"
+                f"{self.path}: {self._first(bad)} holds NaN or inf in {where} ({int(bad.sum())} such jets in "
+                f"{self._span()}); fix the input or pass --drop-bad-jets"
             )
         self.dropped["non_finite"] += int(bad.sum())
         self.keep &= ~bad
@@ -57,7 +63,7 @@ class RowFilter:
         if not empty.any():
             return
         if not self.drop_bad_jets:
-            raise InputFileError(f"{self.path}: {self.unit} {self._first(empty)} has no constituents ({why}); pass "
+            raise InputFileError(f"{self.path}: {self._first(empty)} has no constituents ({why}); pass "
                                  "--drop-bad-jets to drop such jets")  # fmt: skip
         self.dropped["no_constituents"] += int(empty.sum())
         self.keep &= ~empty
@@ -69,7 +75,7 @@ class RowFilter:
         if not bad.any():
             return
         if not self.drop_bad_jets:
-            raise InputFileError(f"{self.path}: {self.unit} {self._first(bad)} has a particle with pT or E <= 0 in "
+            raise InputFileError(f"{self.path}: {self._first(bad)} has a particle with pT or E <= 0 in "
                                  f"{where}; pass --drop-bad-jets to drop such jets")  # fmt: skip
         self.dropped["unphysical"] += int(bad.sum())
         self.keep &= ~bad

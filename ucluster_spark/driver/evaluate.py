@@ -184,9 +184,14 @@ def evaluate(
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Assign every jet of ``data_dir`` (default: the run's own dataset) and write ``output``:
-    ``assignments/`` (parquet, ``inference.ASSIGNMENT_COLUMNS``), ``metrics.json`` and ``plots/``."""
+    ``assignments/`` (parquet, ``inference.ASSIGNMENT_COLUMNS``), ``metrics.json`` and ``plots/``; then, if
+    ``settings.table`` names one, the assignments to that table."""
+    from ucluster_spark.data.table import check_assignments_target
+
     settings = settings or EvaluateConfig()
     final = store.check_output_location(output, "--output")
+    if settings.table:
+        check_assignments_target(spark, settings.table, settings.run_id or final.name, settings.table_mode)
     run = read_trained_run(run_dir)
     root = store.local_path(data_dir) if data_dir else run.dataset
     info = load_info(root)
@@ -200,7 +205,27 @@ def evaluate(
         store.check_replaceable(
             final, "cluster-assignment output", lambda p: store.EvaluationLayout(p).is_complete(), overwrite
         )
-        return _assign(spark, run, root, info, splits, final, settings)
+        result = _assign(spark, run, root, info, splits, final, settings)
+        if settings.table:
+            result["table"] = _write_table(spark, run, final, settings)
+        return result
+
+
+def _write_table(spark, run: TrainedRun, final: Path, settings: EvaluateConfig) -> dict[str, Any]:
+    """The finished output's assignments into ``settings.table``, with the run ID and the model's version."""
+    import hashlib
+
+    from ucluster_spark.data.table import write_assignments_table
+
+    run_id = settings.run_id or final.name
+    weights = store.RunLayout(run.run_dir).weights
+    model_version = f"{run.run_dir.name}@{hashlib.sha256(weights.read_bytes()).hexdigest()[:12]}"
+    table_format = settings.table_format or spark.conf.get("spark.sql.sources.default", "parquet")
+    rows = write_assignments_table(spark, store.file_url(store.EvaluationLayout(final).assignments), settings.table,
+                                   run_id, model_version, settings.table_mode, table_format)  # fmt: skip
+    log.info("%d assignments -> table %s (run_id %s, %s, %s)", rows, settings.table, run_id, model_version,
+             settings.table_mode)  # fmt: skip
+    return {"name": settings.table, "run_id": run_id, "model_version": model_version, "rows": rows}
 
 
 def _assign(

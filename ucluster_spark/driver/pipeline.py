@@ -15,6 +15,7 @@ a second one exits 75 naming the first).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
@@ -115,15 +116,17 @@ def data_stage(spark, cfg: Config, layout: store.PipelineLayout, manifest: Manif
     """The dataset training will read: prepared from ``pipeline.input``'s files, an existing one, or generated."""
     from ucluster_spark.data.dataset import check_compatible, is_dataset, load_info
     from ucluster_spark.data.sources import generate, prepare
+    from ucluster_spark.data.table import prepare_table
 
     p = cfg.pipeline
-    if not p.input and cfg.data.path:
+    if not (p.input or p.input_table) and cfg.data.path:
         root = store.local_path(cfg.data.path)
         check_compatible(load_info(root), cfg.data, str(root))
         manifest.stage("data", status="skipped", action="external dataset", outputs=outputs([("dataset", root)]))
         return root
     root = layout.data
-    action = f"prepared from {p.input_format} files" if p.input else "generated with Pythia"
+    action = (f"prepared from table {p.input_table}" if p.input_table else
+              f"prepared from {p.input_format} files" if p.input else "generated with Pythia")  # fmt: skip
     if is_dataset(root):
         check_compatible(load_info(root), cfg.data, str(root))
         manifest.stage("data", status="skipped", action=action, outputs=outputs([("dataset", root)]))
@@ -132,7 +135,9 @@ def data_stage(spark, cfg: Config, layout: store.PipelineLayout, manifest: Manif
     manifest.stage("data", status="running", action=action, started_at=_now())
     started = time.time()
     try:
-        if p.input:
+        if p.input_table:
+            prepare_table(spark, p.input_table, root, cfg.data, p.drop_bad_jets, overwrite=root.exists())
+        elif p.input:
             prepare(spark, p.input_format, p.input, root, cfg.data, p.drop_bad_jets, overwrite=root.exists())
         else:
             generate(spark, cfg.data, root, overwrite=root.exists())
@@ -184,9 +189,11 @@ def evaluate_stage(
         return out
     manifest.stage("evaluate", status="running", started_at=_now())
     started = time.time()
-    result = evaluate(spark, train_dir, data_root, out, cfg.evaluate)
+    settings = dataclasses.replace(cfg.evaluate, run_id=cfg.evaluate.run_id or pipeline.root.name)
+    result = evaluate(spark, train_dir, data_root, out, settings)
+    table = {"table": result["table"]} if "table" in result else {}
     manifest.stage("evaluate", status="completed", seconds=round(time.time() - started, 1), outputs=outputs(listed),
-                   warnings=result["warnings"])  # fmt: skip
+                   warnings=result["warnings"], **table)  # fmt: skip
     return out
 
 
