@@ -23,10 +23,6 @@ RUN_ENV := PYSPARK_PYTHON=$(abspath $(PY)) PYSPARK_DRIVER_PYTHON=$(abspath $(PY)
 CONFIG ?= conf/local.yaml
 ARGS ?=
 PYTEST_ARGS ?=
-# The suite runs in this many pytest-xdist workers, a test file each at a time: a launch leaves ~20-30 % of the two
-# cores idle (JVM start, process start, Gloo rendezvous), which a second file's tests use. 0 runs it in one process.
-TEST_WORKERS ?= 2
-PYTEST_PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 # The second environment (docs/environments.md): current TensorFlow, pyspark 4 and pyarrow, no horovod and
 # no petastorm. Its tests are the ones marked `portable` (barrier launcher, arrow reader, standalone cluster).
@@ -47,8 +43,8 @@ run: $(STAMP)
 # Both environments: the whole suite in the default one, then the portable tests in the current-releases one.
 test: $(STAMP) $(MODERN_STAMP)
 	$(VENV)/bin/ruff check .
-	$(RUN_ENV) $(PY) -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
-	$(MODERN_RUN_ENV) $(MODERN_PY) -m pytest -m portable $(PYTEST_PARALLEL) $(PYTEST_ARGS)
+	$(RUN_ENV) $(PY) -m pytest $(PYTEST_ARGS)
+	$(MODERN_RUN_ENV) $(MODERN_PY) -m pytest -m portable $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -85,4 +81,4 @@ $(MODERN_STAMP): setup.cfg
 	touch $@
 
 test-modern: $(MODERN_STAMP)
-	$(MODERN_RUN_ENV) $(MODERN_PY) -m pytest -m portable $(PYTEST_PARALLEL) $(PYTEST_ARGS)
+	$(MODERN_RUN_ENV) $(MODERN_PY) -m pytest -m portable $(PYTEST_ARGS)

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
-from filelock import FileLock
 
 from ucluster_spark import config, schema  # the package sets its runtime environment before TensorFlow
 from ucluster_spark.data.dataset import write_dataset
@@ -73,34 +69,15 @@ def synthetic_jets(n_per_class: int, classes=("w", "z", "t"), max_constituents=1
     return pd.DataFrame(rows)[list(schema.COLUMNS)]
 
 
-def once_per_session(tmp_path_factory, name: str, make: Callable[[Path], Any]) -> Any:
-    """``make(folder)``'s JSON value, computed once per test session even when pytest-xdist runs the tests in several
-    worker processes (``make test``): the first worker to ask makes it in a folder all workers share, under a file
-    lock; the others wait for it and read what it returned. The runs it makes are read, never changed, by tests."""
-    base = tmp_path_factory.getbasetemp()
-    if "PYTEST_XDIST_WORKER" in os.environ:
-        base = base.parent  # the session's folder, above each worker's own
-    folder, record = base / name, base / f"{name}.json"
-    with FileLock(str(base / f"{name}.lock")):
-        if not record.exists():
-            folder.mkdir(exist_ok=True)
-            record.write_text(json.dumps(make(folder)))
-        return json.loads(record.read_text())
-
-
 @pytest.fixture(scope="session")
 def synthetic_dataset(spark, tmp_path_factory):
     """A small dataset directory written by the project's own writer (4 files per split)."""
-    from ucluster_spark.data.dataset import load_info
-
-    def make(folder: Path) -> str:
-        cfg = config.load(None, ["data.files_per_split=4"])
-        df = spark.createDataFrame(synthetic_jets(80), schema=schema.spark_schema())
-        write_dataset(spark, df, folder / "dataset", cfg.data, {"generator": "tests.synthetic_jets"})
-        return str(folder / "dataset")
-
-    root = Path(once_per_session(tmp_path_factory, "synthetic", make))
-    return root, load_info(root), synthetic_jets(80)
+    root = tmp_path_factory.mktemp("synthetic") / "dataset"
+    cfg = config.load(None, ["data.files_per_split=4"])
+    frame = synthetic_jets(80)
+    df = spark.createDataFrame(frame, schema=schema.spark_schema())
+    info = write_dataset(spark, df, root, cfg.data, {"generator": "tests.synthetic_jets"})
+    return root, info, frame
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,16 +121,19 @@ def submit(*args, job="train", cwd, extra_env=None, timeout=900, master="local[2
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory):
     """A tiny run of the main job (Pythia data generated in the job, 2 ranks): (work dir, run dir, process)."""
-
-    def make(work: Path) -> dict[str, Any]:
-        result = submit("--config", str(ROOT / "conf/local.yaml"), "--output", str(work / "run"),
-                        f"data.generated_root={work / 'generated'}", *TINY, cwd=work)  # fmt: skip
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
-        return {"work": str(work), "args": result.args, "stdout": result.stdout, "stderr": result.stderr}
-
-    run = once_per_session(tmp_path_factory, "e2e", make)
-    work = Path(run["work"])
-    return work, work / "run", subprocess.CompletedProcess(run["args"], 0, run["stdout"], run["stderr"])
+    work = tmp_path_factory.mktemp("e2e")
+    run_dir = work / "run"
+    result = submit(
+        "--config",
+        str(ROOT / "conf/local.yaml"),
+        "--output",
+        str(run_dir),
+        f"data.generated_root={work / 'generated'}",
+        *TINY,
+        cwd=work,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    return work, run_dir, result
 
 
 TWO_RANKS = ["train.epochs=4", "train.pretrain_epochs=2", "train.kmeans_max_jets=100", "run.bind_ranks_to_cores=true"]
@@ -164,20 +144,19 @@ training split (each rank keeps its part of it, only the sample is gathered) and
 @pytest.fixture(scope="session")
 def two_rank_run(spark, synthetic_dataset, tmp_path_factory):
     """``two_rank_run(launcher)``: (run dir, TrainingResult) of 2 ranks on the synthetic dataset with ``TWO_RANKS``,
-    trained in-process by a driver once per launcher and session; the tests that check those runs from different
+    trained in-process by the driver once per launcher and session; the tests that check those runs from different
     sides (identical ranks, the launchers agree, a killed rank resumes to the same numbers) share them."""
-    from ucluster_spark.driver.launcher import TrainingResult, train
+    from ucluster_spark.driver.launcher import train
+
+    runs = {}
 
     def run(launcher: str):
-        def make(folder: Path) -> dict[str, Any]:
-            overrides = [f"data.path={synthetic_dataset[0]}", f"run.output={folder / 'run'}", *TINY, *TWO_RANKS,
+        if launcher not in runs:
+            run_dir = tmp_path_factory.mktemp(f"two-ranks-{launcher}") / "run"
+            overrides = [f"data.path={synthetic_dataset[0]}", f"run.output={run_dir}", *TINY, *TWO_RANKS,
                          f"run.launcher={launcher}", STACK[1]]  # fmt: skip
-            result = train(spark, config.load(ROOT / "conf/local.yaml", overrides))
-            return {"run_dir": str(result.run_dir), "metrics": result.metrics, "rank_results": result.rank_results}
-
-        result = once_per_session(tmp_path_factory, f"two-ranks-{launcher}", make)
-        run_dir = Path(result["run_dir"])
-        return run_dir, TrainingResult(run_dir, result["metrics"], result["rank_results"])
+            runs[launcher] = run_dir, train(spark, config.load(ROOT / "conf/local.yaml", overrides))
+        return runs[launcher]
 
     return run
 

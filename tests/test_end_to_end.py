@@ -62,6 +62,24 @@ def test_train_job_writes_a_complete_run_directory(finished_run):
     assert history[1]["global_step"] == 2 * history[0]["global_step"] > 0
     assert history[1]["started_at"] >= history[0]["started_at"] + history[0]["seconds"]  # wall clock, for start-up
     assert not [p for p in run_dir.parent.iterdir() if ".tmp-" in p.name]
+    # TensorBoard: every epoch's losses, alpha, learning rate, validation numbers and cluster sizes at its step.
+    scalars = tensorboard_scalars(run_dir / "tensorboard")
+    for h in history:
+        for name in ("loss", "focal_loss", "alpha", "learning_rate", "val_clustering_accuracy", "val_nmi"):
+            assert scalars[f"epoch/{name}"][h["global_step"]] == pytest.approx(h[name], rel=1e-6), name
+        assert [scalars[f"val_cluster_sizes/{k}"][h["global_step"]] for k in range(3)] == h["val_cluster_sizes"]
+
+
+def tensorboard_scalars(folder):
+    """{tag: {step: value}} of every event file in ``folder`` (TensorFlow's own reader)."""
+    import tensorflow as tf
+
+    scalars: dict[str, dict[int, float]] = {}
+    for path in sorted(folder.iterdir()):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, {})[event.step] = float(tf.make_ndarray(value.tensor))
+    return scalars
 
 
 def test_saved_model_reloads_and_reproduces_the_test_assignment(finished_run):
@@ -164,6 +182,8 @@ def test_a_frozen_then_a_killed_rank_fail_the_job_and_the_run_resumes_from_its_c
     assert pictures == PICTURES
     assert all((run_dir / "plots" / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pictures)
     assert history[0] == saved["history"][0]  # the first epoch is the checkpoint's, not retrained
+    curves = tensorboard_scalars(run_dir / "tensorboard")["epoch/loss"]  # one event file per attempt, no epoch twice
+    assert curves == {h["global_step"]: pytest.approx(h["loss"], rel=1e-6) for h in history}
     alpha = config.load(ROOT / "conf/local.yaml").loss.alpha_start
     assert [h["alpha"] for h in history] == [0.0, alpha]  # the schedule continues where it stopped
     assert history[1]["global_step"] == 2 * history[0]["global_step"]
@@ -245,6 +265,10 @@ def test_ranks_end_with_identical_weights_and_centroids(two_rank_run, synthetic_
     log = (run_dir / "train.log").read_text()
     assert f"2 rank(s) ({'horovod' if launcher == 'horovod' else 'tf.distribute'})" in log
     assert "each rank bound to" in log and "k-means start from 100 training embeddings: cluster sizes " in log
+    curves = tensorboard_scalars(run_dir / "tensorboard")  # rank 0's, in both environments
+    assert curves["epoch/loss"] == pytest.approx({h["global_step"]: h["loss"] for h in history}, rel=1e-6)
+    validated = {h["global_step"]: h["val_clustering_accuracy"] for h in history if "val_clustering_accuracy" in h}
+    assert validated and curves["epoch/val_clustering_accuracy"] == pytest.approx(validated, rel=1e-6)
 
 
 @pytest.mark.parametrize(

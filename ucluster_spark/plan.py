@@ -72,3 +72,10 @@ class EpochPlan:
 def epoch_eval_fraction(max_jets: int, split_jets: int) -> float:
     """The fraction of a split the per-epoch measurements use (``train.epoch_eval_max_jets``; 1: all)."""
     return min(1.0, max_jets / split_jets) if max_jets and split_jets else 1.0
+
+
+def trained_alpha(history: list[dict[str, Any]], alpha_start: float) -> float:
+    """The α of a finished run's last epoch (the hardness its model was trained to), for its soft assignments;
+    ``alpha_start`` if the clustering loss never ran."""
+    last = history[-1].get("alpha", 0.0) if history else 0.0
+    return float(last) if last > 0 else alpha_start

@@ -296,6 +296,11 @@ class RunLayout(_OutputLayout):
         return self.root / "history.json"
 
     @property
+    def tensorboard(self) -> Path:
+        """TensorBoard event files: rank 0 adds every epoch as it ends (``executor/rank/curves.py``)."""
+        return self.root / "tensorboard"
+
+    @property
     def train_log(self) -> Path:
         """Rank 0's progress, one line per event; a resumed run appends to it."""
         return self.root / "train.log"

@@ -29,6 +29,7 @@ from ucluster_spark.data.dataset import (
     verify_checksums,
 )
 from ucluster_spark.errors import EvaluationFailed, InputMissing
+from ucluster_spark.plan import trained_alpha
 from ucluster_spark.schema import CLUSTER, EMBEDDING
 
 log = logging.getLogger(__name__)
@@ -47,10 +48,7 @@ class TrainedRun:
 
     @property
     def soft_assignment_alpha(self) -> float:
-        """The alpha of the last training epoch (the hardness the model was trained to); alpha_start if the
-        clustering loss never ran."""
-        last = self.history[-1].get("alpha", 0.0) if self.history else 0.0
-        return float(last) if last > 0 else self.cfg.loss.alpha_start
+        return trained_alpha(self.history, self.cfg.loss.alpha_start)
 
 
 def read_trained_run(run_dir: str | Path) -> TrainedRun:

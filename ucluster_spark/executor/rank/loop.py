@@ -12,12 +12,13 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from ucluster_spark import checkpoint, logs
+from ucluster_spark import checkpoint, logs, store
 from ucluster_spark.config import Config
 from ucluster_spark.executor.centroids import BoundedSample, ClusterMoments, kmeans_centroids, reseed_starved_centroids
 from ucluster_spark.executor.losses import alpha_for_epoch, alpha_for_jets
 from ucluster_spark.executor.model import build_model
 from ucluster_spark.executor.rank.collectives import Collectives
+from ucluster_spark.executor.rank.curves import open_curves
 from ucluster_spark.executor.rank.divergence import EXPLODED, divergence, losses_text
 from ucluster_spark.executor.rank.environment import (
     ProgressLog,
@@ -306,15 +307,20 @@ def train_and_evaluate(cfg, plan: TrainingPlan, comm: Collectives, rank_started_
         set_centroids_by_kmeans(r.model, candidates, cfg, comm, r.log)
     if not stopped:
         r.track.resume(r.model, history)
+    curves = open_curves(store.RunLayout(plan.run_dir).tensorboard, r.log) if r.rank == 0 else None
     for epoch in range(plan.epochs_done, cfg.train.epochs):
         if stopped:
             break
         history.append(run_epoch(r, epoch))
         stopped = bool(history[-1].get("stopped_by"))
+        if curves is not None:
+            curves.add_epoch(history[-1])
         if r.rank == 0:
             state = checkpoint.TrainingState(epoch + 1, history, r.size)
             saved = checkpoint.save(plan.run_dir, r.model, r.optimizer, state)
             r.log(f"checkpoint {saved.name} written")
+    if curves is not None:
+        curves.close()
     test = evaluate_split(r.model, plan.test_url, cfg, plan.classes, comm, cfg.evaluate.plot_jets)
     plot = test.pop("plot")
     metrics = {"split": "test", **test, "epochs": len(history), "num_proc": r.size, "global_batch": r.global_batch}
