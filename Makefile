@@ -4,9 +4,9 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-# CPU by default. GPU hosts (docs/clusters.md): make venv TF_PACKAGE='tensorflow[and-cuda]==2.18.1' EXTRAS=gpu,horovod,sim,test HOROVOD_GPU=NCCL
+# CPU by default. GPU hosts (docs/clusters.md): make venv TF_PACKAGE='tensorflow[and-cuda]==2.18.1' EXTRAS=gpu,horovod,onnx,sim,test HOROVOD_GPU=NCCL
 TF_PACKAGE ?= tensorflow-cpu==2.18.1
-EXTRAS ?= cpu,horovod,sim,test
+EXTRAS ?= cpu,horovod,onnx,sim,test
 HOROVOD_GPU ?=
 # Rebuild the environment only when the pinned requirements (or the choices above) change: horovod compiles.
 STAMP := $(VENV)/.installed-$(shell (cat setup.cfg; echo '$(TF_PACKAGE) $(EXTRAS) $(HOROVOD_GPU)') | sha1sum | cut -c1-12)

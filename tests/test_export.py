@@ -1,6 +1,7 @@
 """A finished run exported as a TensorFlow SavedModel (``jobs/export.py``), loaded in a process that imports
 TensorFlow and pyarrow only: it assigns the test split's jets as the evaluate job's assigner does."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -61,3 +62,24 @@ def test_the_saved_model_runs_without_the_package_and_assigns_as_evaluate_does(
     unfinished = _export(tmp_path, tmp_path / "other")
     assert unfinished.returncode == errors.EXIT_BAD_INPUT and "not a finished training run" in unfinished.stderr
     assert not (tmp_path / "other").exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tf2onnx") is None, reason="tf2onnx is not installed in this environment")
+def test_the_onnx_export_runs_in_onnxruntime_with_the_same_numbers(two_rank_run, synthetic_dataset, tmp_path):
+    import onnxruntime
+    import pyarrow.parquet as pq
+
+    from ucluster_spark.executor.inference import Assigner
+
+    run_dir, _ = two_rank_run(STACK[0].split("=")[1])
+    exported = _export(run_dir, tmp_path / "saved", "--onnx")
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    described = json.loads(exported.stdout.strip().splitlines()[-1])
+    session = onnxruntime.InferenceSession(described["onnx"], providers=["CPUExecutionProvider"])
+    table = pq.read_table(synthetic_dataset[0] / "test", columns=["constituents"])
+    x = np.array(table.column("constituents").to_pylist(), np.float32).reshape(-1, 100, 8)
+    got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"constituents": x}), strict=True))
+    z, distances, soft = Assigner(run_dir)(x, described["alpha"])
+    np.testing.assert_array_equal(got["cluster"], np.argmin(distances, axis=1))
+    np.testing.assert_allclose(got["soft_assignment"], soft, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got["embedding"], z, rtol=1e-5, atol=1e-6)

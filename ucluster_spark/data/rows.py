@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 
 from ucluster_spark import schema
+from ucluster_spark.config import DataConfig
+from ucluster_spark.data.features import padded_constituent_features
 from ucluster_spark.errors import InputFileError
 
 
@@ -123,3 +125,37 @@ def jets_frame(
             values = columns.get(column)
             frame[column] = values[rows].astype(np.float32) if values is not None else None
     return frame[list(schema.COLUMNS)]
+
+
+def jet_kinematics(jet_p4: np.ndarray) -> dict[str, np.ndarray]:
+    """(N, 4) px, py, pz, E of the jets -> their pT, η, φ, mass (the schema's columns) and ``energy``."""
+    px, py, pz, energy = np.moveaxis(np.asarray(jet_p4, np.float64), -1, 0)
+    pt = np.hypot(px, py)
+    return {
+        schema.PT: pt,
+        schema.ETA: np.arcsinh(np.divide(pz, pt, out=np.zeros_like(pz), where=pt > 0)),
+        schema.PHI: np.arctan2(py, px),
+        schema.MASS: np.sqrt(np.maximum(energy**2 - px**2 - py**2 - pz**2, 0.0)),
+        "energy": energy,
+    }
+
+
+def kept_jets(
+    selection: RowFilter,
+    class_of_jet: np.ndarray,
+    p4: np.ndarray,
+    real: np.ndarray,
+    counts: np.ndarray,
+    jet: dict[str, np.ndarray],
+    data: DataConfig,
+    columns: dict[str, np.ndarray | None] | None = None,
+) -> tuple[pd.DataFrame, Counter]:
+    """The jets ``selection`` kept, in the dataset schema, and the counts of the others: the model's inputs from the
+    particles' (N, particles, 4) px/py/pz/E ``p4`` around the ``jet`` (``jet_kinematics``), plus ``columns``."""
+    rows = selection.rows
+    axes = np.column_stack([jet[schema.PT], jet[schema.ETA], jet[schema.PHI], jet["energy"]])[rows]
+    features = padded_constituent_features(p4[rows], real[rows], axes, data.max_constituents, data.feature_set)
+    values = {k: jet[k] for k in (schema.PT, schema.ETA, schema.PHI, schema.MASS)} | (columns or {})
+    frame = jets_frame(selection.path, selection.start, rows, class_of_jet, list(data.classes), features,
+                       counts[rows], values)  # fmt: skip
+    return frame, selection.dropped

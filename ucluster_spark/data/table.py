@@ -22,8 +22,7 @@ import pandas as pd
 from ucluster_spark import logs, schema
 from ucluster_spark.config import DataConfig
 from ucluster_spark.data.dataset import DatasetError, DatasetInfo, write_dataset
-from ucluster_spark.data.features import padded_constituent_features
-from ucluster_spark.data.rows import RowFilter, jets_frame
+from ucluster_spark.data.rows import RowFilter, jet_kinematics, kept_jets
 from ucluster_spark.errors import InputFileError
 
 log = logging.getLogger(__name__)
@@ -92,20 +91,12 @@ def table_rows(frame: pd.DataFrame, name: str, data: DataConfig, drop_bad_jets: 
     p4 = np.nan_to_num(p4)
     selection.no_constituents(counts, f"'{PARTICLES[0]}' is empty")
     selection.unphysical_particles(p4, real, f"columns {list(PARTICLES)}")
-    px, py, pz, energy = p4.sum(axis=1).T
-    pt = np.hypot(px, py)
-    eta = np.arcsinh(np.divide(pz, pt, out=np.zeros_like(pz), where=pt > 0))
-    phi = np.arctan2(py, px)
-    mass = np.sqrt(np.maximum(energy**2 - px**2 - py**2 - pz**2, 0.0))
-    selection.mass_window(mass, data.mass_range)
-    rows = selection.rows
-    jets = np.column_stack([pt, eta, phi, energy])[rows]
-    features = padded_constituent_features(p4[rows], real[rows], jets, data.max_constituents, data.feature_set)
-    columns = {schema.PT: pt, schema.ETA: eta, schema.PHI: phi, schema.MASS: mass}
-    columns |= {c: frame[c].to_numpy(np.float64) for c in OPTIONAL if c in frame}
-    out = jets_frame(name, 0, rows, class_of_jet, classes, features, counts[rows], columns)
-    out[schema.JET_ID] = ids[rows]  # the table's own IDs, not positions in a batch
-    return out, selection.dropped
+    jet = jet_kinematics(p4.sum(axis=1))  # the sum of its particles
+    selection.mass_window(jet[schema.MASS], data.mass_range)
+    columns = {c: frame[c].to_numpy(np.float64) for c in OPTIONAL if c in frame}
+    out, dropped = kept_jets(selection, class_of_jet, p4, real, counts, jet, data, columns)
+    out[schema.JET_ID] = ids[selection.rows]  # the table's own IDs, not positions in a batch
+    return out, dropped
 
 
 def prepare_table(

@@ -26,9 +26,8 @@ import pandas as pd
 
 from ucluster_spark import schema
 from ucluster_spark.config import DataConfig
-from ucluster_spark.data.features import padded_constituent_features
 from ucluster_spark.data.formats.root import branch_names, padded, particle_counts, read_branches, scalar
-from ucluster_spark.data.rows import RowFilter, jets_frame
+from ucluster_spark.data.rows import RowFilter, kept_jets
 from ucluster_spark.data.sources import FileSource
 from ucluster_spark.errors import InputFileError
 
@@ -103,12 +102,10 @@ def read_entries(
         selection.non_finite(f"branch '{branch}'", values)
     selection.no_constituents(counts, f"'{PARTICLE_BRANCHES[0]}' is empty")
     selection.unphysical_particles(np.nan_to_num(p4), real, f"branches {list(PARTICLE_BRANCHES)}")
-    pt, eta, phi, energy = jets.T
-    mass = np.sqrt(np.maximum(energy**2 - (pt * np.cosh(eta)) ** 2, 0.0))
-    selection.mass_window(mass, data.mass_range)
-
-    rows = selection.rows
-    features = padded_constituent_features(p4[rows], real[rows], jets[rows], data.max_constituents, data.feature_set)
+    pt, eta, phi, energy = jets.T  # JetClass stores the jet's pT, η, φ, E (and no mass)
+    jet = {schema.PT: pt, schema.ETA: eta, schema.PHI: phi, "energy": energy,
+           schema.MASS: np.sqrt(np.maximum(energy**2 - (pt * np.cosh(eta)) ** 2, 0.0))}  # fmt: skip
+    selection.mass_window(jet[schema.MASS], data.mass_range)
     shapes = {b: scalar(arrays, b) for b in layout.shapes}
 
     def ratio(top: str, bottom: str):
@@ -116,10 +113,9 @@ def read_entries(
             return np.divide(shapes[top], shapes[bottom], out=np.zeros(len(counts)), where=shapes[bottom] > 0)
         return None
 
-    columns = {schema.PT: pt, schema.ETA: eta, schema.PHI: phi, schema.MASS: mass,
-               schema.SD_MASS: shapes.get("jet_sdmass"), schema.TAU21: ratio("jet_tau2", "jet_tau1"),
+    columns = {schema.SD_MASS: shapes.get("jet_sdmass"), schema.TAU21: ratio("jet_tau2", "jet_tau1"),
                schema.TAU32: ratio("jet_tau3", "jet_tau2")}  # fmt: skip
-    return jets_frame(path, start, rows, class_of_jet, classes, features, counts[rows], columns), selection.dropped
+    return kept_jets(selection, class_of_jet, p4, real, counts, jet, data, columns)
 
 
 class JetClassSource(FileSource):

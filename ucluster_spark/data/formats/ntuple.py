@@ -27,9 +27,8 @@ import pandas as pd
 
 from ucluster_spark import schema
 from ucluster_spark.config import DataConfig
-from ucluster_spark.data.features import padded_constituent_features
 from ucluster_spark.data.formats.root import branch_names, padded, particle_counts, read_branches, scalar
-from ucluster_spark.data.rows import RowFilter, jets_frame
+from ucluster_spark.data.rows import RowFilter, jet_kinematics, kept_jets
 from ucluster_spark.data.sources import FileSource
 from ucluster_spark.errors import ConfigError, InputFileError
 
@@ -131,19 +130,10 @@ def read_ntuple_entries(
         jet_p4 = _momenta(np.nan_to_num(given), mapping.jet_momenta or mapping.momenta)
     else:
         jet_p4 = p4.sum(axis=1)
-    px, py, pz, energy = jet_p4.T
-    pt = np.hypot(px, py)
-    eta = np.arcsinh(np.divide(pz, pt, out=np.zeros_like(pz), where=pt > 0))
-    phi = np.arctan2(py, px)
-    mass = np.sqrt(np.maximum(energy**2 - px**2 - py**2 - pz**2, 0.0))
-    selection.mass_window(mass, data.mass_range)
-
-    rows = selection.rows
-    jets = np.column_stack([pt, eta, phi, energy])[rows]
-    features = padded_constituent_features(p4[rows], real[rows], jets, data.max_constituents, data.feature_set)
-    columns = {schema.PT: pt, schema.ETA: eta, schema.PHI: phi, schema.MASS: mass}
-    columns |= {column: scalar(arrays, branch) for column, branch in mapping.columns.items()}
-    return jets_frame(path, start, rows, class_of_jet, classes, features, counts[rows], columns), selection.dropped
+    jet = jet_kinematics(jet_p4)
+    selection.mass_window(jet[schema.MASS], data.mass_range)
+    columns = {column: scalar(arrays, branch) for column, branch in mapping.columns.items()}
+    return kept_jets(selection, class_of_jet, p4, real, counts, jet, data, columns)
 
 
 class NtupleSource(FileSource):

@@ -21,8 +21,7 @@ import pandas as pd
 
 from ucluster_spark import schema
 from ucluster_spark.config import DataConfig
-from ucluster_spark.data.features import padded_constituent_features
-from ucluster_spark.data.rows import RowFilter, jets_frame
+from ucluster_spark.data.rows import RowFilter, jet_kinematics, kept_jets
 from ucluster_spark.data.sources import FileSource
 from ucluster_spark.errors import InputFileError
 
@@ -95,17 +94,9 @@ def read_frame_rows(layout: dict[str, Any], start: int, stop: int, data: DataCon
     counts = real.sum(axis=1)
     selection.no_constituents(counts, "every E_i is 0")
     selection.unphysical_particles(p4, real, "its constituents")
-    px, py, pz, energy = np.where(real[..., None], p4, 0.0).sum(axis=1).T
-    pt = np.hypot(px, py)
-    eta = np.arcsinh(np.divide(pz, pt, out=np.zeros_like(pz), where=pt > 0))
-    phi = np.arctan2(py, px)
-    mass = np.sqrt(np.maximum(energy**2 - px**2 - py**2 - pz**2, 0.0))
-    selection.mass_window(mass, data.mass_range)
-    rows = selection.rows
-    jets = np.column_stack([pt, eta, phi, energy])[rows]
-    features = padded_constituent_features(p4[rows], real[rows], jets, data.max_constituents, data.feature_set)
-    columns = {schema.PT: pt, schema.ETA: eta, schema.PHI: phi, schema.MASS: mass}  # no shapes in these files
-    return jets_frame(path, start, rows, class_of_jet, classes, features, counts[rows], columns), selection.dropped
+    jet = jet_kinematics(np.where(real[..., None], p4, 0.0).sum(axis=1))  # the sum of the constituents
+    selection.mass_window(jet[schema.MASS], data.mass_range)
+    return kept_jets(selection, class_of_jet, p4, real, counts, jet, data)  # no shapes in these files
 
 
 class TopTaggingSource(FileSource):
