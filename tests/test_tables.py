@@ -109,3 +109,11 @@ def test_assignments_of_two_run_ids_land_in_one_table(spark, jets_table, two_ran
     rows = spark.sql("SELECT * FROM assigned WHERE run_id = 'nightly-1'").toPandas()
     assert len(rows) == n_jets and set(rows[schema.JET_ID]) == {str(1000 + i) for i in range(n_jets)}
     assert spark.sql("SELECT count(*) AS n FROM assigned").collect()[0].n == 2 * n_jets
+
+    # A rerun over a complete output (the pipeline's skipped stage): the table gets its rows once.
+    from ucluster_spark.driver.evaluate import ensure_table
+
+    held = ensure_table(spark, run_dir, tmp_path / "out-2", EvaluateConfig(table="assigned", run_id="nightly-2"))
+    assert held["already_held"] and spark.sql("SELECT count(*) AS n FROM assigned").collect()[0].n == 2 * n_jets
+    added = ensure_table(spark, run_dir, tmp_path / "out-2", EvaluateConfig(table="assigned", run_id="nightly-3"))
+    assert added["rows"] == n_jets and spark.sql("SELECT count(*) AS n FROM assigned").collect()[0].n == 3 * n_jets

@@ -128,15 +128,19 @@ def prepare_table(
     return info
 
 
-def check_assignments_target(spark, name: str, run_id: str, mode: str) -> None:
-    """Before any work: the table name, the mode, and (append) a run ID the table must not hold yet."""
+def table_holds(spark, name: str, run_id: str) -> bool:
+    """True if the table exists and has rows of ``run_id``."""
     from pyspark.sql import functions as F
 
+    return spark.catalog.tableExists(name) and spark.table(name).where(F.col("run_id") == run_id).limit(1).count() > 0
+
+
+def check_assignments_target(spark, name: str, run_id: str, mode: str) -> None:
+    """Before any work: the table name, the mode, and (append) a run ID the table must not hold yet."""
     check_table_name(name, "--output-table")
     if mode not in TABLE_MODES:
         raise DatasetError(f"evaluate.table_mode: {mode!r} is not one of {list(TABLE_MODES)}")
-    held = mode == "append" and spark.catalog.tableExists(name)
-    if held and spark.table(name).where(F.col("run_id") == run_id).limit(1).count():
+    if mode == "append" and table_holds(spark, name, run_id):
         raise DatasetError(f"--output-table {name} already holds run ID {run_id!r}: pass --table-mode overwrite "
                            "to replace its rows, or another --run-id")  # fmt: skip
 
@@ -155,7 +159,7 @@ def write_assignments_table(
     if not spark.catalog.tableExists(name):
         rows.write.format(table_format).partitionBy("run_id").saveAsTable(name)
         return rows.count()
-    held = spark.table(name).where(F.col("run_id") == run_id).limit(1).count()
+    held = table_holds(spark, name, run_id)
     existing = spark.table(name).columns
     if missing := [c for c in rows.columns if c not in existing]:
         raise DatasetError(f"--output-table {name}: has no column '{missing[0]}'; it is not an assignments table")

@@ -209,6 +209,18 @@ def evaluate(
         return result
 
 
+def ensure_table(spark, run_dir: str | Path, output: str | Path, settings: EvaluateConfig) -> dict[str, Any]:
+    """A complete output's assignments in ``settings.table`` exactly once: written if the table does not hold its
+    run ID yet (a rerun after the table write failed), else left as it is."""
+    from ucluster_spark.data.table import table_holds
+
+    final = store.local_path(output)
+    run_id = settings.run_id or final.name
+    if table_holds(spark, settings.table, run_id):
+        return {"name": settings.table, "run_id": run_id, "rows": 0, "already_held": True}
+    return _write_table(spark, read_trained_run(run_dir), final, settings)
+
+
 def _write_table(spark, run: TrainedRun, final: Path, settings: EvaluateConfig) -> dict[str, Any]:
     """The finished output's assignments into ``settings.table``, with the run ID and the model's version."""
     import hashlib

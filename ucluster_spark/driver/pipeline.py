@@ -177,19 +177,20 @@ def train_stage(spark, cfg: Config, data_root: Path, pipeline: store.PipelineLay
 def evaluate_stage(
     spark, cfg: Config, data_root: Path, train_dir: Path, pipeline: store.PipelineLayout, manifest: Manifest
 ) -> Path:
-    from ucluster_spark.driver.evaluate import evaluate
+    from ucluster_spark.driver.evaluate import ensure_table, evaluate
 
     layout = pipeline.evaluate
     out = layout.root
     listed = [("assignments", layout.assignments), ("metrics", layout.metrics), ("plots", layout.plots)]
+    settings = dataclasses.replace(cfg.evaluate, run_id=cfg.evaluate.run_id or pipeline.root.name)
     if layout.is_complete():
         warnings = store.read_json(layout.metrics).get("warnings", [])
-        manifest.stage("evaluate", status="skipped", outputs=outputs(listed), warnings=warnings)
+        held = {"table": ensure_table(spark, train_dir, out, settings)} if settings.table else {}
+        manifest.stage("evaluate", status="skipped", outputs=outputs(listed), warnings=warnings, **held)
         log.info("evaluate: %s is complete, skipped", out)
         return out
     manifest.stage("evaluate", status="running", started_at=_now())
     started = time.time()
-    settings = dataclasses.replace(cfg.evaluate, run_id=cfg.evaluate.run_id or pipeline.root.name)
     result = evaluate(spark, train_dir, data_root, out, settings)
     table = {"table": result["table"]} if "table" in result else {}
     manifest.stage("evaluate", status="completed", seconds=round(time.time() - started, 1), outputs=outputs(listed),
