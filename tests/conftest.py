@@ -161,6 +161,20 @@ def two_rank_run(spark, synthetic_dataset, tmp_path_factory):
     return run
 
 
+@pytest.fixture(scope="session")
+def tracking_server(tmp_path_factory):
+    """The URL of a real MLflow tracking server (``tests/tracking_server.py``), started on first use and stopped at
+    the end of the session."""
+    pytest.importorskip("mlflow.server", reason="the full mlflow (test extra) runs the tracking server")
+    from tests.tracking_server import TrackingServer
+
+    server = TrackingServer(tmp_path_factory.mktemp("mlflow-server")).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="module")
 def standalone_cluster(tmp_path_factory):
     """A Spark standalone master and two one-core workers on 127.0.0.1 (``tests/standalone.py``), stopped after

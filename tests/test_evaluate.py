@@ -204,8 +204,9 @@ def test_evaluate_settings_come_from_flags_and_overrides():
         evaluate_job.config_from_args(parser.parse_args(["--model", "r", "--output", "o", "--splits", "tset"]))
 
 
-def test_runs_are_logged_to_mlflow_when_it_is_configured(finished_run, evaluation, tmp_path, monkeypatch):
+def test_runs_are_logged_to_mlflow_when_it_is_configured(finished_run, evaluation, tracking_server, monkeypatch):
     mlflow = pytest.importorskip("mlflow")  # installed with the test extras; optional for users
+    from ucluster_spark.config import TrackingConfig
     from ucluster_spark.driver import tracking
 
     _, run_dir, _ = finished_run
@@ -214,10 +215,12 @@ def test_runs_are_logged_to_mlflow_when_it_is_configured(finished_run, evaluatio
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert tracking.log_training(run_dir) is None  # no tracking server configured: nothing happens
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
-    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps the file store for opt-in use
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_server)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "jobs")
     client = mlflow.tracking.MlflowClient()
-    trained = client.get_run(tracking.log_training(run_dir))
+    trained = client.get_run(tracking.log_training(run_dir))  # the run's own tracking settings: model logged
+    model = mlflow.models.get_model_info(f"runs:/{trained.info.run_id}/model")
+    assert model.signature.inputs.input_names() == ["constituents"] and model.metadata["ucluster_run"] == "run"
     assert trained.data.params["train.epochs"] == "2" and trained.data.params["data.classes"] == '["w", "z", "t"]'
     assert [m.step for m in client.get_metric_history(trained.info.run_id, "focal_loss")] == [1, 2]
     points = validation_points(json.loads((run_dir / "history.json").read_text()))
@@ -231,7 +234,10 @@ def test_runs_are_logged_to_mlflow_when_it_is_configured(finished_run, evaluatio
     evaluated = client.get_run(tracking.log_evaluation(out))
     assert evaluated.data.metrics["eval_clustering_accuracy"] == pytest.approx(result["clustering_accuracy"])
 
-    pipeline_run = client.get_run(tracking.log_pipeline("nightly-7", None, run_dir, out))
+    no_model = TrackingConfig(log_model=False)
+    pipeline_run = client.get_run(tracking.log_pipeline("nightly-7", None, run_dir, out, no_model))
+    assert not mlflow.search_logged_models(filter_string=f"source_run_id = '{pipeline_run.info.run_id}'",
+                                           output_format="list")  # fmt: skip
     assert pipeline_run.data.tags["ucluster.pipeline_run_id"] == "nightly-7"
     assert {"test_clustering_accuracy", "eval_clustering_accuracy", "loss"} <= set(pipeline_run.data.metrics)
     assert tracking.log_pipeline("nightly-7", pipeline_run.info.run_id, run_dir, out) == pipeline_run.info.run_id

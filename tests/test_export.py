@@ -75,6 +75,10 @@ def test_the_saved_model_and_the_onnx_model_assign_as_evaluate_does_without_the_
 
     again = _export(run_dir, tmp_path / "saved")  # an export is replaced only when asked
     assert again.returncode == errors.EXIT_BAD_INPUT and "--overwrite" in again.stderr
+    untracked = subprocess.run([sys.executable, str(ROOT / "jobs/export.py"), str(run_dir), "--mlflow"],
+                               capture_output=True, text=True, timeout=300,
+                               env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")})  # fmt: skip
+    assert untracked.returncode == errors.EXIT_BAD_INPUT and "MLFLOW_TRACKING_URI" in untracked.stderr
     unfinished = _export(tmp_path, tmp_path / "other")
     assert unfinished.returncode == errors.EXIT_BAD_INPUT and "not a finished training run" in unfinished.stderr
     assert not (tmp_path / "other").exists()

@@ -13,6 +13,7 @@ from ucluster_spark.config.sections import (
     ModelConfig,
     PipelineConfig,
     RunConfig,
+    TrackingConfig,
     TrainConfig,
 )
 from ucluster_spark.errors import ConfigError
@@ -29,6 +30,7 @@ __all__ = [
     "ModelConfig",
     "PipelineConfig",
     "RunConfig",
+    "TrackingConfig",
     "TrainConfig",
     "load",
     "parse_override",

@@ -19,6 +19,7 @@ from ucluster_spark.config.rules import (
     check_model,
     check_pipeline,
     check_run,
+    check_tracking,
     check_train,
 )
 from ucluster_spark.config.sections import (
@@ -30,6 +31,7 @@ from ucluster_spark.config.sections import (
     ModelConfig,
     PipelineConfig,
     RunConfig,
+    TrackingConfig,
     TrainConfig,
 )
 from ucluster_spark.errors import ConfigError
@@ -49,6 +51,7 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -95,6 +98,7 @@ class Config:
         check_run(self.run)
         check_evaluate(self.evaluate)
         check_pipeline(self.pipeline)
+        check_tracking(self.tracking)
 
 
 def _build_section(section_cls: type, values: dict[str, Any], where: str) -> Any:

@@ -11,6 +11,7 @@ from ucluster_spark.config.sections import (
     ModelConfig,
     PipelineConfig,
     RunConfig,
+    TrackingConfig,
     TrainConfig,
 )
 from ucluster_spark.errors import ConfigError
@@ -144,6 +145,12 @@ def check_pipeline(p: PipelineConfig) -> None:
         raise ConfigError(f"pipeline.input_format must be one of {list(SOURCES)}, got {p.input_format!r}")
     if p.input and p.input_table:
         raise ConfigError("pipeline.input and pipeline.input_table are two sources: set one of them")
+
+
+def check_tracking(t: TrackingConfig) -> None:
+    if t.register_as and (t.register_as != t.register_as.strip() or not all(t.register_as.split("."))):
+        raise ConfigError(f"tracking.register_as must be a model name (e.g. ucluster or main.hep.ucluster), got "
+                          f"{t.register_as!r}")  # fmt: skip
 
 
 def _mass_window(name: str, window: list) -> list[float]:

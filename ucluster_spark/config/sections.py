@@ -276,6 +276,19 @@ class PipelineConfig:
     drop_bad_jets: bool = False
 
 
+@dataclass
+class TrackingConfig:
+    """MLflow, when ``mlflow`` is installed and a tracking server is configured (``MLFLOW_TRACKING_URI``, or the
+    Databricks runtime's own): what the train job and the pipeline log besides parameters, metrics and plots."""
+
+    log_model: bool = True
+    """Log the trained model as an MLflow model: a pyfunc around its SavedModel, with a signature and an input example
+    from the dataset, the run's config and centroids inside (docs/jobs.md, "MLflow")."""
+    register_as: str = ""
+    """Also register that model under this name in the model registry (Unity Catalog: ``catalog.schema.model``).
+    Empty: logged, not registered."""
+
+
 SECTION_CLASSES: dict[str, type] = {
     "data": DataConfig,
     "model": ModelConfig,
@@ -284,5 +297,6 @@ SECTION_CLASSES: dict[str, type] = {
     "run": RunConfig,
     "evaluate": EvaluateConfig,
     "pipeline": PipelineConfig,
+    "tracking": TrackingConfig,
 }
 SECTION_NAMES = tuple(SECTION_CLASSES)

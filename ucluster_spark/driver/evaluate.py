@@ -28,6 +28,7 @@ from ucluster_spark.data.dataset import (
     load_info,
     verify_checksums,
 )
+from ucluster_spark.driver import tracking
 from ucluster_spark.errors import EvaluationFailed, InputMissing
 from ucluster_spark.plan import trained_alpha
 from ucluster_spark.schema import CLUSTER, EMBEDDING
@@ -45,13 +46,19 @@ class TrainedRun:
     centroids: np.ndarray
     dataset: Path
     """The dataset the run was trained on (the default to assign)."""
+    source: str = ""
+    """What the user named: the run directory, or the MLflow model URI it was downloaded from."""
+
+    @property
+    def from_mlflow(self) -> bool:
+        return self.source != str(self.run_dir)
 
     @property
     def soft_assignment_alpha(self) -> float:
         return trained_alpha(self.history, self.cfg.loss.alpha_start)
 
 
-def read_trained_run(run_dir: str | Path) -> TrainedRun:
+def read_trained_run(run_dir: str | Path, source: str = "") -> TrainedRun:
     layout = store.RunLayout(run_dir)
     if not layout.metrics.is_file() or not layout.weights.is_file():
         raise InputMissing(
@@ -63,7 +70,7 @@ def read_trained_run(run_dir: str | Path) -> TrainedRun:
     finished = store.read_json(layout.metrics)
     centroids = np.asarray(finished["centroids"], np.float32)
     dataset = store.local_path(finished["data"]["train_url"]).parent
-    return TrainedRun(layout.root, cfg, history, centroids, dataset)
+    return TrainedRun(layout.root, cfg, history, centroids, dataset, source or str(layout.root))
 
 
 def check_inputs_match(info: DatasetInfo, run: TrainedRun, data_dir: str | Path) -> None:
@@ -75,7 +82,7 @@ def check_inputs_match(info: DatasetInfo, run: TrainedRun, data_dir: str | Path)
     if wanted != found:
         raise DatasetError(
             f"{store.local_path(data_dir)}: dataset has feature set {found[0]!r} {found[1]} with {found[2]} "
-            f"constituents per jet, but the model in {run.run_dir} was trained on {wanted[0]!r} {wanted[1]} with "
+            f"constituents per jet, but the model {run.source} was trained on {wanted[0]!r} {wanted[1]} with "
             f"{wanted[2]}; prepare the dataset with the model's data settings"
         )
 
@@ -175,22 +182,31 @@ def draw(out: Path, result: dict[str, Any], sample, histograms, run: TrainedRun,
 
 def evaluate(
     spark,
-    run_dir: str | Path,
+    model: str | Path,
     data_dir: str | Path | None,
     output: str | Path,
     settings: EvaluateConfig | None = None,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Assign every jet of ``data_dir`` (default: the run's own dataset) and write ``output``:
-    ``assignments/`` (parquet, ``inference.ASSIGNMENT_COLUMNS``), ``metrics.json`` and ``plots/``; then, if
-    ``settings.table`` names one, the assignments to that table."""
+    """Assign every jet of ``data_dir`` (default: the run's own dataset) with ``model`` (a run directory, or an MLflow
+    model URI such as ``models:/NAME/VERSION``) and write ``output``: ``assignments/`` (parquet,
+    ``inference.ASSIGNMENT_COLUMNS``), ``metrics.json`` and ``plots/``; then, if ``settings.table`` names one, the
+    assignments to that table."""
     from ucluster_spark.data.table import check_assignments_target
 
     settings = settings or EvaluateConfig()
     final = store.check_output_location(output, "--output")
     if settings.table:
         check_assignments_target(spark, settings.table, settings.run_id or final.name, settings.table_mode)
-    run = read_trained_run(run_dir)
+    if tracking.is_model_uri(model):
+        with tracking.downloaded_model(str(model)) as run_dir:
+            return _evaluate(spark, read_trained_run(run_dir, str(model)), data_dir, final, settings, overwrite)
+    return _evaluate(spark, read_trained_run(model), data_dir, final, settings, overwrite)
+
+
+def _evaluate(
+    spark, run: TrainedRun, data_dir: str | Path | None, final: Path, settings: EvaluateConfig, overwrite: bool
+) -> dict[str, Any]:
     root = store.local_path(data_dir) if data_dir else run.dataset
     info = load_info(root)
     check_inputs_match(info, run, root)
@@ -229,7 +245,8 @@ def _write_table(spark, run: TrainedRun, final: Path, settings: EvaluateConfig) 
 
     run_id = settings.run_id or final.name
     weights = store.RunLayout(run.run_dir).weights
-    model_version = f"{run.run_dir.name}@{hashlib.sha256(weights.read_bytes()).hexdigest()[:12]}"
+    named = run.source if run.from_mlflow else run.run_dir.name
+    model_version = f"{named}@{hashlib.sha256(weights.read_bytes()).hexdigest()[:12]}"
     table_format = settings.table_format or spark.conf.get("spark.sql.sources.default", "parquet")
     rows = write_assignments_table(spark, store.file_url(store.EvaluationLayout(final).assignments), settings.table,
                                    run_id, model_version, settings.table_mode, table_format)  # fmt: skip
@@ -250,20 +267,24 @@ def _assign(
     tasks_per_process = spark.sparkContext.accumulator(Counter(), CounterParam())
     run_path, alpha, batch = str(run.run_dir), run.soft_assignment_alpha, settings.batch_size
     threads = task_threads(spark)
+    shipped = run.run_dir.name if run.from_mlflow else ""
+    if shipped:  # downloaded to the driver: every executor gets its own copy
+        spark.sparkContext.addFile(run_path, recursive=True)
 
     def body(frames):  # shipped to executors: plain values and accumulators only
         import os
 
+        from pyspark import SparkFiles
+
         from ucluster_spark.executor.inference import assign_frames  # TensorFlow: in the executors only
 
         tasks_per_process.add(Counter({f"{os.uname().nodename}:{os.getpid()}": 1}))
-        yield from assign_frames(
-            frames, run_dir=run_path, alpha=alpha, batch_size=batch, threads=threads, on_load=lambda: loads.add(1)
-        )
+        yield from assign_frames(frames, run_dir=SparkFiles.get(shipped) if shipped else run_path, alpha=alpha,
+                                 batch_size=batch, threads=threads, on_load=lambda: loads.add(1))  # fmt: skip
 
     jets = read_jets(spark, root, splits)
     n_jets = sum(info.n_jets(s) for s in splits)
-    log.info("assigning %d jets of %s (%s) with %s", n_jets, root, ", ".join(splits), run.run_dir)
+    log.info("assigning %d jets of %s (%s) with %s", n_jets, root, ", ".join(splits), run.source)
     with store.atomic_directory(final, overwrite=True) as staging_root:
         staging = store.EvaluationLayout(staging_root)
         started = time.time()
@@ -278,7 +299,7 @@ def _assign(
             damaged = damaged_file_from(err)  # so is a file that cannot be read (a dataset without checksums)
             if damaged is not None:
                 raise damaged from None
-            raise EvaluationFailed(f"cluster assignment of {root} with {run.run_dir} failed: {err}") from err
+            raise EvaluationFailed(f"cluster assignment of {root} with {run.source} failed: {err}") from err
         seconds = time.time() - started
         assignments = spark.read.parquet(store.file_url(staging.assignments))
         tally_rows = tallies(assignments)
@@ -290,7 +311,7 @@ def _assign(
         cores = spark.sparkContext.defaultParallelism
         result.update(
             {
-                "model": str(run.run_dir),
+                "model": run.source,
                 "data": str(root),
                 "splits": splits,
                 "classes": classes,

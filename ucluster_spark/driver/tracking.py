@@ -3,20 +3,29 @@
 Active when ``mlflow`` imports and ``MLFLOW_TRACKING_URI`` is set (or on Databricks, whose runtime sets the
 tracking server itself); the experiment comes from ``MLFLOW_EXPERIMENT_NAME`` / ``MLFLOW_EXPERIMENT_ID`` as usual.
 Otherwise every function here does nothing. What is logged comes from the run directories after each stage
-(parameters, one point per epoch, the final metrics, the plots), so the ranks never talk to the tracking server,
-and a tracking failure is reported but never fails a job whose outputs are already written.
+(parameters, one point per epoch, the final metrics, the plots, the model), so the ranks never talk to the tracking
+server, and a tracking failure is reported but never fails a job whose outputs are already written. The model is
+logged by a child process (``jobs/export.py --mlflow``): TensorFlow stays out of the driver.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ucluster_spark import store
+from ucluster_spark.config import Config, TrackingConfig
+from ucluster_spark.errors import ConfigError, InputMissing
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +76,10 @@ def point_metrics(point: dict[str, Any]) -> dict[str, float]:
     return found
 
 
-def _log_training(mlflow, run_dir: Path) -> None:
+def _log_training(mlflow, run_dir: Path, settings: TrackingConfig | None) -> None:
     layout = store.RunLayout(run_dir)
-    mlflow.log_params(flat_params(store.read_json(layout.model_config)))
+    cfg_dict = store.read_json(layout.model_config)
+    mlflow.log_params(flat_params(cfg_dict))
     for record in store.read_json(layout.history):
         finished_ms = int(1000 * (record["started_at"] + record["seconds"]))
         for key, value in epoch_metrics(record).items():
@@ -82,6 +92,21 @@ def _log_training(mlflow, run_dir: Path) -> None:
     if layout.plots.is_dir():
         mlflow.log_artifacts(str(layout.plots), "plots/train")
     mlflow.set_tag("ucluster.run_dir", str(run_dir))
+    settings = settings or Config.from_dict(cfg_dict, str(layout.model_config)).tracking
+    if settings.log_model:
+        _log_model(mlflow.active_run().info.run_id, run_dir, settings.register_as)
+
+
+def _log_model(mlflow_run_id: str, run_dir: Path, register_as: str) -> None:
+    """The run's MLflow model, logged into ``mlflow_run_id`` by ``jobs/export.py --mlflow`` in a child process."""
+    command = [sys.executable, "-m", "ucluster_spark.jobs.export", str(run_dir), "--mlflow",
+               "--mlflow-run-id", mlflow_run_id, *(["--register-as", register_as] if register_as else [])]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"the model was not logged: {done.stderr.strip()[-1500:]}")
+    logged = json.loads(done.stdout.strip().splitlines()[-1])["mlflow"]
+    log.info("MLflow model: %s%s", logged["model_uri"],
+             f" = {logged['registered_model']}" if logged["registered_model"] else "")  # fmt: skip
 
 
 def _log_evaluation(mlflow, out_dir: Path) -> None:
@@ -112,9 +137,10 @@ def _logged(name: str, *parts) -> str | None:
         return None
 
 
-def log_training(run_dir: str | Path) -> str | None:
+def log_training(run_dir: str | Path, settings: TrackingConfig | None = None) -> str | None:
+    """``settings`` None: the run's own ``tracking`` section."""
     run_dir = store.local_path(run_dir)
-    return _logged(f"train {run_dir.name}", lambda m: _log_training(m, run_dir))
+    return _logged(f"train {run_dir.name}", lambda m: _log_training(m, run_dir, settings))
 
 
 def log_evaluation(out_dir: str | Path) -> str | None:
@@ -122,13 +148,45 @@ def log_evaluation(out_dir: str | Path) -> str | None:
     return _logged(f"evaluate {out_dir.name}", lambda m: _log_evaluation(m, out_dir))
 
 
-def log_pipeline(run_id: str, logged_as: str | None, train_dir: Path, out_dir: Path) -> str | None:
+def log_pipeline(
+    run_id: str, logged_as: str | None, train_dir: Path, out_dir: Path, settings: TrackingConfig | None = None
+) -> str | None:
     """One MLflow run per pipeline run id, logged once, when the whole pipeline has succeeded."""
     if logged_as:
         return logged_as
     return _logged(
         f"pipeline {run_id}",
-        lambda m: _log_training(m, train_dir),
+        lambda m: _log_training(m, train_dir, settings),
         lambda m: _log_evaluation(m, out_dir),
         lambda m: m.set_tag("ucluster.pipeline_run_id", run_id),
     )
+
+
+def is_model_uri(model: str | Path) -> bool:
+    """An MLflow model URI (``models:/NAME/VERSION``, ``runs:/ID/model``, ...) rather than a run directory."""
+    text = str(model)
+    return ":/" in text and not text.startswith(("file:", "/", "dbfs:", "s3", "gs:", "abfss:", "hdfs:"))
+
+
+@contextlib.contextmanager
+def downloaded_model(uri: str) -> Iterator[Path]:
+    """The run directory inside an MLflow model logged by this package, downloaded to a local temporary folder
+    (removed afterwards)."""
+    if importlib.util.find_spec("mlflow") is None:
+        raise ConfigError(f"--model {uri} needs the mlflow package (pip install -e '.[tracking]')")
+    import mlflow
+
+    folder = Path(tempfile.mkdtemp(prefix="ucluster-model-"))
+    try:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(folder)))
+        except Exception as err:  # MLflow's own message says which part of the URI was not found
+            raise InputMissing(f"--model {uri}: cannot fetch it from MLflow: {err}") from None
+        inside = local / "artifacts" / "run"
+        if not store.RunLayout(inside).weights.is_file():
+            raise InputMissing(f"--model {uri}: not a model logged by ucluster-spark (no artifacts/run/ inside)")
+        run_dir = folder / f"run-{folder.name}"  # a name of its own: Spark ships it to executors by name
+        inside.rename(run_dir)
+        yield run_dir
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

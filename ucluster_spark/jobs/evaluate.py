@@ -1,11 +1,13 @@
 """Assign every jet of a dataset to a cluster with a trained run, as a Spark job, and score it.
 
-spark-submit jobs/evaluate.py --model RUN_DIR --output OUT_DIR [--data DATASET_DIR] [--splits test]
+spark-submit jobs/evaluate.py --model RUN_DIR|MODEL_URI --output OUT_DIR [--data DATASET_DIR] [--splits test]
                               [--overwrite] [--output-table NAME [--table-mode append|overwrite] [--run-id ID]]
                               [--config FILE] [evaluate.key=value ...]
 
-Writes OUT_DIR/assignments (parquet), OUT_DIR/metrics.json and OUT_DIR/plots/, all or nothing; with
---output-table, then the assignments into that catalog table with their run ID and model version.
+--model is a finished run directory or a model the train job logged to MLflow (models:/NAME/VERSION,
+runs:/ID/model; needs mlflow and MLFLOW_TRACKING_URI): the same numbers either way. Writes OUT_DIR/assignments
+(parquet), OUT_DIR/metrics.json and OUT_DIR/plots/, all or nothing; with --output-table, then the assignments into
+that catalog table with their run ID and model version.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from ucluster_spark.driver import cli
 
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, metavar="RUN_DIR", help="finished training run directory")
+    parser.add_argument("--model", required=True, metavar="RUN_DIR|MODEL_URI",
+                        help="finished training run directory, or MLflow model URI (models:/NAME/VERSION)")  # fmt: skip
     parser.add_argument("--data", help="dataset directory to assign (default: the run's own dataset)")
     parser.add_argument("--output", required=True, help="directory to write (assignments/, metrics.json, plots/)")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier output of this job")
