@@ -27,7 +27,7 @@ P = notebook.parameters(
         "run_dir": f"{notebook.work_root(DBUTILS)}/runs/notebook",
         "num_proc": "2",
         "resume": "false",
-        "overrides": "",  # e.g. train.epochs=20 train.pretrain_epochs=5
+        "overrides": "",  # e.g. train.epochs=20 train.pretrain_epochs=5 tracking.register_as=main.hep.ucluster
     },
     DBUTILS,
 )
@@ -53,7 +53,7 @@ cfg = training_config(  # the train job's own rules: a resumed run keeps its con
     overrides=notebook.overrides(P["overrides"]),
 )
 result = train(spark, cfg, resume=resume)  # progress lines appear below as rank 0 writes them
-tracking.log_training(result.run_dir)  # MLflow, when configured (Databricks: the notebook's experiment)
+tracking.log_training(result.run_dir)  # MLflow, when configured (Databricks: the notebook's experiment): the model too
 {k: result.metrics[k] for k in ("clustering_accuracy", "nmi", "ari", "n_jets", "cluster_to_class")}
 
 # COMMAND ----------
