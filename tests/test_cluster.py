@@ -102,8 +102,14 @@ def test_a_killed_executor_fails_the_job_naming_its_rank_and_the_run_resumes(kil
     assert "resumed from" in layout.train_log.read_text()
 
 
-def test_generate_train_and_evaluate_on_two_executors(standalone_cluster, cluster_jets, killed_then_resumed, tmp_path):
-    """The generate job's jets (``cluster_jets``), the resumed training and the evaluate job, all on the cluster."""
+def test_generate_train_and_evaluate_on_two_executors(
+    standalone_cluster, cluster_jets, killed_then_resumed, tracking_server, tmp_path, monkeypatch
+):
+    """The generate job's jets (``cluster_jets``), the resumed training and the evaluate job, all on the cluster; the
+    evaluate job with the run's model registered in MLflow, which the driver downloads and ships to the executors."""
+    from ucluster_spark.config import TrackingConfig
+    from ucluster_spark.driver import tracking
+
     run_dir, out = killed_then_resumed["run_dir"], tmp_path / "assigned"
     assert killed_then_resumed["resumed"].returncode == 0, killed_then_resumed["resumed"].stderr[-6000:]
     metrics = json.loads(store.RunLayout(run_dir).metrics.read_text())
@@ -114,12 +120,17 @@ def test_generate_train_and_evaluate_on_two_executors(standalone_cluster, cluste
     per_stage = _task_executors(killed_then_resumed["events"], "horovod", "launchers/barrier.py")
     assert per_stage and all(ids == {"0", "1"} for ids in per_stage.values()), per_stage
 
-    evaluated = submit("--model", str(run_dir), "--output", str(out), job="evaluate", cwd=tmp_path,
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_server)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "cluster")
+    assert tracking.log_training(run_dir, TrackingConfig(register_as="cluster-run"))
+    evaluated = submit("--model", "models:/cluster-run/1", "--output", str(out), job="evaluate", cwd=tmp_path,
                        master=standalone_cluster.master_url)  # fmt: skip
     assert evaluated.returncode == 0, evaluated.stderr[-4000:]
     scored = json.loads(store.EvaluationLayout(out).metrics.read_text())
     counts = json.loads((cluster_jets / "_ucluster_dataset.json").read_text())["counts"]
     assert scored["n_jets"] == sum(n for split in counts.values() for n in split.values())  # every jet, every split
+    assert scored["model"] == "models:/cluster-run/1" and scored["throughput"]["executor_processes"] == 2
+    assert scored["by_split"]["test"]["clustering_accuracy"] == pytest.approx(metrics["clustering_accuracy"])
 
 
 def test_the_pipeline_step_on_the_cluster(standalone_cluster, cluster_jets, tmp_path):

@@ -9,6 +9,7 @@ place when complete.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -267,9 +268,11 @@ def _assign(
     tasks_per_process = spark.sparkContext.accumulator(Counter(), CounterParam())
     run_path, alpha, batch = str(run.run_dir), run.soft_assignment_alpha, settings.batch_size
     threads = task_threads(spark)
-    shipped = run.run_dir.name if run.from_mlflow else ""
-    if shipped:  # downloaded to the driver: every executor gets its own copy
-        spark.sparkContext.addFile(run_path, recursive=True)
+    shipped = ""
+    if run.from_mlflow:  # downloaded to the driver: every executor gets it as an archive Spark unpacks there
+        archive = Path(shutil.make_archive(run_path, "zip", root_dir=run.run_dir))  # beside it, removed with it
+        spark.sparkContext.addArchive(str(archive))
+        shipped = archive.name
 
     def body(frames):  # shipped to executors: plain values and accumulators only
         import os
