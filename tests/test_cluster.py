@@ -41,22 +41,25 @@ def cluster_jets(standalone_cluster, tmp_path_factory):
 
 EPOCHS = 8
 """The killed run's epochs: the kill comes right after the first checkpoint, with epochs still to train."""
+RUN_ID = "nightly"
 
 
 @pytest.fixture(scope="module")
 def killed_then_resumed(standalone_cluster, cluster_jets, tmp_path_factory):
-    """The train job on the cluster's jets, one executor JVM SIGKILLed right after the first checkpoint (as when a
-    node or container dies) while its rank trains, then ``--resume`` on the executors the master gives it, with a
-    Spark event log. Both tests below check this one run: the failure and its resumption, and where the ranks ran
-    and the evaluation of the finished run."""
+    """The scheduled step (``jobs/pipeline.py``) on the cluster's jets, one executor JVM SIGKILLed right after the
+    training stage's first checkpoint (as when a node or container dies) while its rank trains, then the same
+    pipeline run ID again on the executors the master gives it, with a Spark event log: it resumes the training and
+    evaluates. The pipeline's stages are the train and evaluate jobs' own code (``driver/``), so this one run checks
+    both jobs on the cluster, the failure and its resumption, and where the ranks ran."""
     work = tmp_path_factory.mktemp("killed-executor")
-    master, run_dir, events = standalone_cluster.master_url, work / "run", work / "events"
-    layout = store.RunLayout(run_dir)
+    master, root, events = standalone_cluster.master_url, work / "pipelines", work / "events"
+    layout = store.PipelineLayout(root, RUN_ID)
+    run_dir = layout.train.root
     killed: dict[str, object] = {}
 
     def kill_an_executor_after_the_first_checkpoint():
         deadline = time.time() + 300
-        while not (layout.checkpoints / "LATEST").exists() and time.time() < deadline:
+        while not (layout.train.checkpoints / "LATEST").exists() and time.time() < deadline:
             time.sleep(0.05)
         executor = standalone_cluster.executors()["1"]
         killed["pids"] = {p.pid for p in executor.children(recursive=True)}
@@ -65,19 +68,21 @@ def killed_then_resumed(standalone_cluster, cluster_jets, tmp_path_factory):
 
     killer = threading.Thread(target=kill_an_executor_after_the_first_checkpoint, daemon=True)
     killer.start()
-    args = ["--config", str(ROOT / "conf/local.yaml"), "--data", str(cluster_jets), "--output", str(run_dir), *TINY,
-            *STACK, "--num-proc", "2", f"train.epochs={EPOCHS}"]  # fmt: skip
-    failed = submit(*args, cwd=work, master=master, timeout=600)
+    args = ["--config", str(ROOT / "conf/local.yaml"), "--run-id", RUN_ID, "--root", str(root), *TINY, *STACK,
+            f"data.path={cluster_jets}", "run.num_proc=2", f"train.epochs={EPOCHS}"]  # fmt: skip
+    failed = submit(*args, job="pipeline", cwd=work, master=master, timeout=600)
     ended = time.time()
     killer.join(1)
-    placements = [json.loads(layout.placement(r).read_text()) for r in (0, 1)]  # the killed run's, before resuming
-    metrics_after_failure = layout.metrics.exists()
+    placements = [json.loads(layout.train.placement(r).read_text()) for r in (0, 1)]  # the killed run's
+    metrics_after_failure = layout.train.metrics.exists()
+    manifest_after_failure = json.loads(layout.manifest.read_text())
     events.mkdir()
     event_log = {"spark.eventLog.enabled": "true", "spark.eventLog.dir": str(events),
                  "spark.eventLog.compress": "false", "spark.eventLog.rolling.enabled": "false"}  # fmt: skip
-    resumed = submit("--resume", str(run_dir), f"run.spark_conf={json.dumps(event_log)}", cwd=work, master=master)
-    return {"run_dir": run_dir, "killed": killed, "failed": failed, "ended": ended, "placements": placements,
-            "metrics_after_failure": metrics_after_failure, "resumed": resumed, "events": events}  # fmt: skip
+    resumed = submit(*args, f"run.spark_conf={json.dumps(event_log)}", job="pipeline", cwd=work, master=master)
+    return {"layout": layout, "run_dir": run_dir, "killed": killed, "failed": failed, "ended": ended,
+            "placements": placements, "metrics_after_failure": metrics_after_failure,
+            "manifest_after_failure": manifest_after_failure, "resumed": resumed, "events": events}  # fmt: skip
 
 
 def test_a_killed_executor_fails_the_job_naming_its_rank_and_the_run_resumes(killed_then_resumed):
@@ -92,21 +97,30 @@ def test_a_killed_executor_fails_the_job_naming_its_rank_and_the_run_resumes(kil
     # "rank 0 on HOST (pid P) was lost: ..." (Horovod) or "rank 0 (executor 1 on HOST, pid P) was lost ..." (barrier)
     message = rf"rank {lost[0]['rank']} [^\n]*pid {lost[0]['pid']}\b[^\n]* was lost"
     assert re.search(message, failed.stderr), failed.stderr[-4000:]
-    assert f"continue from checkpoint epoch-0001 with --resume {run_dir}" in failed.stderr
-    assert not run["metrics_after_failure"]
+    stages = run["manifest_after_failure"]["stages"]
+    assert stages["train"]["status"] == "failed" and re.search(message, stages["train"]["error"])
+    assert "continue from checkpoint epoch-0001" in stages["train"]["error"]
+    assert stages["evaluate"]["status"] == "pending" and not run["metrics_after_failure"]
 
     resumed = run["resumed"]  # the master gave us a new executor
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-6000:]
     history = json.loads(layout.history.read_text())
     assert [h["epoch"] for h in history] == list(range(EPOCHS))
     assert "resumed from" in layout.train_log.read_text()
+    manifest = json.loads(run["layout"].manifest.read_text())
+    assert manifest["status"] == "succeeded" and manifest["attempt"] == 2
+    stages = manifest["stages"]
+    assert (stages["data"]["status"], stages["data"]["action"]) == ("skipped", "external dataset")
+    assert (stages["train"]["status"], stages["train"]["resumed"]) == ("completed", True)
+    assert stages["evaluate"]["status"] == "completed"
 
 
 def test_generate_train_and_evaluate_on_two_executors(
     standalone_cluster, cluster_jets, killed_then_resumed, tracking_server, tmp_path, monkeypatch
 ):
-    """The generate job's jets (``cluster_jets``), the resumed training and the evaluate job, all on the cluster; the
-    evaluate job with the run's model registered in MLflow, which the driver downloads and ships to the executors."""
+    """The generate job's jets (``cluster_jets``), the resumed training and the evaluation, all on the cluster; then
+    the evaluate job with the run's model registered in MLflow, which the driver downloads and ships to the
+    executors."""
     from ucluster_spark.config import TrackingConfig
     from ucluster_spark.driver import tracking
 
@@ -114,11 +128,15 @@ def test_generate_train_and_evaluate_on_two_executors(
     assert killed_then_resumed["resumed"].returncode == 0, killed_then_resumed["resumed"].stderr[-6000:]
     metrics = json.loads(store.RunLayout(run_dir).metrics.read_text())
     assert metrics["num_proc"] == 2 and metrics["n_jets"] == metrics["data"]["n_test"]
-    # The two ranks ran in the two executors (the launcher's stage: one task per rank).
+    # The two ranks ran in the two executors (the launcher's stage: one task per rank), and so did the evaluation.
     placements = [json.loads(store.RunLayout(run_dir).placement(r).read_text()) for r in (0, 1)]
     assert placements[0]["pid"] != placements[1]["pid"]
     per_stage = _task_executors(killed_then_resumed["events"], "horovod", "launchers/barrier.py")
     assert per_stage and all(ids == {"0", "1"} for ids in per_stage.values()), per_stage
+    counts = json.loads((cluster_jets / "_ucluster_dataset.json").read_text())["counts"]
+    every_jet = sum(n for split in counts.values() for n in split.values())
+    pipeline_scored = json.loads(killed_then_resumed["layout"].evaluate.metrics.read_text())
+    assert pipeline_scored["n_jets"] == every_jet and pipeline_scored["throughput"]["executor_processes"] == 2
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_server)
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "cluster")
@@ -127,22 +145,7 @@ def test_generate_train_and_evaluate_on_two_executors(
                        master=standalone_cluster.master_url)  # fmt: skip
     assert evaluated.returncode == 0, evaluated.stderr[-4000:]
     scored = json.loads(store.EvaluationLayout(out).metrics.read_text())
-    counts = json.loads((cluster_jets / "_ucluster_dataset.json").read_text())["counts"]
-    assert scored["n_jets"] == sum(n for split in counts.values() for n in split.values())  # every jet, every split
-    assert scored["model"] == "models:/cluster-run/1" and scored["throughput"]["executor_processes"] == 2
-    assert scored["by_split"]["test"]["clustering_accuracy"] == pytest.approx(metrics["clustering_accuracy"])
-
-
-def test_the_pipeline_step_on_the_cluster(standalone_cluster, cluster_jets, tmp_path):
-    """On the jets the generate job made on this cluster (the pipeline's own generation is the same code, tested in
-    local mode): its training and evaluation stages on two executors."""
-    root = tmp_path / "pipelines"
-    result = submit("--config", str(ROOT / "conf/local.yaml"), "--run-id", "nightly", "--root", str(root), *TINY,
-                    *STACK, f"data.path={cluster_jets}", job="pipeline", cwd=tmp_path,
-                    master=standalone_cluster.master_url)  # fmt: skip
-    assert result.returncode == errors.EXIT_OK, result.stdout[-3000:] + result.stderr[-5000:]
-    manifest = json.loads(store.PipelineLayout(root, "nightly").manifest.read_text())
-    assert manifest["status"] == "succeeded"
-    stages = manifest["stages"]
-    assert (stages["data"]["status"], stages["data"]["action"]) == ("skipped", "external dataset")
-    assert [stages[s]["status"] for s in ("train", "evaluate")] == ["completed"] * 2
+    assert scored["n_jets"] == every_jet and scored["model"] == "models:/cluster-run/1"
+    assert scored["throughput"]["executor_processes"] == 2
+    for key in ("clustering_accuracy", "nmi", "cluster_sizes", "confusion_matrix"):
+        assert scored[key] == pipeline_scored[key], key  # the registered model is the run folder's
