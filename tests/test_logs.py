@@ -61,3 +61,20 @@ def test_an_epoch_and_a_validation_point_are_one_short_line_each():
     assert "changed" not in logs.validation_point_line({**point, "assignment_change": None})  # the first point
     emptied = logs.validation_point_line({**point, "centroid_offsets": [0.05, None, 0.02]})
     assert emptied.endswith("centroid offsets 0.05/empty/0.02")
+
+
+def test_the_session_drops_sparks_task_clean_up_trace_at_shutdown_only(spark):
+    """Spark's own log4j2, filtered by the session: the message a task thread logs when it ends after SparkEnv
+    stopped (spark-submit stopped under a job) is dropped; any other error of the same logger is printed."""
+    jvm = spark.sparkContext._jvm
+    config = jvm.org.apache.logging.log4j.LogManager.getContext(False).getConfiguration()
+    installed = config.getLoggerConfig("org.apache.spark.util.Utils").getFilter()
+
+    def verdict(text: str) -> str:
+        message = jvm.org.apache.logging.log4j.message.SimpleMessage(text)
+        event = jvm.org.apache.logging.log4j.core.impl.Log4jLogEvent.newBuilder().setMessage(message).build()
+        return str(installed.filter(event).toString())
+
+    assert verdict("Uncaught exception in thread Executor task launch worker for task 0.0 (TID 7)") == "DENY"
+    assert verdict("Uncaught exception in thread dispatcher-event-loop-1") == "NEUTRAL"
+    assert verdict("Exception in task 0.0 in stage 3.0 (TID 7)") == "NEUTRAL"

@@ -33,7 +33,33 @@ def get_session(app_name: str = "ucluster-spark", extra_conf: dict[str, str] | N
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     _quiet_accumulator_server(spark.sparkContext)
+    _quiet_task_cleanup_at_shutdown(spark.sparkContext)
     return spark
+
+
+TASK_CLEANUP_AT_SHUTDOWN = "Uncaught exception in thread Executor task launch worker.*"
+
+
+def _quiet_task_cleanup_at_shutdown(sc) -> None:
+    """When spark-submit is stopped under a job, a task thread of the driver's JVM (local mode) can end after
+    ``SparkEnv`` has stopped; its clean-up then fails with a NullPointerException that Spark logs with its Java
+    trace ("Uncaught exception in thread Executor task launch worker ..."), after the job has said in one line what
+    stopped it. A log4j2 filter drops that message only: a task's own failure is logged by the executor as before."""
+    jvm = sc._jvm
+    try:
+        core = jvm.org.apache.logging.log4j.core
+        result = getattr(core, "Filter$Result")
+        context = jvm.org.apache.logging.log4j.LogManager.getContext(False)
+        logger_config = context.getConfiguration().getLoggerConfig("org.apache.spark.util.Utils")
+        present = logger_config.getFilter()
+        if present is not None and "task launch worker" in str(present.toString()):
+            return  # one filter per JVM, however many sessions it has seen
+        logger_config.addFilter(
+            core.filter.RegexFilter.createFilter(TASK_CLEANUP_AT_SHUTDOWN, None, False, result.DENY, result.NEUTRAL)
+        )
+        context.updateLoggers()
+    except Exception as err:  # another logging backend: Spark's messages stay as they are
+        logging.getLogger(__name__).debug("Spark's task clean-up messages stay on: %s", err)
 
 
 def _quiet_accumulator_server(sc) -> None:
