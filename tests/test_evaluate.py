@@ -145,7 +145,7 @@ def test_a_dataset_with_other_inputs_is_refused_before_any_output(spark, finishe
     frame = synthetic_jets(10, max_constituents=50)
     df = spark.createDataFrame(frame, schema=schema.spark_schema())
     write_dataset(spark, df, root, config.load(None, ["data.max_constituents=50"]).data, {"generator": "test"})
-    with pytest.raises(DatasetError, match=r"50 constituents per jet, but the model in .* with 100"):
+    with pytest.raises(DatasetError, match=r"50 constituents per jet, but the model .* with 100"):
         evaluate(spark, run_dir, root, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
@@ -221,6 +221,10 @@ def test_runs_are_logged_to_mlflow_when_it_is_configured(finished_run, evaluatio
     trained = client.get_run(tracking.log_training(run_dir))  # the run's own tracking settings: model logged
     model = mlflow.models.get_model_info(f"runs:/{trained.info.run_id}/model")
     assert model.signature.inputs.input_names() == ["constituents"] and model.metadata["ucluster_run"] == "run"
+    with tracking.downloaded_model(f"runs:/{trained.info.run_id}/model") as inside:  # what evaluate --model reads
+        assert (inside / "model/weights.h5").read_bytes() == (run_dir / "model/weights.h5").read_bytes()
+        assert json.loads((inside / "metrics.json").read_text()) == json.loads((run_dir / "metrics.json").read_text())
+    assert not inside.exists()
     assert trained.data.params["train.epochs"] == "2" and trained.data.params["data.classes"] == '["w", "z", "t"]'
     assert [m.step for m in client.get_metric_history(trained.info.run_id, "focal_loss")] == [1, 2]
     points = validation_points(json.loads((run_dir / "history.json").read_text()))

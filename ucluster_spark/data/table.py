@@ -84,9 +84,8 @@ def table_rows(frame: pd.DataFrame, name: str, data: DataConfig, drop_bad_jets: 
     real = np.arange(width)[None, :] < counts[:, None]
     p4 = np.zeros((len(frame), width, 4))
     for k, column in enumerate(PARTICLES):
-        for i, values in enumerate(frame[column]):
-            if counts[i]:
-                p4[i, : counts[i], k] = np.asarray(values, np.float64)
+        parts = [np.asarray(values, np.float64) for values, n in zip(frame[column], counts, strict=True) if n]
+        p4[..., k][real] = np.concatenate(parts) if parts else []  # row-major mask: jet by jet, particle order
         selection.non_finite(f"column '{column}'", p4[..., k])
     p4 = np.nan_to_num(p4)
     selection.no_constituents(counts, f"'{PARTICLES[0]}' is empty")
