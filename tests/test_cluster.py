@@ -42,15 +42,17 @@ def cluster_jets(standalone_cluster, tmp_path_factory):
 EPOCHS = 8
 """The killed run's epochs: the kill comes right after the first checkpoint, with epochs still to train."""
 RUN_ID = "nightly"
+MODEL = "cluster-run"
 
 
 @pytest.fixture(scope="module")
-def killed_then_resumed(standalone_cluster, cluster_jets, tmp_path_factory):
+def killed_then_resumed(standalone_cluster, cluster_jets, tracking_server, tmp_path_factory):
     """The scheduled step (``jobs/pipeline.py``) on the cluster's jets, one executor JVM SIGKILLed right after the
     training stage's first checkpoint (as when a node or container dies) while its rank trains, then the same
-    pipeline run ID again on the executors the master gives it, with a Spark event log: it resumes the training and
-    evaluates. The pipeline's stages are the train and evaluate jobs' own code (``driver/``), so this one run checks
-    both jobs on the cluster, the failure and its resumption, and where the ranks ran."""
+    pipeline run ID again on the executors the master gives it, with a Spark event log: it resumes the training,
+    evaluates, and logs and registers the model in MLflow. The pipeline's stages are the train and evaluate jobs' own
+    code (``driver/``), so this one run checks both jobs on the cluster, the failure and its resumption, and where
+    the ranks ran."""
     work = tmp_path_factory.mktemp("killed-executor")
     master, root, events = standalone_cluster.master_url, work / "pipelines", work / "events"
     layout = store.PipelineLayout(root, RUN_ID)
@@ -69,8 +71,9 @@ def killed_then_resumed(standalone_cluster, cluster_jets, tmp_path_factory):
     killer = threading.Thread(target=kill_an_executor_after_the_first_checkpoint, daemon=True)
     killer.start()
     args = ["--config", str(ROOT / "conf/local.yaml"), "--run-id", RUN_ID, "--root", str(root), *TINY, *STACK,
-            f"data.path={cluster_jets}", "run.num_proc=2", f"train.epochs={EPOCHS}"]  # fmt: skip
-    failed = submit(*args, job="pipeline", cwd=work, master=master, timeout=600)
+            f"data.path={cluster_jets}", "run.num_proc=2", f"train.epochs={EPOCHS}", f"tracking.register_as={MODEL}"]
+    tracked = {"MLFLOW_TRACKING_URI": tracking_server, "MLFLOW_EXPERIMENT_NAME": "cluster"}  # fmt: skip
+    failed = submit(*args, job="pipeline", cwd=work, master=master, timeout=600, extra_env=tracked)
     ended = time.time()
     killer.join(1)
     placements = [json.loads(layout.train.placement(r).read_text()) for r in (0, 1)]  # the killed run's
@@ -79,7 +82,8 @@ def killed_then_resumed(standalone_cluster, cluster_jets, tmp_path_factory):
     events.mkdir()
     event_log = {"spark.eventLog.enabled": "true", "spark.eventLog.dir": str(events),
                  "spark.eventLog.compress": "false", "spark.eventLog.rolling.enabled": "false"}  # fmt: skip
-    resumed = submit(*args, f"run.spark_conf={json.dumps(event_log)}", job="pipeline", cwd=work, master=master)
+    resumed = submit(*args, f"run.spark_conf={json.dumps(event_log)}", job="pipeline", cwd=work, master=master,
+                     extra_env=tracked)  # fmt: skip
     return {"layout": layout, "run_dir": run_dir, "killed": killed, "failed": failed, "ended": ended,
             "placements": placements, "metrics_after_failure": metrics_after_failure,
             "manifest_after_failure": manifest_after_failure, "resumed": resumed, "events": events}  # fmt: skip
@@ -97,10 +101,12 @@ def test_a_killed_executor_fails_the_job_naming_its_rank_and_the_run_resumes(kil
     # "rank 0 on HOST (pid P) was lost: ..." (Horovod) or "rank 0 (executor 1 on HOST, pid P) was lost ..." (barrier)
     message = rf"rank {lost[0]['rank']} [^\n]*pid {lost[0]['pid']}\b[^\n]* was lost"
     assert re.search(message, failed.stderr), failed.stderr[-4000:]
-    stages = run["manifest_after_failure"]["stages"]
+    after_failure = run["manifest_after_failure"]
+    stages = after_failure["stages"]
     assert stages["train"]["status"] == "failed" and re.search(message, stages["train"]["error"])
     assert "continue from checkpoint epoch-0001" in stages["train"]["error"]
-    assert stages["evaluate"]["status"] == "pending" and not run["metrics_after_failure"]
+    assert stages["evaluate"]["status"] == "pending" and after_failure["exit_code"] == errors.EXIT_TRAINING_FAILED
+    assert not run["metrics_after_failure"] and (run_dir / "checkpoints/LATEST").exists()
 
     resumed = run["resumed"]  # the master gave us a new executor
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-6000:]
@@ -108,7 +114,8 @@ def test_a_killed_executor_fails_the_job_naming_its_rank_and_the_run_resumes(kil
     assert [h["epoch"] for h in history] == list(range(EPOCHS))
     assert "resumed from" in layout.train_log.read_text()
     manifest = json.loads(run["layout"].manifest.read_text())
-    assert manifest["status"] == "succeeded" and manifest["attempt"] == 2
+    assert manifest["status"] == "succeeded" and manifest["attempt"] == 2 and manifest["exit_code"] == 0
+    assert [a["exit_code"] for a in manifest["earlier_attempts"]] == [errors.EXIT_TRAINING_FAILED]
     stages = manifest["stages"]
     assert (stages["data"]["status"], stages["data"]["action"]) == ("skipped", "external dataset")
     assert (stages["train"]["status"], stages["train"]["resumed"]) == ("completed", True)
@@ -116,14 +123,11 @@ def test_a_killed_executor_fails_the_job_naming_its_rank_and_the_run_resumes(kil
 
 
 def test_generate_train_and_evaluate_on_two_executors(
-    standalone_cluster, cluster_jets, killed_then_resumed, tracking_server, tmp_path, monkeypatch
+    standalone_cluster, cluster_jets, killed_then_resumed, tracking_server, tmp_path
 ):
     """The generate job's jets (``cluster_jets``), the resumed training and the evaluation, all on the cluster; then
-    the evaluate job with the run's model registered in MLflow, which the driver downloads and ships to the
+    the evaluate job with the model the pipeline registered in MLflow, which the driver downloads and ships to the
     executors."""
-    from ucluster_spark.config import TrackingConfig
-    from ucluster_spark.driver import tracking
-
     run_dir, out = killed_then_resumed["run_dir"], tmp_path / "assigned"
     assert killed_then_resumed["resumed"].returncode == 0, killed_then_resumed["resumed"].stderr[-6000:]
     metrics = json.loads(store.RunLayout(run_dir).metrics.read_text())
@@ -138,14 +142,17 @@ def test_generate_train_and_evaluate_on_two_executors(
     pipeline_scored = json.loads(killed_then_resumed["layout"].evaluate.metrics.read_text())
     assert pipeline_scored["n_jets"] == every_jet and pipeline_scored["throughput"]["executor_processes"] == 2
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_server)
-    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "cluster")
-    assert tracking.log_training(run_dir, TrackingConfig(register_as="cluster-run"))
-    evaluated = submit("--model", "models:/cluster-run/1", "--output", str(out), job="evaluate", cwd=tmp_path,
-                       master=standalone_cluster.master_url)  # fmt: skip
+    import mlflow
+
+    registered = f"models:/{MODEL}/1"  # by the pipeline's rerun, from tracking.register_as
+    logged_by = json.loads(killed_then_resumed["layout"].manifest.read_text())["mlflow_run_id"]
+    assert mlflow.tracking.MlflowClient(tracking_server).get_model_version(MODEL, "1").run_id == logged_by
+    evaluated = submit("--model", registered, "--output", str(out), job="evaluate", cwd=tmp_path,
+                       master=standalone_cluster.master_url,
+                       extra_env={"MLFLOW_TRACKING_URI": tracking_server})  # fmt: skip
     assert evaluated.returncode == 0, evaluated.stderr[-4000:]
     scored = json.loads(store.EvaluationLayout(out).metrics.read_text())
-    assert scored["n_jets"] == every_jet and scored["model"] == "models:/cluster-run/1"
+    assert scored["n_jets"] == every_jet and scored["model"] == registered
     assert scored["throughput"]["executor_processes"] == 2
     for key in ("clustering_accuracy", "nmi", "cluster_sizes", "confusion_matrix"):
         assert scored[key] == pipeline_scored[key], key  # the registered model is the run folder's

@@ -218,13 +218,8 @@ def test_runs_are_logged_to_mlflow_when_it_is_configured(finished_run, evaluatio
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_server)
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "jobs")
     client = mlflow.tracking.MlflowClient()
-    trained = client.get_run(tracking.log_training(run_dir))  # the run's own tracking settings: model logged
-    model = mlflow.models.get_model_info(f"runs:/{trained.info.run_id}/model")
-    assert model.signature.inputs.input_names() == ["constituents"] and model.metadata["ucluster_run"] == "run"
-    with tracking.downloaded_model(f"runs:/{trained.info.run_id}/model") as inside:  # what evaluate --model reads
-        assert (inside / "model/weights.h5").read_bytes() == (run_dir / "model/weights.h5").read_bytes()
-        assert json.loads((inside / "metrics.json").read_text()) == json.loads((run_dir / "metrics.json").read_text())
-    assert not inside.exists()
+    no_model = TrackingConfig(log_model=False)  # the model: tests/test_mlflow_model.py
+    trained = client.get_run(tracking.log_training(run_dir, no_model))
     assert trained.data.params["train.epochs"] == "2" and trained.data.params["data.classes"] == '["w", "z", "t"]'
     assert [m.step for m in client.get_metric_history(trained.info.run_id, "focal_loss")] == [1, 2]
     points = validation_points(json.loads((run_dir / "history.json").read_text()))
@@ -238,7 +233,6 @@ def test_runs_are_logged_to_mlflow_when_it_is_configured(finished_run, evaluatio
     evaluated = client.get_run(tracking.log_evaluation(out))
     assert evaluated.data.metrics["eval_clustering_accuracy"] == pytest.approx(result["clustering_accuracy"])
 
-    no_model = TrackingConfig(log_model=False)
     pipeline_run = client.get_run(tracking.log_pipeline("nightly-7", None, run_dir, out, no_model))
     assert not mlflow.search_logged_models(filter_string=f"source_run_id = '{pipeline_run.info.run_id}'",
                                            output_format="list")  # fmt: skip

@@ -2,6 +2,7 @@
 and an input example, registered, loaded by ``models:/`` URI in a process without this package, scored through
 ``spark_udf`` and by ``evaluate --model models:/...``, each with the numbers of the evaluate job on the run folder."""
 
+import json
 import os
 import subprocess
 import sys
@@ -64,6 +65,11 @@ def test_a_runs_model_is_registered_and_scores_jets_as_evaluate_does(
     assert info.signature.outputs.input_names() == [schema.CLUSTER, schema.SOFT_ASSIGNMENT, schema.EMBEDDING,
                                                     schema.DISTANCES]  # fmt: skip
     assert info.saved_input_example_info is not None and info.metadata["n_clusters"] == 3
+    with tracking.downloaded_model(f"runs:/{logged}/model") as inside:  # the run inside, as evaluate --model reads it
+        assert (inside / "model/weights.h5").read_bytes() == (run_dir / "model/weights.h5").read_bytes()
+        assert json.loads((inside / "metrics.json").read_text())["centroids"] == json.loads(
+            (run_dir / "metrics.json").read_text())["centroids"]  # fmt: skip
+    assert not inside.exists()
 
     # evaluate --model models:/NAME/1: the run folder's numbers, jet by jet
     settings = EvaluateConfig(splits=["test"])

@@ -12,11 +12,28 @@ from tests.conftest import ROOT, TINY
 pytestmark = pytest.mark.slow
 
 
-def _run(notebook, cwd, **params):
+ATTACHED = """
+import json, os, runpy, sys
+for notebook, params in json.loads(sys.argv[1]):
+    print(f"=== {notebook}", flush=True)
+    os.environ.update(params)
+    runpy.run_path(notebook, run_name="__main__")
+    for key in params:
+        del os.environ[key]
+"""
+"""The notebooks one after the other in one Python process, as notebooks attached to one Databricks cluster share its
+SparkSession: each gets its parameters as ``UCLUSTER_<NAME>`` variables (``driver/notebook.py``)."""
+
+
+def _run_attached(cwd, *notebooks: tuple[str, dict]) -> tuple[subprocess.CompletedProcess, dict[str, str]]:
+    """The process and each notebook's stdout."""
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
-    env.update({f"UCLUSTER_{k.upper()}": str(v) for k, v in params.items()})
-    return subprocess.run([sys.executable, str(ROOT / "notebooks" / notebook)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    plan = [(str(ROOT / "notebooks" / name), {f"UCLUSTER_{k.upper()}": str(v) for k, v in params.items()})
+            for name, params in notebooks]  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", ATTACHED, json.dumps(plan)], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=900)  # fmt: skip
+    parts = done.stdout.split("=== ")[1:]
+    return done, {part.split("\n", 1)[0].rsplit("/", 1)[-1]: part.split("\n", 1)[1] for part in parts}
 
 
 def test_notebooks_are_databricks_source_files():
@@ -28,18 +45,17 @@ def test_notebooks_are_databricks_source_files():
 
 def test_the_three_notebooks_run_locally(tmp_path):
     data, run_dir, out = tmp_path / "data", tmp_path / "run", tmp_path / "evaluation"
-    prepared = _run("01_prepare_data.py", tmp_path, jets_per_class=40, output=data)
-    assert prepared.returncode == 0, prepared.stderr[-4000:]
-    assert "train " in prepared.stdout and (data / "_ucluster_dataset.json").exists()
-
     overrides = " ".join(t for t in TINY if not t.startswith("data."))
-    trained = _run("02_train.py", tmp_path, config=ROOT / "conf/local.yaml", data=data, run_dir=run_dir,
-                   overrides=overrides)  # fmt: skip
-    assert trained.returncode == 0, trained.stderr[-4000:]
-    assert (run_dir / "metrics.json").exists() and "training_curves.png" in trained.stdout
-
-    evaluated = _run("03_evaluate.py", tmp_path, model=run_dir, output=out, splits="test")
-    assert evaluated.returncode == 0, evaluated.stderr[-4000:]
+    done, printed = _run_attached(
+        tmp_path,
+        ("01_prepare_data.py", {"jets_per_class": 40, "output": data}),
+        ("02_train.py", {"config": ROOT / "conf/local.yaml", "data": data, "run_dir": run_dir, "overrides": overrides}),
+        ("03_evaluate.py", {"model": run_dir, "output": out, "splits": "test"}),
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert list(printed) == ["01_prepare_data.py", "02_train.py", "03_evaluate.py"]
+    assert "train " in printed["01_prepare_data.py"] and (data / "_ucluster_dataset.json").exists()
+    assert (run_dir / "metrics.json").exists() and "training_curves.png" in printed["02_train.py"]
     result = json.loads((out / "metrics.json").read_text())
     trained_metrics = json.loads((run_dir / "metrics.json").read_text())
     assert result["splits"] == ["test"]

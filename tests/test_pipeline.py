@@ -1,4 +1,5 @@
-"""The scheduled pipeline step for real: spark-submit jobs/pipeline.py, run twice, failed and resumed."""
+"""The scheduled pipeline step for real: spark-submit jobs/pipeline.py, run again (nothing changes) and with another
+configuration (refused); failed and resumed: tests/test_cluster.py."""
 
 import json
 import os
@@ -55,28 +56,20 @@ def test_the_pipeline_generates_its_data_with_pythia_and_refuses_a_missing_datas
     assert failed["stages"]["train"]["status"] == "pending"
 
 
-def test_the_pipeline_prepares_files_resumes_after_a_training_failure_and_a_rerun_changes_nothing(tmp_path):
+def test_the_pipeline_prepares_files_and_a_rerun_changes_nothing(tmp_path):
+    """A training failure and the rerun that resumes it: the standalone-cluster test (an executor killed under the
+    training stage), in both environments."""
     write_file(tmp_path / "jets_a.h5", jet_values(300, seed=3))
     hls4ml = [f"pipeline.input={tmp_path / '*.h5'}", "data.mass_window=[1,250]"]
-    failed = _pipeline(tmp_path, "from-h5", *hls4ml, extra_env={"UCLUSTER_INJECT_FAULT": "kill:1:1:0"})
-    assert failed.returncode == errors.EXIT_TRAINING_FAILED, failed.stderr[-5000:]
+    done = _pipeline(tmp_path, "from-h5", *hls4ml)
+    assert done.returncode == errors.EXIT_OK, done.stderr[-5000:]
     run_dir = tmp_path / "pipelines/from-h5"
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert manifest["stages"]["data"]["status"] == "completed"
-    assert manifest["stages"]["data"]["action"] == "prepared from hls4ml files"
-    assert manifest["stages"]["train"]["status"] == "failed" and "exit code 137" in manifest["stages"]["train"]["error"]
-    assert manifest["stages"]["evaluate"]["status"] == "pending" and manifest["exit_code"] == 3
-    assert not (run_dir / "train/metrics.json").exists() and (run_dir / "train/checkpoints/LATEST").exists()
-
-    resumed = _pipeline(tmp_path, "from-h5", *hls4ml)
-    assert resumed.returncode == errors.EXIT_OK, resumed.stderr[-5000:]
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert manifest["status"] == "succeeded" and manifest["exit_code"] == 0 and manifest["attempt"] == 2
+    assert manifest["status"] == "succeeded" and manifest["exit_code"] == 0 and manifest["attempt"] == 1
     stages = manifest["stages"]
-    assert stages["data"]["status"] == "skipped"
-    assert stages["train"]["status"] == "completed" and stages["train"]["resumed"] is True
+    assert (stages["data"]["status"], stages["data"]["action"]) == ("completed", "prepared from hls4ml files")
+    assert stages["train"]["status"] == "completed" and stages["train"]["resumed"] is False
     assert stages["evaluate"]["status"] == "completed"
-    assert [a["exit_code"] for a in manifest["earlier_attempts"]] == [errors.EXIT_TRAINING_FAILED]
     history = json.loads((run_dir / "train/history.json").read_text())
     assert [h["epoch"] for h in history] == [0, 1]
     listed = [o for s in stages.values() for o in s["outputs"]]
@@ -88,14 +81,14 @@ def test_the_pipeline_prepares_files_resumes_after_a_training_failure_and_a_reru
     assert manifest["warnings"] == [f"train: {w}" for w in trained["warnings"]] + [
         f"evaluate: {w}" for w in evaluation["warnings"]
     ]  # a degenerate run succeeds, and the manifest says so
-    assert "evaluate: completed" in resumed.stdout
+    assert "evaluate: completed" in done.stdout
     before = _files(run_dir)
 
     again = _pipeline(tmp_path, "from-h5", *hls4ml)
     assert again.returncode == errors.EXIT_OK, again.stderr[-5000:]
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert [manifest["stages"][s]["status"] for s in ("data", "train", "evaluate")] == ["skipped"] * 3
-    assert manifest["attempt"] == 3 and manifest["earlier_attempts"][-1]["status"] == "succeeded"
+    assert manifest["attempt"] == 2 and manifest["earlier_attempts"][-1]["status"] == "succeeded"
     after = _files(run_dir)
     assert {k: v for k, v in after.items() if k != "manifest.json"} == {
         k: v for k, v in before.items() if k != "manifest.json"
