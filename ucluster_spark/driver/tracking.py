@@ -94,7 +94,10 @@ def _log_training(mlflow, run_dir: Path, settings: TrackingConfig | None) -> Non
     mlflow.set_tag("ucluster.run_dir", str(run_dir))
     settings = settings or Config.from_dict(cfg_dict, str(layout.model_config)).tracking
     if settings.log_model:
-        _log_model(mlflow.active_run().info.run_id, run_dir, settings.register_as)
+        try:
+            _log_model(mlflow.active_run().info.run_id, run_dir, settings.register_as)
+        except Exception as err:  # the rest of the run (the pipeline's evaluation) is still logged
+            log.warning("MLflow: %s", err)
 
 
 def _log_model(mlflow_run_id: str, run_dir: Path, register_as: str) -> None:
