@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import STACK
+from tests.conftest import ROOT, STACK
 from ucluster_spark import schema
-from ucluster_spark.config import EvaluateConfig, TrackingConfig
+from ucluster_spark.config import EvaluateConfig
 
 pytestmark = [pytest.mark.slow, pytest.mark.portable]
 NAME = "ucluster-test"
@@ -56,7 +56,12 @@ def test_a_runs_model_is_registered_and_scores_jets_as_evaluate_does(
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "models")
     run_dir, _ = two_rank_run(STACK[0].split("=")[1])
     root = synthetic_dataset[0]
-    logged = tracking.log_training(run_dir, TrackingConfig(register_as=NAME))
+    command = [sys.executable, str(ROOT / "jobs/export.py"), str(run_dir), str(tmp_path / "saved"), "--mlflow",
+               "--register-as", NAME]  # fmt: skip
+    exported = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    logged = json.loads(exported.stdout.strip().splitlines()[-1])["mlflow"]["mlflow_run_id"]
+    assert (tmp_path / "saved/saved_model.pb").is_file()  # the export beside it is the one logged, made once
 
     version = mlflow.tracking.MlflowClient().get_model_version(NAME, "1")
     assert version.run_id == logged and version.status == "READY"

@@ -243,6 +243,11 @@ def read_json(path: str | Path) -> Any:
     return json.loads(local_path(path).read_text())
 
 
+def trained_dataset(finished: dict[str, Any]) -> Path:
+    """The dataset a finished run was trained on, from its ``metrics.json`` (the evaluate job's default input)."""
+    return local_path(finished["data"]["train_url"]).parent
+
+
 def atomic_write_json(path: str | Path, payload: Any) -> Path:
     return atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 

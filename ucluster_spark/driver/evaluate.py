@@ -70,7 +70,7 @@ def read_trained_run(run_dir: str | Path, source: str = "") -> TrainedRun:
     history = store.read_json(layout.history) if layout.history.is_file() else []
     finished = store.read_json(layout.metrics)
     centroids = np.asarray(finished["centroids"], np.float32)
-    dataset = store.local_path(finished["data"]["train_url"]).parent
+    dataset = store.trained_dataset(finished)
     return TrainedRun(layout.root, cfg, history, centroids, dataset, source or str(layout.root))
 
 

@@ -52,7 +52,7 @@ def signature():
                 ColSpec(floats, EMBEDDING),
                 ColSpec(floats, DISTANCES),
             ]
-        ),  # fmt: skip
+        ),
     )
 
 
@@ -90,16 +90,19 @@ def pip_requirements() -> list[str]:
     return [f"tensorflow=={tf.__version__}", f"numpy=={np.__version__}", f"pandas=={pd.__version__}"]
 
 
-def log_model(run_dir: str | Path, register_as: str = "", mlflow_run_id: str = "") -> dict[str, Any]:
-    """Log (and with ``register_as`` register) the run's model, inside MLflow run ``mlflow_run_id`` or a new one."""
+def log_model(
+    run_dir: str | Path, register_as: str = "", mlflow_run_id: str = "", exported: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Log (and with ``register_as`` register) the run's model, inside MLflow run ``mlflow_run_id`` or a new one.
+    ``exported``: ``export_saved_model``'s description of the run's SavedModel when the caller has just written one."""
     import mlflow
 
     layout = store.RunLayout(run_dir)
     with tempfile.TemporaryDirectory(prefix="ucluster-mlflow-") as tmp:
-        exported = export_saved_model(layout.root, Path(tmp) / SAVED_MODEL)  # refuses an unfinished run first
+        exported = exported or export_saved_model(layout.root, Path(tmp) / SAVED_MODEL)  # refuses an unfinished run
         copy_run(layout.root, Path(tmp) / RUN)
         cfg = Config.from_dict(store.read_json(layout.model_config), str(layout.model_config))
-        dataset = store.local_path(store.read_json(layout.metrics)["data"]["train_url"]).parent
+        dataset = store.trained_dataset(store.read_json(layout.metrics))
         n_values = cfg.data.max_constituents * len(feature_names(cfg.data.feature_set))
         if mlflow.active_run() is not None:
             opened = contextlib.nullcontext(mlflow.active_run())
@@ -111,7 +114,7 @@ def log_model(run_dir: str | Path, register_as: str = "", mlflow_run_id: str = "
             info = mlflow.pyfunc.log_model(
                 name=MODEL_NAME,
                 python_model=str(PYFUNC_CODE),
-                artifacts={SAVED_MODEL: str(Path(tmp) / SAVED_MODEL), RUN: str(Path(tmp) / RUN)},
+                artifacts={SAVED_MODEL: exported["output"], RUN: str(Path(tmp) / RUN)},
                 signature=signature(),
                 input_example=input_example(dataset, n_values),
                 pip_requirements=pip_requirements(),
@@ -121,7 +124,7 @@ def log_model(run_dir: str | Path, register_as: str = "", mlflow_run_id: str = "
                     "soft_assignment_alpha": exported["alpha"],
                     "n_clusters": cfg.model.n_clusters,
                     "classes": list(cfg.data.classes),
-                },  # fmt: skip
+                },
                 registered_model_name=register_as or None,
             )
             mlflow_run = active.info.run_id

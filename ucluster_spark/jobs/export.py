@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.mlflow:
             from ucluster_spark.executor.mlflow_model import log_model
 
-            described["mlflow"] = log_model(args.run, args.register_as, args.mlflow_run_id)
+            exported = dict(described) if args.output else None  # the SavedModel just written, not a second one
+            described["mlflow"] = log_model(args.run, args.register_as, args.mlflow_run_id, exported)
         print(json.dumps(described))
         return errors.EXIT_OK
 
