@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 READOUT = ("clustering_accuracy", "nmi", "ari")
 ORIGINAL_BY_STEP = ((600, 0.525), (1800, 0.533), (6000, 0.695), (9000, 0.782), (12000, 0.802), (27500, 0.810))
@@ -165,6 +167,53 @@ def diagnostics(data_dir, cfg, metrics: dict, run_dir) -> dict:
     }
 
 
+def reference_rows(data_dir, classes: list[str], original: str, pretraining: str, seed: int) -> dict:
+    """The original UCluster run's own models on this benchmark's jets (imported with ``ucluster-import``; no
+    training here): its trained model with its own centroids (nearest centroid), k-means re-fitted on that model's
+    z of the training jets, and k-means on the z of its pre-training save (the clustering phase's starting point).
+    Scored on the whole validation and test splits."""
+    from sklearn.cluster import KMeans
+
+    from ucluster_spark import store
+    from ucluster_spark.executor.inference import load_run
+    from ucluster_spark.executor.rank.evaluation import embeddings_of
+    from ucluster_spark.metrics import contingency, summarize
+
+    root, k = store.local_path(data_dir), len(classes)
+
+    def embedded(run_dir: str) -> tuple[dict, object]:
+        cfg, model = load_run(run_dir)
+        splits = {s: embeddings_of(model, store.file_url(root / s), cfg, 0, 1, columns=["label"])
+                  for s in ("train", "val", "test")}  # fmt: skip
+        return splits, model
+
+    def scored(assign, splits: dict) -> dict:
+        out = {}
+        for split in ("val", "test"):
+            z, columns = splits[split]
+            summary = summarize(contingency(assign(z), columns["label"].astype(np.int64), k, k), classes)
+            out.update({f"{split}_{key}": summary[key] for key in ("clustering_accuracy", "nmi", "ari", "n_jets")})
+        out["test_cluster_sizes"] = summary["cluster_sizes"]
+        return out
+
+    def kmeans_on(splits: dict):
+        fitted = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(splits["train"][0])
+        return fitted.predict
+
+    trained, model = embedded(original)
+    centroids = model.centroids.numpy()
+    pre, _ = embedded(pretraining)
+    return {
+        "original": original,
+        "pretraining": pretraining,
+        "original_own_centroids": scored(
+            lambda z: np.argmin(((z[:, None, :] - centroids[None]) ** 2).sum(-1), axis=1), trained
+        ),
+        "kmeans_on_original_z": scored(kmeans_on(trained), trained),
+        "kmeans_on_original_pretraining_z": scored(kmeans_on(pre), pre),
+    }
+
+
 def aggregate(runs: list[dict]) -> dict:
     """Mean and spread (max - min, and standard deviation) of the test metrics and the lift over the seeds."""
     out = {"seeds": [r["seed"] for r in runs]}
@@ -287,6 +336,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="no labelled probes or observable baselines")
     parser.add_argument("--compare", nargs="+", metavar="NAME=RESULTS", help="table of runs continuing one checkpoint")
     parser.add_argument("--plot", help="with --compare: also draw their curves into this PNG")
+    parser.add_argument("--original", metavar="RUN_DIR", help="reference rows: the original's imported trained model")
+    parser.add_argument("--original-pretraining", metavar="RUN_DIR", help="with --original: its pre-training save")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_intermixed_args()  # overrides may stand between options
     if args.table:
@@ -301,8 +352,10 @@ def main() -> None:
             plots.clustering_comparison(runs, args.plot, reference=ORIGINAL_BY_STEP)
         print(comparison(results))
         return
-    if not args.data or not (args.output or args.report_only):
-        parser.error("--data and --output (or --report-only) are required")
+    if bool(args.original) != bool(args.original_pretraining):
+        parser.error("--original and --original-pretraining go together")
+    if not args.data or not (args.output or args.report_only or args.original):
+        parser.error("--data and --output (or --report-only, or --original) are required")
     if args.start_from and args.seeds and "," in args.seeds:
         parser.error("--start-from continues one checkpoint: give one seed (the checkpoint's)")
 
@@ -312,7 +365,7 @@ def main() -> None:
     base_cfg = config.load(args.config, [*args.overrides, f"data.path={args.data}"])
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [base_cfg.train.seed]
     runs = []
-    for seed in seeds:
+    for seed in seeds if (args.output or args.report_only) else []:
         if args.report_only:
             run_dir = Path(args.report_only)
         else:
@@ -328,10 +381,18 @@ def main() -> None:
         store.atomic_write_json(previous, report)
         runs.append(report)
         print(f"[accuracy] seed {seed}: test accuracy {report['test_clustering_accuracy']:.4f}", file=sys.stderr)
+    references = None
+    if args.original:
+        references = reference_rows(args.data, base_cfg.data.classes, args.original, args.original_pretraining,
+                                    base_cfg.train.seed)  # fmt: skip
+        print(f"[accuracy] the original's model: test accuracy "
+              f"{references['original_own_centroids']['test_clustering_accuracy']:.4f}", file=sys.stderr)  # fmt: skip
     results = {
         "command": " ".join(["benchmarks/accuracy.py", *sys.argv[1:]]),
-        "data": {"path": args.data, "train_jets": runs[0]["train_jets"], "test_jets": runs[0]["test_jets"]},
+        "data": {"path": args.data, **({"train_jets": runs[0]["train_jets"], "test_jets": runs[0]["test_jets"]}
+                                       if runs else {})},  # fmt: skip
         "config": base_cfg.to_dict(),
+        "references": references,
         "aggregate": aggregate(runs),
         "baselines": None
         if args.quick

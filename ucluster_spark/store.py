@@ -243,9 +243,10 @@ def read_json(path: str | Path) -> Any:
     return json.loads(local_path(path).read_text())
 
 
-def trained_dataset(finished: dict[str, Any]) -> Path:
-    """The dataset a finished run was trained on, from its ``metrics.json`` (the evaluate job's default input)."""
-    return local_path(finished["data"]["train_url"]).parent
+def trained_dataset(finished: dict[str, Any]) -> Path | None:
+    """The dataset a finished run was trained on, from its ``metrics.json`` (the evaluate job's default input);
+    None for a model trained elsewhere (``ucluster-import``)."""
+    return local_path(finished["data"]["train_url"]).parent if finished.get("data") else None
 
 
 def atomic_write_json(path: str | Path, payload: Any) -> Path:

@@ -77,6 +77,8 @@ def check_loss(lo: LossConfig) -> None:
     for name in ("focal_gamma", "alpha_start", "alpha_step", *(term.weight for term in LOSS_TERMS.values())):
         if getattr(lo, name) < 0:
             raise ConfigError(f"loss.{name} must be >= 0, got {getattr(lo, name)}")
+    if not 0.0 <= lo.focal_epsilon < 0.1:
+        raise ConfigError(f"loss.focal_epsilon must be in [0, 0.1) (as run: 1e-9; 0: exact), got {lo.focal_epsilon}")
     _non_negative("loss.alpha_every_jets", lo.alpha_every_jets, "0: once per epoch")
     if lo.assignment not in ASSIGNMENTS:
         raise ConfigError(f"loss.assignment must be one of {list(ASSIGNMENTS)}, got {lo.assignment!r}")

@@ -103,6 +103,9 @@ class LossConfig:
     """Focal-loss exponent (as run: 2; the original source's default, not what ran: 4)."""
     focal_weight: float = 1.0
     """Multiplier of the focal loss (as run: 1; the source's default: 10)."""
+    focal_epsilon: float = 1.0e-9
+    """As run: the original adds this to the true class's softmax probability, inside the log and in (1 - p)^gamma,
+    so a jet's focal loss is capped at -log(eps) ~ 20.7 and stops pulling once p << eps. 0: log-softmax, exact."""
     clustering_weight: float = 10.0
     clustering_reduction: str = "mean"
     """``mean`` (as run): the batch mean of the per-jet clustering loss; ``sum``: summed over the rank's batch
@@ -193,6 +196,11 @@ class TrainConfig:
     stop_patience: int = 3
     stop_min_clustering_steps: int = 0
     """The stop rule is not applied before this many clustering steps (the original's climb started after ~2k)."""
+    init_from: str = ""
+    """A finished run directory (one ``ucluster-import`` wrote from an original UCluster checkpoint, say) whose
+    weights, batch-norm statistics and centroids the model starts from instead of random ones; its model settings
+    must be these. The k-means at the end of pre-training still places the centroids (``pretrain_epochs: 0``: the
+    clustering phase starts from the run's own). Read by rank 0: on a cluster, a path every executor sees."""
     kmeans_max_jets: int = 200_000
     """Centroid initialisation: k-means on at most this many training embeddings, a seeded sample taken on every
     rank before anything is gathered (only the sample moves; memory does not grow with the dataset)."""

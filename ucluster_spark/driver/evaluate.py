@@ -45,8 +45,8 @@ class TrainedRun:
     cfg: Config
     history: list[dict[str, Any]]
     centroids: np.ndarray
-    dataset: Path
-    """The dataset the run was trained on (the default to assign)."""
+    dataset: Path | None
+    """The dataset the run was trained on (the default to assign); None for an imported model."""
     source: str = ""
     """What the user named: the run directory, or the MLflow model URI it was downloaded from."""
 
@@ -209,6 +209,8 @@ def _evaluate(
     spark, run: TrainedRun, data_dir: str | Path | None, final: Path, settings: EvaluateConfig, overwrite: bool
 ) -> dict[str, Any]:
     root = store.local_path(data_dir) if data_dir else run.dataset
+    if root is None:
+        raise InputMissing(f"{run.source} was trained elsewhere (imported) and names no dataset: give --data DATASET")
     info = load_info(root)
     check_inputs_match(info, run, root)
     splits = [s for s in settings.splits if info.n_jets(s)]

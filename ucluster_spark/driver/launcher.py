@@ -32,6 +32,7 @@ from ucluster_spark.data.dataset import (
     verify_checksums,
 )
 from ucluster_spark.data.sources import locate_or_generate
+from ucluster_spark.driver.warm_start import check_init_from
 from ucluster_spark.errors import InputMissing, OutputExists, TrainingFailed
 from ucluster_spark.plan import TrainingPlan
 from ucluster_spark.registry import LAUNCHERS, READERS, missing_package, part
@@ -293,6 +294,7 @@ def train(spark, cfg: Config, resume: bool = False) -> TrainingResult:
     after every epoch and is finished when ``metrics.json`` (written last, atomically) exists."""
     check_slots(spark, cfg.run.num_proc)
     check_stack(cfg)
+    check_init_from(cfg)
     run_dir = store.local_path(cfg.run.output) if cfg.run.output else store.default_run_dir()
     flag = "--resume" if resume else "--output"
     with store.exclusive_output(run_dir, "training run", flag, is_ours=lambda d: store.RunLayout(d).config.is_file()):

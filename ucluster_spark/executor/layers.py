@@ -25,11 +25,16 @@ def particle_mask(x: tf.Tensor) -> tf.Tensor:
 
 
 def knn_distances(coords: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
-    """(B, N, C), (B, N) -> (B, N, N) squared distances between a jet's slots, padded columns pushed last."""
+    """(B, N, C), (B, N) -> (B, N, N) squared distances between a jet's slots, padded columns pushed last.
+
+    Padded rows are pushed too, as the original did: a padded slot (processed like a particle when the padding is
+    not masked) then sees its real neighbours at 1000 + d, where float32 keeps d only to ~6e-5, so among real
+    particles closer than that to the jet axis the lowest slot wins, exactly as in the original graph."""
     squared = tf.reduce_sum(tf.square(coords), axis=-1)  # (B, N)
     inner = tf.matmul(coords, coords, transpose_b=True)  # (B, N, N)
     distance = squared[:, :, None] - 2.0 * inner + squared[:, None, :]
-    return distance + PADDING_DISTANCE * (1.0 - mask)[:, None, :]
+    pushed = PADDING_DISTANCE * (1.0 - mask)
+    return distance + pushed[:, None, :] + pushed[:, :, None]
 
 
 def knn_indices(coords: tf.Tensor, mask: tf.Tensor, k: int) -> tf.Tensor:

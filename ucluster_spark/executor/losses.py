@@ -15,12 +15,16 @@ def mass_bin(mass: tf.Tensor, n_bins: int, edges_max: float) -> tf.Tensor:
     return tf.reshape(tf.clip_by_value(index, 0, n_bins - 1), tf.shape(mass))
 
 
-def focal_loss(labels: tf.Tensor, logits: tf.Tensor, gamma: float) -> tf.Tensor:
+def focal_loss(labels: tf.Tensor, logits: tf.Tensor, gamma: float, epsilon: float = 0.0) -> tf.Tensor:
     """Mean over the batch (and any further target axes) of -(1 - p_y)^gamma log p_y (Lin et al. 2017), the
-    auxiliary loss of UCluster. ``labels`` has the shape of ``logits`` without its last axis."""
-    log_p = tf.nn.log_softmax(logits, axis=-1)
+    auxiliary loss of UCluster. ``labels`` has the shape of ``logits`` without its last axis. ``epsilon`` > 0 is the
+    original's form: p = softmax, then -(1 - (p_y + eps))^gamma log(p_y + eps), which caps a jet's loss at -log eps
+    and stops its gradient once p_y << eps; 0 takes log p_y from log-softmax (exact however small p_y is)."""
     labels = tf.cast(labels, tf.int32)
-    log_p_true = tf.gather(log_p, labels, axis=-1, batch_dims=len(labels.shape))
+    if epsilon:
+        p_true = tf.gather(tf.nn.softmax(logits, axis=-1), labels, axis=-1, batch_dims=len(labels.shape)) + epsilon
+        return tf.reduce_mean(-tf.pow(1.0 - p_true, gamma) * tf.math.log(p_true))
+    log_p_true = tf.gather(tf.nn.log_softmax(logits, axis=-1), labels, axis=-1, batch_dims=len(labels.shape))
     p_true = tf.exp(log_p_true)
     return tf.reduce_mean(-tf.pow(1.0 - p_true, gamma) * log_p_true)
 

@@ -56,14 +56,14 @@ def signature():
     )
 
 
-def input_example(dataset: Path, n_values: int):
+def input_example(dataset: Path | None, n_values: int):
     """The first jets of the run's dataset (its test split, else any split), or one padding-only jet when the
-    dataset is no longer where the run found it."""
+    dataset is no longer where the run found it or the model was trained elsewhere (imported)."""
     import pandas as pd
     import pyarrow.parquet as pq
 
     for split in ("test", "val", "train"):
-        files = sorted((dataset / split).glob("*.parquet"))
+        files = sorted((dataset / split).glob("*.parquet")) if dataset else []
         if files:
             batch = next(pq.ParquetFile(files[0]).iter_batches(batch_size=EXAMPLE_JETS, columns=[CONSTITUENTS]))
             jets = [np.asarray(v, np.float32) for v in batch.column(CONSTITUENTS).to_pylist()]

@@ -118,6 +118,9 @@ def start_rank(cfg, plan: TrainingPlan, comm: Collectives) -> Rank:
     if plan.resume_from and rank == 0:
         checkpoint.restore(plan.resume_from, model, optimizer)
         log(f"resumed from {plan.resume_from} after {plan.epochs_done} epoch(s), step {int(optimizer.iterations)}")
+    elif t.init_from and rank == 0:  # a fresh run from another run's weights (the optimizer starts fresh)
+        model.load_weights(str(store.RunLayout(t.init_from).weights))
+        log(f"weights, batch-norm statistics and centroids from {t.init_from}")
     # Collective: every rank starts from rank 0's weights and optimizer state (fresh or restored).
     comm.broadcast_variables(model.variables + list(optimizer.variables), root=0)
     alpha = tf.Variable(0.0, trainable=False, dtype=tf.float32, name="alpha")

@@ -13,4 +13,4 @@ def focal(view: StepView) -> tf.Tensor:
     d = view.cfg.data
     masses = tf.stack([view.batch[c] for c in d.aux_mass_columns], axis=-1)  # (B, targets)
     target = mass_bin(masses, d.mass_bins, d.mass_bin_edges_max)
-    return focal_loss(target, view.outputs["aux_logits"], view.cfg.loss.focal_gamma)
+    return focal_loss(target, view.outputs["aux_logits"], view.cfg.loss.focal_gamma, view.cfg.loss.focal_epsilon)
