@@ -285,6 +285,9 @@ def docs_table(results: dict) -> str:
             f"{agg['test_nmi']['mean']:.3f} | {agg['test_ari']['mean']:.3f} | | "
             + (f"{agg['lift_over_kmeans_start_test']['mean']:+.3f} |" if "lift_over_kmeans_start_test" in agg else "|")
         )
+    lines += reference_table_rows(results.get("references"))
+    if not base:
+        return "\n".join(lines)
     for name, label in (("kmeans", "k-means"), ("gaussian_mixture", "Gaussian mixture")):
         b = base[name]
         lines.append(
@@ -296,6 +299,24 @@ def docs_table(results: dict) -> str:
         f"{base['supervised_gradient_boosting_accuracy']:.3f} | | | | |"
     )
     return "\n".join(lines)
+
+
+REFERENCE_LABELS = {
+    "original_own_centroids": "the original UCluster's trained model, imported (its own centroids, its own jets)",
+    "kmeans_on_original_z": "k-means on that model's z (fitted on this benchmark's training jets)",
+    "kmeans_on_original_pretraining_z": "k-means on the z of the original's pre-training save (its clustering start)",
+}
+
+
+def reference_table_rows(references: dict | None) -> list[str]:
+    """The reference rows (``reference_rows``): test accuracy, NMI, ARI; validation accuracy in the k-means column's
+    place is not shown (none of them is a k-means start of a run here)."""
+    return [
+        f"| {label} | {references[key]['test_clustering_accuracy']:.3f} | {references[key]['test_nmi']:.3f} | "
+        f"{references[key]['test_ari']:.3f} | | |"
+        for key, label in REFERENCE_LABELS.items()
+        if references and key in references
+    ]
 
 
 def comparison(results: dict[str, dict]) -> str:
