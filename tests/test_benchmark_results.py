@@ -34,6 +34,7 @@ def test_the_accuracy_results_are_committed():
         "accuracy-floor1e4.json",
         "accuracy-packed-s7.json",
         "accuracy-packed-s89.json",
+        "accuracy-references.json",
         "accuracy.json",
     ]
 
