@@ -153,7 +153,7 @@ def _checked(values: dict, name: str, convert: Callable[[dict], np.ndarray], sha
         value = np.asarray(convert(values), np.float32)
     except KeyError as err:
         raise CheckpointMismatch(f"{source}: variable {err.args[0]} is missing (needed with {name})") from None
-    except ValueError:
+    except ValueError:  # a kernel of another size does not reshape: reported below by its shape
         value = values[name]
     if value.shape != shape:
         raise CheckpointMismatch(
@@ -171,15 +171,21 @@ def import_checkpoint(
     history.json, metrics.json last). ``overrides``: settings beyond ``AS_RUN`` (layer sizes, data settings);
     ``alpha``: the assignment hardness it was trained to (0: the config's ``loss.alpha_start``)."""
     from ucluster_spark import config
-    from ucluster_spark.executor.model import build_model
 
     cfg = config.load(None, [*AS_RUN, *(overrides or [])])
+    layout = store.RunLayout(run_dir)
+    with store.exclusive_output(layout.root, "run directory", "RUN_DIR"):
+        store.check_replaceable(layout.root, "run directory", lambda p: (p / layout.metrics.name).is_file(), overwrite)
+        return _write_run(cfg, prefix, layout, alpha, overwrite)
+
+
+def _write_run(cfg: Config, prefix: str | Path, layout: store.RunLayout, alpha: float, overwrite: bool) -> dict:
+    from ucluster_spark.executor.model import build_model
+
     source = str(store.local_path(prefix))
     values = read_checkpoint(prefix)
     model = build_model(cfg)
     model.set_weights(original_weights(values, model, source))
-    layout = store.RunLayout(run_dir)
-    store.check_replaceable(layout.root, "run directory", lambda p: (p / layout.metrics.name).is_file(), overwrite)
     steps = int(values["Variable"]) if "Variable" in values else None  # the original's global step
     provenance = {"checkpoint": source, "global_step": steps, "format": "original UCluster (TensorFlow 1)"}
     history = [{"epoch": 0, "alpha": float(alpha), "imported_from": provenance}] if alpha > 0 else []
