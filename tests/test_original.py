@@ -198,3 +198,29 @@ def test_training_can_start_from_the_imported_model_when_its_weights_fit(importe
         check_init_from(config.load(None, [f"train.init_from={imported}", "data.max_constituents=50"]))
     with pytest.raises(errors.InputMissing, match="not a finished run"):
         check_init_from(config.load(None, [f"train.init_from={tmp_path}"]))
+
+
+@pytest.mark.slow
+def test_a_run_started_from_another_runs_weights_starts_where_that_run_ended(
+    spark, synthetic_dataset, two_rank_run, tmp_path
+):
+    """``train.init_from`` on two ranks: without pre-training the clustering phase starts from the source run's own
+    centroids (no k-means), and at a learning rate too small to move anything one epoch ends where the source run
+    ended — its weights and centroids reached every rank."""
+    from tests.conftest import STACK, TINY, TWO_RANKS
+    from ucluster_spark import config
+    from ucluster_spark.driver.launcher import train
+    from ucluster_spark.executor.inference import load_run
+
+    source, _ = two_rank_run(STACK[0].split("=")[1])
+    overrides = [f"data.path={synthetic_dataset[0]}", f"run.output={tmp_path / 'run'}", *TINY, *TWO_RANKS, *STACK,
+                 f"train.init_from={source}", "train.pretrain_epochs=0", "train.epochs=1",
+                 "train.learning_rate=1e-12", "train.lr_floor=1e-12"]  # fmt: skip
+    result = train(spark, config.load(ROOT / "conf/local.yaml", overrides))
+    started = store.read_json(store.RunLayout(source).metrics)["centroids"]
+    np.testing.assert_allclose(result.metrics["centroids"], started, rtol=0, atol=1e-9)
+    (_, ours), (_, theirs) = load_run(tmp_path / "run"), load_run(source)
+    for a, b in zip(ours.trainable_weights, theirs.trainable_weights, strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0, atol=1e-9, err_msg=a.name)
+    accuracies = [r["metrics"]["clustering_accuracy"] for r in result.rank_results]
+    assert accuracies == [result.metrics["clustering_accuracy"]] * 2

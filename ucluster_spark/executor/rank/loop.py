@@ -302,7 +302,7 @@ def train_and_evaluate(cfg, plan: TrainingPlan, comm: Collectives, rank_started_
 
     history: list[dict[str, Any]] = list(plan.history)
     stopped = bool(history) and bool(history[-1].get("stopped_by"))
-    if cfg.train.pretrain_epochs == 0 and plan.epochs_done == 0:  # no pre-training pass to reuse: embed once
+    if cfg.train.pretrain_epochs == 0 and plan.epochs_done == 0 and not cfg.train.init_from:  # embed once for k-means
         candidates = BoundedSample(cfg.train.kmeans_max_jets, cfg.train.seed, cfg.model.z_dim)
         with embedded_batches(r.model, plan.train_url, cfg, r.rank, r.size) as batches:
             for z, _ in batches:
