@@ -176,7 +176,7 @@ def reference_rows(data_dir, classes: list[str], original: str, pretraining: str
 
     from ucluster_spark import store
     from ucluster_spark.executor.inference import load_run
-    from ucluster_spark.executor.rank.evaluation import embeddings_of
+    from ucluster_spark.executor.rank.evaluation import embeddings_of, nearest_centroid
     from ucluster_spark.metrics import contingency, summarize
 
     root, k = store.local_path(data_dir), len(classes)
@@ -206,9 +206,7 @@ def reference_rows(data_dir, classes: list[str], original: str, pretraining: str
     return {
         "original": original,
         "pretraining": pretraining,
-        "original_own_centroids": scored(
-            lambda z: np.argmin(((z[:, None, :] - centroids[None]) ** 2).sum(-1), axis=1), trained
-        ),
+        "original_own_centroids": scored(lambda z: nearest_centroid(z, centroids), trained),
         "kmeans_on_original_z": scored(kmeans_on(trained), trained),
         "kmeans_on_original_pretraining_z": scored(kmeans_on(pre), pre),
     }
@@ -309,8 +307,8 @@ REFERENCE_LABELS = {
 
 
 def reference_table_rows(references: dict | None) -> list[str]:
-    """The reference rows (``reference_rows``): test accuracy, NMI, ARI; validation accuracy in the k-means column's
-    place is not shown (none of them is a k-means start of a run here)."""
+    """The docs table's rows of ``reference_rows``: test accuracy, NMI and ARI (no k-means start or lift: nothing
+    is trained here)."""
     return [
         f"| {label} | {references[key]['test_clustering_accuracy']:.3f} | {references[key]['test_nmi']:.3f} | "
         f"{references[key]['test_ari']:.3f} | | |"
