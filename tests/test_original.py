@@ -11,7 +11,6 @@ import tensorflow as tf
 from tests.conftest import ROOT
 from ucluster_spark import errors, store
 
-pytestmark = pytest.mark.portable
 ORIGINAL = ROOT / "tests/data/ucluster-original"
 CHECKPOINT = ORIGINAL / "cluster.ckpt"
 
@@ -35,6 +34,7 @@ def golden():
     return np.load(ORIGINAL / "golden.npz")
 
 
+@pytest.mark.portable
 def test_the_imported_run_is_a_finished_run_that_names_its_checkpoint(imported):
     layout = store.RunLayout(imported)
     metrics = store.read_json(layout.metrics)
@@ -47,6 +47,7 @@ def test_the_imported_run_is_a_finished_run_that_names_its_checkpoint(imported):
     assert not any(p.name.startswith(".") for p in imported.parent.iterdir())  # no staging left behind
 
 
+@pytest.mark.portable
 def test_inference_reproduces_the_original_graph(imported, golden):
     """Inference mode (moving statistics): z, the squared distances to the centroids and the auxiliary logits.
     Measured: z within 4.2e-7, distances 3.1e-7, logits 2.6e-4 of logits up to ~|30| (float32 rounding of sums taken
@@ -65,6 +66,7 @@ def test_inference_reproduces_the_original_graph(imported, golden):
     np.testing.assert_allclose(out["aux_logits"].numpy()[:, 0], logits, rtol=0, atol=3e-5 * np.abs(logits).max())
 
 
+@pytest.mark.portable
 def test_training_mode_losses_and_every_gradient_reproduce_the_original_graph(imported, golden):
     """Training mode (batch statistics over the 512 jets x 100 slots, padding included as the original counts it),
     alpha 10, the loss this project trains with (its focal and clustering terms, weights 1 and 10).
@@ -138,6 +140,7 @@ def _write_checkpoint(prefix, values: dict) -> None:
          "variable gapnet01/weights has shape [1, 1, 16, 64], this model needs [24, 64]"),
     ],
 )
+@pytest.mark.portable
 def test_a_checkpoint_that_does_not_fit_is_refused_naming_the_first_mismatch(tmp_path, capsys, change, named):
     from ucluster_spark.executor.original import read_checkpoint
 
@@ -149,6 +152,7 @@ def test_a_checkpoint_that_does_not_fit_is_refused_naming_the_first_mismatch(tmp
     assert not (tmp_path / "run").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".run")]
 
 
+@pytest.mark.portable
 def test_a_missing_checkpoint_or_a_finished_run_in_the_way_is_refused(tmp_path, capsys, imported):
     assert _import(tmp_path / "nothing.ckpt", tmp_path / "run") == errors.EXIT_BAD_INPUT
     assert "nothing.ckpt: no checkpoint here" in capsys.readouterr().err
@@ -159,6 +163,7 @@ def test_a_missing_checkpoint_or_a_finished_run_in_the_way_is_refused(tmp_path, 
     assert store.RunLayout(imported).metrics.read_text() == before
 
 
+@pytest.mark.portable
 def test_the_imported_model_exports_as_the_original_assigns(imported, golden, tmp_path):
     from ucluster_spark.executor.export import export_saved_model
 
@@ -169,6 +174,7 @@ def test_the_imported_model_exports_as_the_original_assigns(imported, golden, tm
     np.testing.assert_array_equal(result["cluster"].numpy(), golden["eval_distances"].argmin(axis=1))
 
 
+@pytest.mark.portable
 @pytest.mark.slow
 def test_the_imported_model_assigns_a_dataset_with_the_evaluate_job(spark, imported, synthetic_dataset, tmp_path):
     """evaluate runs on an imported model unchanged, given the jets (the model names no dataset of its own)."""
@@ -184,6 +190,7 @@ def test_the_imported_model_assigns_a_dataset_with_the_evaluate_job(spark, impor
     assert written["model"] == str(imported) and sum(written["cluster_sizes"]) == result["n_jets"]
 
 
+@pytest.mark.portable
 def test_training_can_start_from_the_imported_model_when_its_weights_fit(imported, tmp_path):
     """``train.init_from``: checked on the driver before any rank starts. The settings that shape the weights must
     agree; the padding masking, the loss and the schedule may differ from the run the weights come from."""
@@ -200,7 +207,7 @@ def test_training_can_start_from_the_imported_model_when_its_weights_fit(importe
         check_init_from(config.load(None, [f"train.init_from={tmp_path}"]))
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # one launch, in the default environment only: the rank's start is the same for both launchers
 def test_a_run_started_from_another_runs_weights_starts_where_that_run_ended(
     spark, synthetic_dataset, two_rank_run, tmp_path
 ):
