@@ -35,9 +35,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = cli.parse_args(parser(), sys.argv[1:] if argv is None else argv)
+    command = parser()
+    args = cli.parse_args(command, sys.argv[1:] if argv is None else argv)
     if args.alpha < 0:
-        parser().error(f"--alpha must be >= 0, got {args.alpha}")
+        command.error(f"--alpha must be >= 0, got {args.alpha}")
 
     def body() -> int:
         from ucluster_spark.executor.original import import_checkpoint  # TensorFlow: this job has no Spark driver
