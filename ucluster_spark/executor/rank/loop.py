@@ -19,7 +19,7 @@ from ucluster_spark.executor.losses import alpha_for_epoch, alpha_for_jets
 from ucluster_spark.executor.model import build_model
 from ucluster_spark.executor.rank.collectives import Collectives
 from ucluster_spark.executor.rank.curves import open_curves
-from ucluster_spark.executor.rank.divergence import EXPLODED, divergence, losses_text
+from ucluster_spark.executor.rank.divergence import divergence, focal_explosion, losses_text
 from ucluster_spark.executor.rank.environment import (
     ProgressLog,
     bind_rank_to_cores,
@@ -196,10 +196,8 @@ def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
         raise divergence(r.cfg, r.size, epoch, first_step + steps_done, problem)
     if epoch == 0:  # Collective: every rank is in its first epoch here
         r.initial_focal_loss = float(r.comm.mean(np.array([first_focal]), "initial_focal_loss")[0])
-    if r.initial_focal_loss and focal > EXPLODED * r.initial_focal_loss:
-        raise divergence(r.cfg, r.size, epoch, first_step + steps_done,
-                         f"the focal loss exploded: its epoch mean {focal:.4g} is {focal / r.initial_focal_loss:.3g} "
-                         f"times the first step's {r.initial_focal_loss:.4g}")  # fmt: skip
+    if problem := focal_explosion(float(focal), r.initial_focal_loss, lc.focal_epsilon):
+        raise divergence(r.cfg, r.size, epoch, first_step + steps_done, problem)
     kmeans_seconds = set_centroids_by_kmeans(r.model, pooled, r.cfg, r.comm, r.log) if collect else None
     train_cluster_sizes = []
     if moments is not None:
