@@ -11,7 +11,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import psutil
@@ -28,13 +28,25 @@ resumes from its last checkpoint."""
 ALLOCATE_BYTES = 4 * 2**30
 
 
-def inject_fault(rank: int, epoch: int, step: int, run_dir: str = "") -> None:
+def fault_injector(rank: int, run_dir: str = "") -> Callable[[int, int], None] | None:
+    """This rank's injected fault as a hook called before each step ``(epoch, step)``; None (nothing installed, no
+    cost per step) unless ``UCLUSTER_INJECT_FAULT`` names one."""
     spec = os.environ.get(FAULT_ENV, "")
     if not spec:
-        return
+        return None
     kind, *where = spec.split(":")
-    if [int(v) for v in where] != [rank, epoch, step]:
-        return
+    fault_rank, fault_epoch, fault_step = (int(v) for v in where)
+    if fault_rank != rank:
+        return None
+
+    def maybe_fail(epoch: int, step: int) -> None:
+        if (epoch, step) == (fault_epoch, fault_step):
+            inject_fault(kind, run_dir)
+
+    return maybe_fail
+
+
+def inject_fault(kind: str, run_dir: str) -> None:
     if kind == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
     elif kind == "stop":  # frozen, not dead: the process and its sockets stay, the peers hear nothing

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,7 @@ import tensorflow as tf
 from ucluster_spark import checkpoint, logs, store
 from ucluster_spark.config import Config
 from ucluster_spark.executor.centroids import BoundedSample, ClusterMoments, kmeans_centroids, reseed_starved_centroids
-from ucluster_spark.executor.losses import alpha_for_epoch, alpha_for_jets
+from ucluster_spark.executor.losses import HalvingSchedule, alpha_for_epoch, alpha_for_jets
 from ucluster_spark.executor.model import build_model
 from ucluster_spark.executor.rank.collectives import Collectives
 from ucluster_spark.executor.rank.curves import open_curves
@@ -24,7 +25,7 @@ from ucluster_spark.executor.rank.environment import (
     ProgressLog,
     bind_rank_to_cores,
     configure_threads,
-    inject_fault,
+    fault_injector,
     memory_guard,
     peak_rss_mb,
     record_placement,
@@ -44,21 +45,25 @@ from ucluster_spark.schema import feature_names
 class Rank:
     """What one rank holds during training."""
 
-    cfg: Any
+    cfg: Config
     plan: TrainingPlan
     comm: Collectives
     log: ProgressLog
-    model: Any
-    optimizer: Any
-    schedule: Any
-    alpha: Any
-    beta: Any
-    train_step: Any
+    model: tf.keras.Model
+    optimizer: tf.keras.optimizers.Optimizer
+    schedule: HalvingSchedule
+    alpha: tf.Variable
+    """The clustering loss's softmax sharpness, set before each epoch (or step, ``loss.alpha_every_jets``)."""
+    beta: tf.Variable
+    """The clustering loss's weight: 0 in pre-training, ``loss.clustering_weight`` after."""
+    train_step: Callable[[Any, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
     epoch_plan: EpochPlan
-    bn_momentum: Any
+    bn_momentum: tf.Variable
     track: ValidationTrack
     initial_focal_loss: float | None = None
-    """The first step's focal loss (mean over ranks; history[0]): what ``EXPLODED`` is measured against."""
+    """The first step's focal loss (mean over ranks; history[0]): what a focal loss is called exploded against."""
+    fault: Callable[[int, int], None] | None = None
+    """The tests' injected fault (``UCLUSTER_INJECT_FAULT``), called before each step; None when it is not set."""
 
     @property
     def rank(self) -> int:
@@ -126,9 +131,11 @@ def start_rank(cfg, plan: TrainingPlan, comm: Collectives) -> Rank:
     alpha = tf.Variable(0.0, trainable=False, dtype=tf.float32, name="alpha")
     beta = tf.Variable(0.0, trainable=False, dtype=tf.float32, name="beta")
     state = Rank(
-        cfg, plan, comm, log, model, optimizer, schedule, alpha, beta,
-        make_train_step(model, optimizer, cfg, alpha, beta, comm, bn_momentum), epoch_plan, bn_momentum[0],
-        ValidationTrack(cfg, plan, comm, log), plan.history[0].get("initial_focal_loss") if plan.history else None,
+        cfg=cfg, plan=plan, comm=comm, log=log, model=model, optimizer=optimizer, schedule=schedule,
+        alpha=alpha, beta=beta, train_step=make_train_step(model, optimizer, cfg, alpha, beta, comm, bn_momentum),
+        epoch_plan=epoch_plan, bn_momentum=bn_momentum[0], track=ValidationTrack(cfg, plan, comm, log),
+        initial_focal_loss=plan.history[0].get("initial_focal_loss") if plan.history else None,
+        fault=fault_injector(rank, plan.run_dir),
     )  # fmt: skip
     log(
         f"{size} rank(s) ({comm.name}), batch {t.batch_size}/rank = {state.global_batch} global, "
@@ -138,31 +145,76 @@ def start_rank(cfg, plan: TrainingPlan, comm: Collectives) -> Rank:
     return state
 
 
+@dataclass
+class EpochSteps:
+    """What one epoch's optimizer steps leave for its record: loss sums, the k-means sample (last pre-training
+    epoch), the clustering phase's cluster moments, the validation points inside the epoch and any stop."""
+
+    sums: np.ndarray
+    steps_done: int
+    first_focal: float
+    pooled: BoundedSample
+    moments: ClusterMoments | None
+    points: list[dict[str, Any]]
+    stopped_by: str
+    started_at: float
+    seconds: float
+    cpu_seconds: float
+
+
 def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
     """One pass of every rank over its shard (or the steps up to where the stop rule ends training), then the
     epoch's record (means over ranks, validation metrics, the epoch's validation points)."""
-    t, lc = r.cfg.train, r.cfg.loss
+    t = r.cfg.train
     # The last pre-training epoch sees every training jet once (or its steps' jets), in training mode: the
     # embeddings it makes live in the space the clustering loss will see (batch-norm batch statistics), as in the
     # original. Only the k-means sample's candidates are kept.
     collect = epoch == t.pretrain_epochs - 1
     clustering = epoch >= t.pretrain_epochs
-    moments = ClusterMoments.zeros(r.cfg.model.n_clusters, r.cfg.model.z_dim) if clustering else None
-    pooled = BoundedSample(t.kmeans_max_jets, t.seed, r.cfg.model.z_dim)
+    steps = take_steps(r, epoch, clustering, collect)
+    sync_non_trainable(r.model, r.comm)
+    means = checked_epoch_means(r, epoch, steps)
+    kmeans_seconds = set_centroids_by_kmeans(r.model, steps.pooled, r.cfg, r.comm, r.log) if collect else None
+    train_cluster_sizes = reseed_starved(r, epoch, steps) if steps.moments is not None else []
+    record = epoch_record(r, epoch, steps, means)
+    if kmeans_seconds is not None:
+        record["kmeans_seconds"] = kmeans_seconds
+        record["kmeans_centroids"] = r.model.centroids.numpy().round(6).tolist()
+    if train_cluster_sizes:
+        record["train_cluster_sizes"] = train_cluster_sizes  # nearest centroid during the epoch's steps
+    stopped_by = steps.stopped_by
+    if r.plan.n_val:
+        stopped_by = validate_epoch(r, epoch, record, steps.points, stopped_by, clustering)
+    if steps.points:
+        record["validations"] = steps.points
+    if stopped_by:
+        record["stopped_by"] = stopped_by
+        r.log(f"epoch {epoch + 1}: training ends at step {record['global_step']}: {stopped_by}")
+    if collect and r.plan.n_test:
+        record.update(kmeans_start_on_test(r))
+    r.log(logs.epoch_line(record, t.epochs))
+    return record
+
+
+def take_steps(r: Rank, epoch: int, clustering: bool, collect: bool) -> EpochSteps:
+    """The epoch's optimizer steps: the same count on every rank (no hang on uneven shards), every jet once; stops
+    every rank at a step whose averaged gradient is not finite, or where the stop rule ends training."""
+    t, lc = r.cfg.train, r.cfg.loss
+    steps = EpochSteps(
+        sums=np.zeros(1 + len(SHOWN)), steps_done=0, first_focal=np.nan,  # the loss and the shown terms
+        pooled=BoundedSample(t.kmeans_max_jets, t.seed, r.cfg.model.z_dim),
+        moments=ClusterMoments.zeros(r.cfg.model.n_clusters, r.cfg.model.z_dim) if clustering else None,
+        points=[], stopped_by="", started_at=time.time(), seconds=0.0, cpu_seconds=0.0,
+    )  # fmt: skip
+    cpu_start = time.process_time()
     r.alpha.assign(alpha_for_epoch(epoch, t.pretrain_epochs, lc.alpha_start, lc.alpha_step))
     r.beta.assign(lc.clustering_weight if clustering else 0.0)
     first_step = epoch * r.epoch_plan.steps
-    points: list[dict[str, Any]] = []
-    stopped_by = ""
-    first_focal = np.nan
-    start, cpu_start = time.time(), time.process_time()
-    sums = np.zeros(1 + len(SHOWN))  # the loss and the shown terms
-    steps_done = 0
     with r.one_pass(epoch) as train_ds:
         batches = iter(train_ds)
-        # The same step count on every rank (no hang on uneven shards), every jet once.
         for step, weight in enumerate(r.epoch_plan.gradient_weights(r.rank)):
-            inject_fault(r.rank, epoch, step, r.plan.run_dir)
+            if r.fault is not None:
+                r.fault(epoch, step)
             if clustering and lc.alpha_every_jets:
                 jets = r.clustering_jets(first_step + step)
                 r.alpha.assign(alpha_for_jets(jets, lc.alpha_start, lc.alpha_step, lc.alpha_every_jets))
@@ -172,47 +224,62 @@ def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
                 problem = f"the gradient averaged over the ranks is not finite ({losses_text(means)})"
                 raise divergence(r.cfg, r.size, epoch, first_step + step + 1, problem)
             if step == 0 and epoch == 0:
-                first_focal = means[1]
-            sums += means
-            steps_done += 1
+                steps.first_focal = means[1]
+            steps.sums += means
+            steps.steps_done += 1
             if clustering:
                 r.track.interval_loss.append(float(means[2]))
             if collect:
-                pooled.add(z.numpy())
-            if moments is not None:
+                steps.pooled.add(z.numpy())
+            if steps.moments is not None:
                 z = z.numpy()
-                moments.add(z, nearest_centroid(z, r.model.centroids.numpy()))
+                steps.moments.add(z, nearest_centroid(z, r.model.centroids.numpy()))
             global_step = first_step + step + 1
             if clustering and r.validation_due(global_step, last_step=step + 1 == r.epoch_plan.steps):
-                points.append(r.validation_point(global_step))
-                if stopped_by := r.track.stop_reason():
+                steps.points.append(r.validation_point(global_step))
+                steps.stopped_by = r.track.stop_reason()
+                if steps.stopped_by:
                     break
-    seconds, cpu_seconds = time.time() - start, time.process_time() - cpu_start
-    sync_non_trainable(r.model, r.comm)
+    steps.seconds, steps.cpu_seconds = time.time() - steps.started_at, time.process_time() - cpu_start
+    return steps
+
+
+def checked_epoch_means(r: Rank, epoch: int, steps: EpochSteps) -> np.ndarray:
+    """The epoch's mean loss, focal and clustering terms over all ranks; a non-finite or exploded one stops every
+    rank (the first epoch also fixes the first step's focal loss that later epochs are measured against)."""
+    global_step = epoch * r.epoch_plan.steps + steps.steps_done
     # Collective: epoch means over all ranks.
-    loss, focal, clustering_loss = epoch_means = r.comm.mean(sums / steps_done, "epoch_means")
-    if not np.isfinite(epoch_means).all():  # a rank's loss, though the gradient stayed finite
-        problem = f"the epoch's mean loss over the ranks is not finite ({losses_text(epoch_means)})"
-        raise divergence(r.cfg, r.size, epoch, first_step + steps_done, problem)
+    means = r.comm.mean(steps.sums / steps.steps_done, "epoch_means")
+    if not np.isfinite(means).all():  # a rank's loss, though the gradient stayed finite
+        problem = f"the epoch's mean loss over the ranks is not finite ({losses_text(means)})"
+        raise divergence(r.cfg, r.size, epoch, global_step, problem)
     if epoch == 0:  # Collective: every rank is in its first epoch here
-        r.initial_focal_loss = float(r.comm.mean(np.array([first_focal]), "initial_focal_loss")[0])
-    if problem := focal_explosion(float(focal), r.initial_focal_loss, lc.focal_epsilon):
-        raise divergence(r.cfg, r.size, epoch, first_step + steps_done, problem)
-    kmeans_seconds = set_centroids_by_kmeans(r.model, pooled, r.cfg, r.comm, r.log) if collect else None
-    train_cluster_sizes = []
-    if moments is not None:
-        # Collective: every rank sums the same moments and takes the same re-seeding decision.
-        total = r.comm.sum(moments.flat(), "cluster_moments")
-        moments = ClusterMoments.from_flat(total, r.cfg.model.n_clusters, r.cfg.model.z_dim)
-        train_cluster_sizes = [int(n) for n in moments.counts]
-        if t.min_cluster_fraction and not stopped_by:
-            centroids, moves = reseed_starved_centroids(r.model.centroids.numpy(), moments, t.min_cluster_fraction)
-            for dead, donor in moves:
-                r.log(f"epoch {epoch + 1}: cluster {dead} held {int(moments.counts[dead])} training jets; its centroid "
-                      f"re-seeded by splitting cluster {donor} ({int(moments.counts[donor])} jets)")  # fmt: skip
-            r.model.centroids.assign(centroids)
-    global_step = first_step + steps_done
-    record = {
+        r.initial_focal_loss = float(r.comm.mean(np.array([steps.first_focal]), "initial_focal_loss")[0])
+    if problem := focal_explosion(float(means[1]), r.initial_focal_loss, r.cfg.loss.focal_epsilon):
+        raise divergence(r.cfg, r.size, epoch, global_step, problem)
+    return means
+
+
+def reseed_starved(r: Rank, epoch: int, steps: EpochSteps) -> list[int]:
+    """The training jets per cluster during the epoch's steps; a centroid left with too few is re-seeded
+    (``train.min_cluster_fraction``) unless the stop rule ended training."""
+    # Collective: every rank sums the same moments and takes the same re-seeding decision.
+    total = r.comm.sum(steps.moments.flat(), "cluster_moments")
+    moments = ClusterMoments.from_flat(total, r.cfg.model.n_clusters, r.cfg.model.z_dim)
+    fraction = r.cfg.train.min_cluster_fraction
+    if fraction and not steps.stopped_by:
+        centroids, moves = reseed_starved_centroids(r.model.centroids.numpy(), moments, fraction)
+        for dead, donor in moves:
+            r.log(f"epoch {epoch + 1}: cluster {dead} held {int(moments.counts[dead])} training jets; its centroid "
+                  f"re-seeded by splitting cluster {donor} ({int(moments.counts[donor])} jets)")  # fmt: skip
+        r.model.centroids.assign(centroids)
+    return [int(n) for n in moments.counts]
+
+
+def epoch_record(r: Rank, epoch: int, steps: EpochSteps, means: np.ndarray) -> dict[str, Any]:
+    """The epoch's line of ``history.json``: losses, schedules, time and memory."""
+    loss, focal, clustering_loss = means
+    return {
         "epoch": epoch,
         "loss": float(loss),
         "focal_loss": float(focal),
@@ -221,53 +288,48 @@ def run_epoch(r: Rank, epoch: int) -> dict[str, Any]:
         "beta": float(r.beta.numpy()),
         "learning_rate": float(r.schedule(r.optimizer.iterations - 1).numpy()),  # of the epoch's last step
         "bn_momentum": float(r.bn_momentum.numpy()),
-        "global_step": global_step,
+        "global_step": epoch * r.epoch_plan.steps + steps.steps_done,
         **({"initial_focal_loss": r.initial_focal_loss} if epoch == 0 else {}),
-        "started_at": start,
-        "seconds": seconds,
-        "cpu_seconds": cpu_seconds,  # rank 0's process, all its threads
-        "jets_per_second": r.epoch_plan.jets * steps_done / r.epoch_plan.steps / seconds,
+        "started_at": steps.started_at,
+        "seconds": steps.seconds,
+        "cpu_seconds": steps.cpu_seconds,  # rank 0's process, all its threads
+        "jets_per_second": r.epoch_plan.jets * steps.steps_done / r.epoch_plan.steps / steps.seconds,
         # Collective: every rank's peak resident memory so far (MB).
         "peak_rss_mb": [round(float(v), 1) for v in r.comm.gather(np.array([peak_rss_mb()]), "peak_rss")],
     }
-    if kmeans_seconds is not None:
-        record["kmeans_seconds"] = kmeans_seconds
-        record["kmeans_centroids"] = r.model.centroids.numpy().round(6).tolist()
-    if train_cluster_sizes:
-        record["train_cluster_sizes"] = train_cluster_sizes  # nearest centroid during the epoch's steps
-    if r.plan.n_val:
-        centroids_set = epoch >= t.pretrain_epochs - 1  # before that they are still random
-        if centroids_set and not stopped_by:  # the epoch's last point: after any re-seeding, as checkpointed
-            points.append(r.validation_point(global_step))
-            stopped_by = r.track.stop_reason() if clustering else ""
-        if centroids_set:
-            val = points[-1]
-            record.update({f"val_{k}": val[f"val_{k}"] for k in ("clustering_accuracy", "nmi", "cluster_sizes")})
-            record["val_embedding_std"] = val["val_embedding_std"]
-        else:
-            val = evaluate_split(r.model, r.plan.val_url, r.cfg, r.plan.classes, r.comm,
-                                 sample_fraction=epoch_eval_fraction(t.epoch_eval_max_jets, r.plan.n_val))  # fmt: skip
-            record["val_embedding_std"] = val["embedding_std"]
-        if not np.isfinite(record["val_embedding_std"]).all():  # over every rank's jets: every rank stops here
-            raise divergence(r.cfg, r.size, epoch, global_step, "the validation embedding is not finite")
-        sizes = record.get("val_cluster_sizes", [])
-        record["val_warnings"] = collapse_warnings(sizes, record["val_embedding_std"])
-        for warning in record["val_warnings"]:
-            r.log(f"WARNING epoch {epoch + 1}: {warning}")
-    if points:
-        record["validations"] = points
-    if stopped_by:
-        record["stopped_by"] = stopped_by
-        r.log(f"epoch {epoch + 1}: training ends at step {global_step}: {stopped_by}")
-    if collect and r.plan.n_test:
-        # The k-means start on the test split too: what the clustering phase adds is measured against it.
-        start = evaluate_split(r.model, r.plan.test_url, r.cfg, r.plan.classes, r.comm,
-                               sample_fraction=epoch_eval_fraction(t.epoch_eval_max_jets, r.plan.n_test))  # fmt: skip
-        record["kmeans_start_test_accuracy"] = start["clustering_accuracy"]
-        record["kmeans_start_test_nmi"] = start["nmi"]
-        r.log(f"k-means start: test accuracy {start['clustering_accuracy']:.3f}, nmi {start['nmi']:.3f}")
-    r.log(logs.epoch_line(record, t.epochs))
-    return record
+
+
+def validate_epoch(r: Rank, epoch: int, record: dict[str, Any], points: list[dict[str, Any]], stopped_by: str,
+                   clustering: bool) -> str:  # fmt: skip
+    """The epoch's validation metrics into ``record`` (the epoch's last validation point once the centroids are
+    set, a sample's embedding spread before); returns why training stops, if the stop rule says so."""
+    t = r.cfg.train
+    centroids_set = epoch >= t.pretrain_epochs - 1  # before that they are still random
+    if centroids_set and not stopped_by:  # the epoch's last point: after any re-seeding, as checkpointed
+        points.append(r.validation_point(record["global_step"]))
+        stopped_by = r.track.stop_reason() if clustering else ""
+    if centroids_set:
+        val = points[-1]
+        record.update({f"val_{k}": val[f"val_{k}"] for k in ("clustering_accuracy", "nmi", "cluster_sizes")})
+        record["val_embedding_std"] = val["val_embedding_std"]
+    else:
+        val = evaluate_split(r.model, r.plan.val_url, r.cfg, r.plan.classes, r.comm,
+                             sample_fraction=epoch_eval_fraction(t.epoch_eval_max_jets, r.plan.n_val))  # fmt: skip
+        record["val_embedding_std"] = val["embedding_std"]
+    if not np.isfinite(record["val_embedding_std"]).all():  # over every rank's jets: every rank stops here
+        raise divergence(r.cfg, r.size, epoch, record["global_step"], "the validation embedding is not finite")
+    record["val_warnings"] = collapse_warnings(record.get("val_cluster_sizes", []), record["val_embedding_std"])
+    for warning in record["val_warnings"]:
+        r.log(f"WARNING epoch {epoch + 1}: {warning}")
+    return stopped_by
+
+
+def kmeans_start_on_test(r: Rank) -> dict[str, float]:
+    """The k-means start on the test split too: what the clustering phase adds is measured against it."""
+    fraction = epoch_eval_fraction(r.cfg.train.epoch_eval_max_jets, r.plan.n_test)
+    start = evaluate_split(r.model, r.plan.test_url, r.cfg, r.plan.classes, r.comm, sample_fraction=fraction)
+    r.log(f"k-means start: test accuracy {start['clustering_accuracy']:.3f}, nmi {start['nmi']:.3f}")
+    return {"kmeans_start_test_accuracy": start["clustering_accuracy"], "kmeans_start_test_nmi": start["nmi"]}
 
 
 def connect(cfg) -> Collectives:
