@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import pandas as pd
-from pyspark.accumulators import AccumulatorParam
 
 from ucluster_spark import logs, schema, store
+from ucluster_spark.accumulators import counter_accumulator
 from ucluster_spark.config import DataConfig
 from ucluster_spark.data.dataset import (
     DatasetError,
@@ -34,17 +34,6 @@ from ucluster_spark.data.dataset import (
 from ucluster_spark.errors import InputFileError
 
 log = logging.getLogger(__name__)
-
-
-class CounterParam(AccumulatorParam):
-    """Accumulates ``Counter``s: executors report why they dropped jets, the driver adds them up."""
-
-    def zero(self, value):
-        return Counter()
-
-    def addInPlace(self, a, b):
-        a.update(b)
-        return a
 
 
 class JetSource(Protocol):
@@ -73,7 +62,7 @@ def build_dataset(
     tasks = source.tasks()
     rows = [{"task": json.dumps(task)} for task in tasks]
     task_df = spark.createDataFrame(spark.sparkContext.parallelize(rows, numSlices=len(rows)))
-    dropped = spark.sparkContext.accumulator(Counter(), CounterParam())
+    dropped = counter_accumulator(spark)
 
     def body(frames):  # shipped to executors
         logs.configure()  # an executor is another process

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ucluster_spark import logs, schema
+from ucluster_spark.accumulators import counter_accumulator
 from ucluster_spark.config import DataConfig
 from ucluster_spark.data.dataset import DatasetError, DatasetInfo, write_dataset
 from ucluster_spark.data.rows import RowFilter, jet_kinematics, kept_jets
@@ -102,10 +103,8 @@ def prepare_table(
     spark, name: str, output: str | Path, data: DataConfig, drop_bad_jets: bool = False, overwrite: bool = False
 ) -> DatasetInfo:
     """The jets of the table ``name`` as a dataset at ``output`` (atomic, as every dataset write)."""
-    from ucluster_spark.data.sources import CounterParam
-
     table = read_input_table(spark, name)
-    dropped = spark.sparkContext.accumulator(Counter(), CounterParam())
+    dropped = counter_accumulator(spark)
 
     def body(frames):  # shipped to executors
         logs.configure()

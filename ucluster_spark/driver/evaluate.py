@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ucluster_spark import metrics, plots, schema, store
+from ucluster_spark.accumulators import counter_accumulator
 from ucluster_spark.config import Config, EvaluateConfig
 from ucluster_spark.data.dataset import (
     DatasetError,
@@ -262,84 +263,91 @@ def _assign(
     spark, run: TrainedRun, root: Path, info: DatasetInfo, splits: list[str], final: Path, settings: EvaluateConfig
 ) -> dict[str, Any]:
     """``evaluate`` while holding the output's lock: the Spark job, the scores and plots, written atomically."""
-    from ucluster_spark.data.sources import CounterParam
-
     classes = list(info.classes)
-
-    loads = spark.sparkContext.accumulator(0)
-    tasks_per_process = spark.sparkContext.accumulator(Counter(), CounterParam())
-    run_path, alpha, batch = str(run.run_dir), run.soft_assignment_alpha, settings.batch_size
-    threads = task_threads(spark)
-    shipped = ""
-    if run.from_mlflow:  # downloaded to the driver: every executor gets it as an archive Spark unpacks there
-        archive = Path(shutil.make_archive(run_path, "zip", root_dir=run.run_dir))  # beside it, removed with it
-        spark.sparkContext.addArchive(str(archive))
-        shipped = archive.name
-
-    def body(frames):  # shipped to executors: plain values and accumulators only
-        import os
-
-        from pyspark import SparkFiles
-
-        from ucluster_spark.executor.inference import assign_frames  # TensorFlow: in the executors only
-
-        tasks_per_process.add(Counter({f"{os.uname().nodename}:{os.getpid()}": 1}))
-        yield from assign_frames(frames, run_dir=SparkFiles.get(shipped) if shipped else run_path, alpha=alpha,
-                                 batch_size=batch, threads=threads, on_load=lambda: loads.add(1))  # fmt: skip
-
-    jets = read_jets(spark, root, splits)
+    job = AssignmentJob(spark, run, settings.batch_size)
     n_jets = sum(info.n_jets(s) for s in splits)
     log.info("assigning %d jets of %s (%s) with %s", n_jets, root, ", ".join(splits), run.source)
     with store.atomic_directory(final, overwrite=True) as staging_root:
         staging = store.EvaluationLayout(staging_root)
-        started = time.time()
-        try:
-            jets.mapInPandas(body, schema=schema.assignment_spark_schema()).write.parquet(
-                store.file_url(staging.assignments)
-            )
-        except Exception as err:
-            bad_row = input_error_from(err)  # a malformed jet is bad input, not a failed job
-            if bad_row is not None:
-                raise DatasetError(f"{root}: {bad_row}") from None
-            damaged = damaged_file_from(err)  # so is a file that cannot be read (a dataset without checksums)
-            if damaged is not None:
-                raise damaged from None
-            raise EvaluationFailed(f"cluster assignment of {root} with {run.source} failed: {err}") from err
-        seconds = time.time() - started
+        seconds = job.write(read_jets(spark, root, splits), root, store.file_url(staging.assignments))
         assignments = spark.read.parquet(store.file_url(staging.assignments))
         tally_rows = tallies(assignments)
         result = score([(s, c, label, n) for s, c, label, _bin, n in tally_rows], splits, run.cfg.model.n_clusters,
                        classes)  # fmt: skip
-        assigned = result["n_jets"]
-        if assigned != n_jets:
-            raise EvaluationFailed(f"{assigned} jets assigned but the dataset metadata lists {n_jets}")
-        cores = spark.sparkContext.defaultParallelism
-        result.update(
-            {
-                "model": run.source,
-                "data": str(root),
-                "splits": splits,
-                "classes": classes,
-                "soft_assignment_alpha": alpha,
-                "throughput": {
-                    "assignment_seconds": round(seconds, 3),
-                    "jets_per_second": round(n_jets / seconds, 1),
-                    "cores": cores,
-                    "jets_per_second_per_core": round(n_jets / seconds / cores, 1),
-                    "tasks": sum(tasks_per_process.value.values()),
-                    "executor_processes": len(tasks_per_process.value),
-                    "model_loads": loads.value,
-                },
-            }
-        )
+        if result["n_jets"] != n_jets:
+            raise EvaluationFailed(f"{result['n_jets']} jets assigned but the dataset metadata lists {n_jets}")
+        result.update({"model": run.source, "data": str(root), "splits": splits, "classes": classes,
+                       "soft_assignment_alpha": run.soft_assignment_alpha,
+                       "throughput": job.throughput(n_jets, seconds)})  # fmt: skip
         sample = embedding_sample(assignments, settings.plot_jets, n_jets, run.cfg.train.seed).toPandas()
         histograms = mass_histograms(tally_rows, run.cfg.model.n_clusters)
         result["plots"] = draw(staging.plots, result, sample, histograms, run, classes)
-        warnings = metrics.collapse_warnings(result["cluster_sizes"], [])
-        result["warnings"] = warnings
+        result["warnings"] = metrics.collapse_warnings(result["cluster_sizes"], [])
         store.atomic_write_json(staging.metrics, result)
     log.info(summary_line(result, final))
     return result
+
+
+class AssignmentJob:
+    """The Spark job that assigns jets: the model shipped to the executors (a run downloaded from MLflow goes as an
+    archive Spark unpacks there), ``inference.assign_frames`` in each task, counters of tasks and model loads."""
+
+    def __init__(self, spark, run: TrainedRun, batch_size: int) -> None:
+        self.spark, self.run, self.batch_size = spark, run, batch_size
+        self.loads = spark.sparkContext.accumulator(0)
+        self.tasks_per_process = counter_accumulator(spark)
+        self.shipped = ""
+        if run.from_mlflow:  # downloaded to the driver
+            archive = Path(shutil.make_archive(str(run.run_dir), "zip", root_dir=run.run_dir))  # removed with it
+            spark.sparkContext.addArchive(str(archive))
+            self.shipped = archive.name
+
+    def body(self):
+        """The function ``mapInPandas`` ships to the executors: plain values and accumulators only."""
+        run_path, shipped, alpha = str(self.run.run_dir), self.shipped, self.run.soft_assignment_alpha
+        batch, threads = self.batch_size, task_threads(self.spark)
+        loads, tasks_per_process = self.loads, self.tasks_per_process
+
+        def assign(frames):
+            import os
+
+            from pyspark import SparkFiles
+
+            from ucluster_spark.executor.inference import assign_frames  # TensorFlow: in the executors only
+
+            tasks_per_process.add(Counter({f"{os.uname().nodename}:{os.getpid()}": 1}))
+            yield from assign_frames(frames, run_dir=SparkFiles.get(shipped) if shipped else run_path, alpha=alpha,
+                                     batch_size=batch, threads=threads, on_load=lambda: loads.add(1))  # fmt: skip
+
+        return assign
+
+    def write(self, jets, root: Path, url: str) -> float:
+        """Assign ``jets`` and write the assignments to ``url``; the seconds it took. A malformed jet or an unreadable
+        file is bad input named by its dataset; anything else a failed evaluation."""
+        started = time.time()
+        try:
+            jets.mapInPandas(self.body(), schema=schema.assignment_spark_schema()).write.parquet(url)
+        except Exception as err:
+            bad_row = input_error_from(err)  # a malformed jet is bad input, not a failed job
+            if bad_row is not None:
+                raise DatasetError(f"{root}: {bad_row}") from None
+            damaged = damaged_file_from(err)  # a file that cannot be read (a dataset without checksums)
+            if damaged is not None:
+                raise damaged from None
+            raise EvaluationFailed(f"cluster assignment of {root} with {self.run.source} failed: {err}") from err
+        return time.time() - started
+
+    def throughput(self, n_jets: int, seconds: float) -> dict[str, Any]:
+        cores = self.spark.sparkContext.defaultParallelism
+        return {
+            "assignment_seconds": round(seconds, 3),
+            "jets_per_second": round(n_jets / seconds, 1),
+            "cores": cores,
+            "jets_per_second_per_core": round(n_jets / seconds / cores, 1),
+            "tasks": sum(self.tasks_per_process.value.values()),
+            "executor_processes": len(self.tasks_per_process.value),
+            "model_loads": self.loads.value,
+        }
 
 
 def summary_line(result: dict[str, Any], output: Path) -> str:
