@@ -323,7 +323,7 @@ def main() -> None:
 
     from ucluster_spark import config, store
     from ucluster_spark.benchmarking.scaling_plot import scaling_plot
-    from ucluster_spark.driver import launcher
+    from ucluster_spark.driver.launchers.horovod import rank_environment
 
     overrides = [*args.overrides] + ([f"data.path={args.data}"] if args.data else [])
     cfg = config.load(args.config, overrides)
@@ -359,7 +359,7 @@ def main() -> None:
             [*overrides, f"data.path={root}"],
             str(Path(root) / "train"),
             per_rank,
-            launcher.rank_environment(cfg),
+            rank_environment(cfg),
         )
         bares = {}
         for n in rank_counts:

@@ -255,7 +255,7 @@ def test_a_folder_given_as_input_is_named_as_a_folder(spark, tmp_path):
 
 @pytest.mark.slow
 def test_resume_of_a_finished_run_does_not_suggest_output(finished_run):
-    from ucluster_spark.driver.launcher import prepare_run_dir
+    from ucluster_spark.driver.run_dir import prepare_run_dir
 
     run_dir = finished_run[1]
     with pytest.raises(FileExistsError) as err:

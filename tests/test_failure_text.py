@@ -6,7 +6,7 @@ import json
 import pytest
 
 from ucluster_spark import errors, store
-from ucluster_spark.driver.launcher import failure_hint, lost_ranks
+from ucluster_spark.driver.failures import failure_hint, lost_ranks
 from ucluster_spark.driver.launchers.barrier import reason
 from ucluster_spark.driver.pipeline import exclusive
 from ucluster_spark.executor.rank.environment import report_failure

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from ucluster_spark.config import ConfigError
-from ucluster_spark.driver.launcher import FailureWatchdog, check_slots, restored_signal_handlers
+from ucluster_spark.driver.launcher import check_slots
+from ucluster_spark.driver.launchers.supervision import FailureWatchdog, restored_signal_handlers
 
 
 def _report(failures, rank, error="UnknownError: Gloo timeout"):
@@ -65,7 +66,7 @@ def test_more_ranks_than_task_slots_are_refused_before_launch():
 
 def test_ranks_and_executors_start_with_the_malloc_thresholds_unless_switched_off(monkeypatch, spark):
     from ucluster_spark import _env, config
-    from ucluster_spark.driver.launcher import rank_environment
+    from ucluster_spark.driver.launchers.horovod import rank_environment
 
     for key in _env.MALLOC_ENV:
         monkeypatch.delenv(key, raising=False)

@@ -1,2 +1,2 @@
 """Driver side: the launchers ``run.launcher`` chooses between (registry.LAUNCHERS), one module each, with
-``launch(spark, cfg, plan, watchdog)`` returning every rank's summary and ``describe(cfg)`` for the start line."""
+``launch(spark, cfg, plan)`` returning every rank's summary and ``describe(cfg)`` for the start line."""

@@ -19,6 +19,7 @@ from typing import Any
 
 from ucluster_spark import _env, store
 from ucluster_spark.config import Config
+from ucluster_spark.driver.launchers.supervision import FailureWatchdog
 from ucluster_spark.errors import TrainingFailed
 from ucluster_spark.executor.rank.barrier import run_rank_task
 from ucluster_spark.plan import TrainingPlan
@@ -93,7 +94,7 @@ def describe(cfg: Config) -> str:
     return "a barrier stage, tf.distribute"
 
 
-def launch(spark, cfg: Config, plan: TrainingPlan, watchdog) -> list[dict[str, Any]]:
+def launch(spark, cfg: Config, plan: TrainingPlan) -> list[dict[str, Any]]:
     """Run every rank as a task of one barrier stage; their summaries, or ``TrainingFailed``."""
     sc = spark.sparkContext
     group = f"ucluster-train-{uuid.uuid4().hex[:12]}"
@@ -109,7 +110,8 @@ def launch(spark, cfg: Config, plan: TrainingPlan, watchdog) -> list[dict[str, A
             outcome["error"] = err
 
     thread = threading.Thread(target=collect, name="barrier-stage", daemon=True)
-    watchdog.abort = lambda: sc.cancelJobGroup(group)
+    watchdog = FailureWatchdog(store.RunLayout(plan.run_dir).failures, cfg.run.failure_grace_seconds,
+                               abort=lambda: sc.cancelJobGroup(group))  # fmt: skip
     cancelled = False
     with watchdog:
         thread.start()

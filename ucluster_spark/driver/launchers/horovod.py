@@ -3,22 +3,34 @@ process per rank inside Spark tasks; Gloo is the controller (NCCL moves GPU tens
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict
 from typing import Any
 
+from ucluster_spark import _env, store
 from ucluster_spark.config import Config
-from ucluster_spark.driver.launcher import FailureWatchdog, rank_environment, restored_signal_handlers
+from ucluster_spark.driver.launchers.supervision import FailureWatchdog, restored_signal_handlers
 from ucluster_spark.errors import TrainingFailed
 from ucluster_spark.executor.rank.entry import train_fn
 from ucluster_spark.plan import TrainingPlan
+
+
+def rank_environment(cfg: Config) -> dict[str, str]:
+    """The driver's environment for the rank processes, with or without the malloc thresholds
+    (``run.malloc_thresholds``; they act only when a process starts)."""
+    return _env.with_changes(dict(os.environ), _env.malloc_env(cfg.run.malloc_thresholds), keep_set=True)
 
 
 def describe(cfg: Config) -> str:
     return "horovod, gloo"
 
 
-def launch(spark, cfg: Config, plan: TrainingPlan, watchdog: FailureWatchdog) -> list[dict[str, Any]]:
+def launch(spark, cfg: Config, plan: TrainingPlan) -> list[dict[str, Any]]:
     import horovod.spark
+
+    # A failed rank's peers may wait in a collective forever: SIGTERM to this process is horovod's own abort path
+    # (its launcher terminates every rank's command and the Spark job is cancelled).
+    watchdog = FailureWatchdog(store.RunLayout(plan.run_dir).failures, cfg.run.failure_grace_seconds)
 
     try:
         with restored_signal_handlers(), watchdog:
