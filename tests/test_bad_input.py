@@ -203,6 +203,10 @@ def test_flag_values_are_typed_not_reparsed_as_yaml():
             r"^override 'train.pretrain_epochs=99', \S+/conf/local.yaml: train.pretrain_epochs must be in",
         ),
         (["train.lr_floor=1.0"], r"^override 'train.lr_floor=1.0'(, \S+local.yaml)?: train.lr_floor must be in"),
+        # object stores: refused by the setting's name, before Spark starts
+        (["--output", "s3://bucket/run"], r"^--output: run.output=s3://bucket/run: s3:// is not supported"),
+        (["data.path=abfss://jets@acct.dfs.core.windows.net/w"], r"^override 'data.path=abfss://\S+': data.path=abfss"),
+        (["train.init_from=gs://bucket/run"], r"train.init_from=gs://bucket/run: gs:// is not supported"),
     ],
 )
 def test_errors_name_the_flag_or_override_not_the_file(argv, message):
@@ -273,3 +277,24 @@ def test_data_jobs_check_only_data_settings():
         )
     with pytest.raises(ConfigError, match=r"model.k_neighbours must be in \[1, data.max_constituents=5\]"):
         _train_config("data.max_constituents=5")  # training does use it
+
+
+@pytest.mark.portable
+@pytest.mark.parametrize(
+    "job, args",
+    [
+        ("train", ["--config", "conf/local.yaml", "--output", "s3a://bucket/runs/r1"]),
+        ("evaluate", ["--model", "runs/any", "--output", "abfss://out@acct.dfs.core.windows.net/eval"]),
+        ("generate", ["--output", "gs://bucket/jets"]),
+    ],
+)
+def test_an_object_store_location_is_refused_in_one_line_before_any_work(job, args, tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, str(ROOT / "jobs" / f"{job}.py"), *args], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+    assert result.returncode == errors.EXIT_BAD_INPUT, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.stderr, result.stderr
+    assert ":// is not supported" in lines[0] and "use a local path, a file:// URL or a dbfs:/ path" in lines[0]

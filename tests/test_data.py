@@ -213,8 +213,11 @@ def test_local_path_accepts_file_urls_and_dbfs_forms(tmp_path):
     assert store.local_path(tmp_path.as_uri()) == tmp_path
     assert str(store.local_path("dbfs:/ml/jets")) == "/dbfs/ml/jets"
     assert str(store.local_path("/dbfs/ml/jets")) == "/dbfs/ml/jets"
-    with pytest.raises(ValueError, match="only local paths"):
-        store.local_path("s3://bucket/jets")
+    from ucluster_spark.errors import BadInput
+
+    for url in ("s3://bucket/jets", "s3a://bucket/jets", "abfss://jets@acct.dfs.core.windows.net/w", "gs://b/jets"):
+        with pytest.raises(BadInput, match=r"is not supported .*use a local path, a file:// URL or a dbfs:/ path"):
+            store.local_path(url)
 
 
 def test_every_data_setting_is_classified_for_the_generation_cache():

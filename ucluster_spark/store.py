@@ -30,19 +30,33 @@ log = logging.getLogger(__name__)
 DBFS_PREFIXES = ("dbfs:/", "file:/dbfs/", "/dbfs/")
 
 
+SUPPORTED_LOCATIONS = "a local path, a file:// URL or a dbfs:/ path"
+
+
+def unsupported_location(path: str | Path) -> str:
+    """Why ``path`` cannot be read or written here ("" when it can). Object stores (s3://, abfss://, gs://, ...)
+    have no atomic rename, and every output here appears whole under its final name by one; a mount of the bucket
+    (Databricks' /dbfs, s3fs, blobfuse, gcsfuse) is a path like any other."""
+    text = str(path)
+    if "://" not in text or text.startswith("file://") or text.startswith(DBFS_PREFIXES):
+        return ""
+    scheme = text.split("://", 1)[0]
+    return (f"{text}: {scheme}:// is not supported (datasets and runs are read and written through a filesystem, "
+            "outputs renamed into place, which an object store cannot do atomically); use "
+            f"{SUPPORTED_LOCATIONS}, e.g. the bucket mounted on the cluster")  # fmt: skip
+
+
 def local_path(path: str | Path) -> Path:
     """A filesystem path for ``path``: ``file://`` URLs and Databricks' ``dbfs:/`` forms (FUSE mount)."""
+    problem = unsupported_location(path)
+    if problem:
+        raise BadInput(problem)
     text = str(path)
     if text.startswith("file://"):
         text = text[len("file://") :]
     for prefix in DBFS_PREFIXES:
         if text.startswith(prefix):
             return Path("/dbfs") / text[len(prefix) :]
-    if "://" in text:
-        raise ValueError(
-            f"{text!r}: only local paths, file:// URLs and dbfs:/ paths can be written by this step; "
-            "mount remote storage or use a dbfs:/ path"
-        )
     return Path(text).absolute()
 
 

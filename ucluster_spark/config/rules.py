@@ -17,6 +17,7 @@ from ucluster_spark.config.sections import (
 from ucluster_spark.errors import ConfigError
 from ucluster_spark.registry import LAUNCHERS, LOSS_TERMS, READERS, SOURCES
 from ucluster_spark.schema import AUX_MASS_COLUMNS, FEATURE_SETS, KNOWN_CLASSES, SPLITS
+from ucluster_spark.store import unsupported_location
 
 EMBEDDING_POOLINGS = ("mean_all_slots", "mean_real", "max_real")
 CENTROID_UPDATES = ("adam", "sgd", "kmeans")
@@ -25,8 +26,16 @@ ASSIGNMENTS = ("softmax", "sinkhorn")
 PARTICLE_LAYOUTS = ("packed", "padded")
 
 
+def _location(setting: str, value: str) -> None:
+    problem = unsupported_location(value)
+    if problem:
+        raise ConfigError(f"{setting}={problem}")
+
+
 def check_data(d: DataConfig) -> None:
     """The data jobs check only these (a model setting cannot refuse a dataset). Normalises the mass window."""
+    _location("data.path", d.path)
+    _location("data.generated_root", d.generated_root)
     unknown = [c for c in d.classes if c not in KNOWN_CLASSES]
     if unknown:
         raise ConfigError(f"data.classes: unknown class {unknown[0]!r}; known: {list(KNOWN_CLASSES)}")
@@ -87,6 +96,7 @@ def check_loss(lo: LossConfig) -> None:
 
 def check_train(t: TrainConfig, m: ModelConfig) -> None:
     _positive("train.epochs", t.epochs)
+    _location("train.init_from", t.init_from)
     if not 0 <= t.pretrain_epochs <= t.epochs:
         raise ConfigError(f"train.pretrain_epochs must be in [0, train.epochs={t.epochs}], got {t.pretrain_epochs}")
     _positive("train.batch_size", t.batch_size)
@@ -122,6 +132,7 @@ def check_train(t: TrainConfig, m: ModelConfig) -> None:
 
 def check_run(r: RunConfig) -> None:
     _positive("run.num_proc", r.num_proc)
+    _location("run.output", r.output)
     if r.launcher not in LAUNCHERS:
         raise ConfigError(f"run.launcher must be one of {list(LAUNCHERS)}, got {r.launcher!r}")
     if not r.use_gloo:
@@ -143,6 +154,8 @@ def check_evaluate(e: EvaluateConfig) -> None:
 
 
 def check_pipeline(p: PipelineConfig) -> None:
+    _location("pipeline.root", p.root)
+    _location("pipeline.input", p.input)
     if p.input_format not in SOURCES:
         raise ConfigError(f"pipeline.input_format must be one of {list(SOURCES)}, got {p.input_format!r}")
     if p.input and p.input_table:
