@@ -4,7 +4,7 @@
 it is read. Only plain dicts (``Config.to_dict``) travel to executors; ``Config.from_dict`` rebuilds it there.
 """
 
-from ucluster_spark.config.loading import MOVED_KEYS, Config, Flags, load, parse_override
+from ucluster_spark.config.loading import Config, Flags, load, parse_override
 from ucluster_spark.config.sections import (
     SECTION_NAMES,
     DataConfig,
@@ -19,7 +19,6 @@ from ucluster_spark.config.sections import (
 from ucluster_spark.errors import ConfigError
 
 __all__ = [
-    "MOVED_KEYS",
     "SECTION_NAMES",
     "Config",
     "ConfigError",

@@ -38,8 +38,9 @@ from ucluster_spark.errors import ConfigError
 
 _KEY_MENTION = re.compile(rf"\b((?:{'|'.join(SECTION_NAMES)})\.[a-z_0-9]+)")
 
-MOVED_KEYS = {("pipeline", "mass_window"): "data.mass_window", ("pipeline", "hls4ml_input"): "pipeline.input"}
-"""Keys that moved: a config that still uses the old name is refused with the new one."""
+RETIRED_KEYS = {("run", "use_gloo"): (True, "Gloo is always Horovod's controller here (horovod is built without MPI)")}
+"""Settings that earlier versions wrote into every run's config.yaml and that are gone: dropped when they hold the one
+value they could take, so those runs still load (evaluate, export, --resume); any other value is refused, saying why."""
 
 
 @dataclass
@@ -71,9 +72,7 @@ class Config:
             raise ConfigError(
                 f"section '{unknown[0]}': unknown section(s) {unknown}; expected some of {sorted(SECTION_NAMES)}"
             )
-        for (section, key), now in MOVED_KEYS.items():
-            if isinstance(raw.get(section), dict) and key in raw[section]:
-                raise ConfigError(f"{section}.{key} is now {now}; rename it")
+        raw = _without_retired_keys(raw)
         built = {}
         for name in SECTION_NAMES:
             values = raw.get(name) or {}
@@ -99,6 +98,17 @@ class Config:
         check_evaluate(self.evaluate)
         check_pipeline(self.pipeline)
         check_tracking(self.tracking)
+
+
+def _without_retired_keys(raw: dict[str, Any]) -> dict[str, Any]:
+    raw = dict(raw)
+    for (section, key), (only_value, why) in RETIRED_KEYS.items():
+        values = raw.get(section)
+        if isinstance(values, dict) and key in values:
+            if values[key] != only_value:
+                raise ConfigError(f"{section}.{key}={values[key]!r}: the setting was removed: {why}")
+            raw[section] = {k: v for k, v in values.items() if k != key}
+    return raw
 
 
 def _build_section(section_cls: type, values: dict[str, Any], where: str) -> Any:

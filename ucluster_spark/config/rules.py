@@ -135,11 +135,6 @@ def check_run(r: RunConfig) -> None:
     _location("run.output", r.output)
     if r.launcher not in LAUNCHERS:
         raise ConfigError(f"run.launcher must be one of {list(LAUNCHERS)}, got {r.launcher!r}")
-    if not r.use_gloo:
-        raise ConfigError(
-            "run.use_gloo=false would select Horovod's MPI controller, and the environments here build horovod "
-            "without MPI (HOROVOD_WITHOUT_MPI=1): Gloo is the controller on CPU and GPU (NCCL moves GPU tensors)"
-        )
     _positive("run.collective_timeout_seconds", r.collective_timeout_seconds)
     _non_negative("run.rank_memory_limit_mb", r.rank_memory_limit_mb)
 

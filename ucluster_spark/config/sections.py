@@ -219,9 +219,6 @@ class RunConfig:
     lost), so the job ends instead of hanging. Horovod's own is HOROVOD_GLOO_TIMEOUT_SECONDS."""
     output: str = ""
     """Run directory. Empty: ``runs/<UTC timestamp>``."""
-    use_gloo: bool = True
-    """Horovod's controller is Gloo (the environment is built without MPI; on GPUs NCCL moves the tensors and Gloo
-    still controls). ``false`` (MPI) is refused; the key stays so that older runs' configs load."""
     start_timeout: int = 600
     failure_grace_seconds: float = 60.0
     """After the first rank fails, how long the others get to exit by themselves (their collectives fail at once if
