@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed-$(shell (cat setup.cfg; echo '$(TF_PACKAGE) $(EXTRAS
 HOROVOD_BUILD_ENV := MAKEFLAGS=-j$(shell nproc) HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 \
 	HOROVOD_WITHOUT_MPI=1 HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 HOROVOD_CPU_OPERATIONS=GLOO \
 	$(if $(HOROVOD_GPU),HOROVOD_GPU_OPERATIONS=$(HOROVOD_GPU))
-# The runtime environment the stack needs (stack.md); the code sets the same for executors.
+# The runtime environment the stack needs (docs/environments.md); the code sets the same for executors.
 # The malloc thresholds keep the model's large step tensors out of mmap/munmap; two arenas keep the JVM that
 # reads the parquet from growing with the data (ucluster_spark/_env.py).
 RUN_ENV := PYSPARK_PYTHON=$(abspath $(PY)) PYSPARK_DRIVER_PYTHON=$(abspath $(PY)) \
@@ -43,11 +43,13 @@ run: $(STAMP)
 # Both environments: the whole suite in the default one, then the portable tests in the current-releases one.
 test: $(STAMP) $(MODERN_STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(RUN_ENV) $(PY) -m pytest $(PYTEST_ARGS)
 	$(MODERN_RUN_ENV) $(MODERN_PY) -m pytest -m portable $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 venv: $(STAMP)
 
@@ -60,7 +62,8 @@ $(STAMP): setup.cfg
 	$(PIP) install --progress-bar off "$(TF_PACKAGE)" numpy==1.26.4 cloudpickle psutil pyyaml packaging
 	@# 2. horovod (compiled, no build isolation) with every other pin, then this package in editable mode.
 	$(HOROVOD_BUILD_ENV) $(PIP) install --progress-bar off --no-build-isolation -e ".[$(EXTRAS)]"
-	@# 3. Keras 2 for TF 2.18 without its `tensorflow` requirement (stack.md, "Keras").
+	@# 3. Keras 2 for TF 2.18 (horovod 0.28.1 cannot use Keras 3; TF_USE_LEGACY_KERAS=1 selects it), without its
+	@# `tensorflow` requirement, which would pull the full 1.7 GB package beside tensorflow-cpu (docs/environments.md).
 	$(PIP) install --progress-bar off --no-deps tf_keras==2.18.0
 	$(RUN_ENV) $(PY) -c "import horovod.tensorflow as hvd; assert hvd.gloo_built(), 'horovod was built without Gloo'"
 	touch $@

@@ -408,8 +408,10 @@ def main() -> None:
               f"{references['original_own_centroids']['test_clustering_accuracy']:.4f}", file=sys.stderr)  # fmt: skip
     results = {
         "command": " ".join(["benchmarks/accuracy.py", *sys.argv[1:]]),
-        "data": {"path": args.data, **({"train_jets": runs[0]["train_jets"], "test_jets": runs[0]["test_jets"]}
-                                       if runs else {})},  # fmt: skip
+        "data": {
+            "path": args.data,
+            **({"train_jets": runs[0]["train_jets"], "test_jets": runs[0]["test_jets"]} if runs else {}),
+        },
         "config": base_cfg.to_dict(),
         "references": references,
         "aggregate": aggregate(runs),

@@ -253,7 +253,7 @@ def test_more_ranks_than_slots_is_bad_input_with_one_line_on_stderr(tmp_path):
 
 def test_a_folder_given_as_input_is_named_as_a_folder(spark, tmp_path):
     (tmp_path / "h5s").mkdir()
-    with pytest.raises(DatasetError, match=r"h5s is a directory; give its HDF5 files, e.g. --input '.*h5s/\*.h5'"):
+    with pytest.raises(DatasetError, match=r"h5s is a directory; give the files in it, e.g. --input '.*h5s/\*.h5'"):
         prepare(spark, "hls4ml", str(tmp_path / "h5s"), tmp_path / "ds", WZT)
 
 

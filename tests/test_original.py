@@ -136,8 +136,10 @@ def _write_checkpoint(prefix, values: dict) -> None:
         (lambda v: v.update(mu=np.zeros((4, 3), np.float32)), "variable mu has shape [4, 3], this model needs [3, 3]"),
         (lambda v: v.pop("agg/weights"), "variable agg/weights is missing"),
         (lambda v: v.pop("gapnet11/biases"), "variable gapnet11/biases is missing"),
-        (lambda v: v.update({"gapnet01/weights": np.zeros((1, 1, 16, 64), np.float32)}),
-         "variable gapnet01/weights has shape [1, 1, 16, 64], this model needs [24, 64]"),
+        (
+            lambda v: v.update({"gapnet01/weights": np.zeros((1, 1, 16, 64), np.float32)}),
+            "variable gapnet01/weights has shape [1, 1, 16, 64], this model needs [24, 64]",
+        ),
     ],
 )
 @pytest.mark.portable

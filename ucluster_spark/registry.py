@@ -14,6 +14,8 @@ import importlib.util
 from dataclasses import dataclass
 from typing import Any
 
+from ucluster_spark.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Choice:
@@ -27,7 +29,7 @@ class Choice:
 
 
 LAUNCHERS: dict[str, Choice] = {
-    # The driver part is a module with ``launch(spark, cfg, plan, watchdog) -> [every rank's summary]`` and
+    # The driver part is a module with ``launch(spark, cfg, plan) -> [every rank's summary]`` and
     # ``describe(cfg) -> str``; the executor part the rank's ``Collectives`` class (executor/rank/collectives.py),
     # built with ``connect(cfg, configure)`` inside the rank.
     "horovod": Choice(
@@ -91,3 +93,13 @@ def missing_package(choices: dict[str, Choice], name: str) -> str:
     """The package ``name`` needs that this environment lacks, or ""."""
     needs = choices[name].needs
     return needs if needs and importlib.util.find_spec(needs) is None else ""
+
+
+def refuse_missing_package(choices: dict[str, Choice], name: str, setting: str) -> None:
+    """A choice whose package this environment lacks is refused before any work (not an ImportError inside a
+    task), naming the alternative where there is one."""
+    package = missing_package(choices, name)
+    if package:
+        instead = f"; use {setting}={choices[name].instead}" if choices[name].instead else ""
+        raise ConfigError(f"{setting}={name} needs {package}, which is not installed in this environment{instead} "
+                          "(docs/environments.md)")  # fmt: skip

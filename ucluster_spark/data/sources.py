@@ -131,14 +131,16 @@ def generate(spark, data: DataConfig, output: str | Path, overwrite: bool = Fals
     return build_dataset(spark, PythiaSource(data), output, data, overwrite)
 
 
-def find_inputs(pattern: str) -> list[str]:
-    """Files matching a glob (or a comma-separated list of globs), checked for clashing jet ids."""
+def find_inputs(pattern: str, files: str = "*") -> list[str]:
+    """Files matching a glob (or a comma-separated list of globs), checked for clashing jet ids; ``files`` is the
+    layout's file glob, for the message when a folder is given."""
     paths = sorted({p for part in pattern.split(",") if part for p in glob.glob(part.strip())})
     if not paths:
         raise DatasetError(f"--input {pattern!r} matches no file")
     if folders := [p for p in paths if Path(p).is_dir()]:
         raise DatasetError(
-            f"--input {pattern!r}: {folders[0]} is a directory; give its HDF5 files, e.g. --input '{folders[0]}/*.h5'"
+            f"--input {pattern!r}: {folders[0]} is a directory; give the files in it, e.g. "
+            f"--input '{folders[0]}/{files}'"
         )
     clashes = [name for name, n in Counter(Path(p).name for p in paths).items() if n > 1]
     if clashes:
@@ -163,6 +165,8 @@ class FileSource:
 
     name: ClassVar[str] = ""
     rows_per_task: ClassVar[int] = 10_000
+    files: ClassVar[str] = "*"
+    """The layout's file names as a glob (``*.h5``, ``*.root``): the example when a folder is given as input."""
 
     @staticmethod
     def inspect(path: str, data: DataConfig) -> dict[str, Any]:
@@ -180,7 +184,7 @@ class FileSource:
 
     @classmethod
     def open(cls, pattern: str, data: DataConfig, drop_bad_jets: bool = False) -> FileSource:
-        paths = find_inputs(pattern)
+        paths = find_inputs(pattern, cls.files)
         try:
             layouts = tuple(cls.inspect(path, data) for path in paths)
         except InputFileError as err:
@@ -224,12 +228,11 @@ def prepare(
 ) -> DatasetInfo:
     """Ingest the files ``pattern`` matches, in the layout ``input_format`` names (``registry.SOURCES``), inside
     executors (jets outside ``data.mass_window`` dropped) and write the dataset."""
-    from ucluster_spark.registry import SOURCES, missing_package, part
+    from ucluster_spark.registry import SOURCES, part, refuse_missing_package
 
     if input_format not in SOURCES:
         raise DatasetError(f"input format {input_format!r} is not one of {list(SOURCES)}")
-    if package := missing_package(SOURCES, input_format):
-        raise DatasetError(f"input format {input_format!r} needs the package {package!r}, not installed here")
+    refuse_missing_package(SOURCES, input_format, "--format")
     source = part(SOURCES, input_format, "driver").open(pattern, data, drop_bad_jets)
     return build_dataset(spark, source, output, data, overwrite)
 

@@ -30,7 +30,7 @@ from ucluster_spark.driver.run_dir import prepare_run_dir
 from ucluster_spark.driver.warm_start import check_init_from
 from ucluster_spark.errors import TrainingFailed
 from ucluster_spark.plan import TrainingPlan
-from ucluster_spark.registry import LAUNCHERS, READERS, missing_package, part
+from ucluster_spark.registry import LAUNCHERS, READERS, part, refuse_missing_package
 
 log = logging.getLogger(__name__)
 
@@ -72,16 +72,8 @@ def make_plan(root: Path, info: DatasetInfo, run_dir: Path) -> TrainingPlan:
 def check_stack(cfg: Config) -> None:
     """The launcher and reader asked for are installed here (the current-releases environment has neither horovod
     nor petastorm): a clear refusal before any work, not an ImportError inside a rank."""
-    for setting, choices, name in (
-        ("run.launcher", LAUNCHERS, cfg.run.launcher),
-        ("data.reader", READERS, cfg.data.reader),
-    ):
-        package = missing_package(choices, name)
-        if package:
-            raise ConfigError(
-                f"{setting}={name} needs {package}, which is not installed in this environment; "
-                f"use {setting}={choices[name].instead} (docs/environments.md)"
-            )
+    refuse_missing_package(LAUNCHERS, cfg.run.launcher, "run.launcher")
+    refuse_missing_package(READERS, cfg.data.reader, "data.reader")
 
 
 def launch_ranks(spark, cfg: Config, plan: TrainingPlan) -> list[dict[str, Any]]:

@@ -190,6 +190,7 @@ class Hls4mlSource(FileSource):
     """Files in the hls4ml layout, ``ROWS_PER_TASK`` rows per task."""
 
     name = "hls4ml"
+    files = "*.h5"
     rows_per_task = ROWS_PER_TASK
 
     @staticmethod

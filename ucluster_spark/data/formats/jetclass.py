@@ -122,6 +122,7 @@ class JetClassSource(FileSource):
     """Files in the JetClass layout, ``ENTRIES_PER_TASK`` entries per task."""
 
     name = "jetclass"
+    files = "*.root"
     rows_per_task = ENTRIES_PER_TASK
 
     @staticmethod

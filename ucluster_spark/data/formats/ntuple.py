@@ -140,6 +140,7 @@ class NtupleSource(FileSource):
     """A user's ROOT n-tuples, read through the ``data.ntuple`` mapping, ``ENTRIES_PER_TASK`` entries per task."""
 
     name = "ntuple"
+    files = "*.root"
     rows_per_task = ENTRIES_PER_TASK
 
     @staticmethod

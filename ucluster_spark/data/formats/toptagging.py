@@ -103,6 +103,7 @@ class TopTaggingSource(FileSource):
     """The top-tagging landscape's files, ``ROWS_PER_TASK`` rows per task."""
 
     name = "toptagging"
+    files = "*.h5"
     rows_per_task = ROWS_PER_TASK
 
     @staticmethod
