@@ -149,7 +149,8 @@ def model_selection(points: list[dict], cfg) -> dict:
 def diagnostics(data_dir, cfg, metrics: dict, run_dir) -> dict:
     """What limits the accuracy, measured with labels (never used in training): the class information in the
     auxiliary target alone, and in the learned embedding z (supervised probes on train -> test)."""
-    from ucluster_spark.benchmarking.baselines import aux_target_ceiling, supervised_accuracy
+    from baselines import aux_target_ceiling, supervised_accuracy
+
     from ucluster_spark.executor.inference import load_run
     from ucluster_spark.executor.rank.evaluation import embeddings_of
 
@@ -378,8 +379,9 @@ def main() -> None:
     if args.start_from and args.seeds and "," in args.seeds:
         parser.error("--start-from continues one checkpoint: give one seed (the checkpoint's)")
 
+    from baselines import observable_baselines
+
     from ucluster_spark import config, store
-    from ucluster_spark.benchmarking.baselines import observable_baselines
 
     base_cfg = config.load(args.config, [*args.overrides, f"data.path={args.data}"])
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [base_cfg.train.seed]

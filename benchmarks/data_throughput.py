@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: its tests/sample_files write the inputs
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -70,12 +72,12 @@ def write_inputs(work: Path, n_jets: int, input_format: str) -> str:
     folder = work / input_format
     folder.mkdir()
     if input_format == "hls4ml":
-        from ucluster_spark.benchmarking.hls4ml_files import jet_values, write_file
+        from tests.sample_files.hls4ml import jet_values, write_file
 
         for i in range(max(1, n_jets // 10_000)):
             write_file(folder / f"jets_{i}.h5", jet_values(10_000, seed=i))
         return str(folder / "*.h5")
-    from ucluster_spark.benchmarking.jetclass_files import jetclass_values, write_file
+    from tests.sample_files.jetclass import jetclass_values, write_file
 
     write_file(folder / "jets.root", jetclass_values(n_jets, seed=0, max_particles=100))
     return str(folder / "*.root")

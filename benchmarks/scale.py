@@ -4,7 +4,7 @@
                                          [--output DIR] [--config conf/scale.yaml]
 
 DATASET_DIR is a real generated sample (e.g. 30k Pythia jets). Each larger size is that sample's training split
-copied FACTOR times under new jet ids by a Spark job (``ucluster_spark.benchmarking.replicate``; validation and test
+copied FACTOR times under new jet ids by a Spark job (``benchmarks/replicate.py``; validation and test
 splits unchanged, so per-epoch and final measurements stay bounded): the bytes, row groups and jet count of a
 large dataset, not new physics. For every size, through the real jobs under spark-submit (local[2]):
 
@@ -160,7 +160,8 @@ def cached(steps: Path, name: str, run) -> dict[str, Any]:
 
 def replicate_step(source: str, output: str, factor: int) -> None:
     """Inside spark-submit: the replication job (its result as the last stdout line)."""
-    from ucluster_spark.benchmarking.replicate import replicate_training_split
+    from replicate import replicate_training_split
+
     from ucluster_spark.driver.session import get_session, stop
 
     spark = get_session("ucluster-replicate")

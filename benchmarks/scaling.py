@@ -321,8 +321,9 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
 
+    from scaling_plot import scaling_plot
+
     from ucluster_spark import config, store
-    from ucluster_spark.benchmarking.scaling_plot import scaling_plot
     from ucluster_spark.driver.launchers.horovod import rank_environment
 
     overrides = [*args.overrides] + ([f"data.path={args.data}"] if args.data else [])

@@ -9,8 +9,8 @@ import shutil
 import pytest
 
 from tests.conftest import ROOT, submit
+from tests.sample_files.hls4ml import jet_values, write_file
 from ucluster_spark import config, errors, schema
-from ucluster_spark.benchmarking.hls4ml_files import jet_values, write_file
 from ucluster_spark.config import ConfigError
 from ucluster_spark.data.dataset import DatasetError, check_files, load_info, write_dataset
 from ucluster_spark.data.sources import prepare

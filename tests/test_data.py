@@ -247,7 +247,7 @@ def test_every_data_setting_is_classified_for_the_generation_cache():
 
 
 def test_observable_baselines_score_on_the_evaluation_split(synthetic_dataset):
-    from ucluster_spark.benchmarking.baselines import observable_baselines
+    from benchmarks.baselines import observable_baselines
 
     root, info, _ = synthetic_dataset
     result = observable_baselines(root, ["w", "z", "t"])

@@ -8,14 +8,14 @@ import sys
 import numpy as np
 import pytest
 
-from ucluster_spark import config, errors, schema
-from ucluster_spark.benchmarking.hls4ml_files import (
+from tests.sample_files.hls4ml import (
     JET_COLUMNS,
     PARTICLE_COLUMNS,
     expected_features,
     jet_values,
     write_file,
 )
+from ucluster_spark import config, errors, schema
 from ucluster_spark.data.dataset import DatasetError, load_info
 from ucluster_spark.data.sources import prepare
 from ucluster_spark.executor.reader import open_shard

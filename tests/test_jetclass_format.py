@@ -5,8 +5,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from tests.sample_files.jetclass import jetclass_values, write_file
 from ucluster_spark import config, schema
-from ucluster_spark.benchmarking.jetclass_files import jetclass_values, write_file
 from ucluster_spark.data.dataset import DatasetError
 from ucluster_spark.data.formats.jetclass import JetClassSource, inspect_tree, read_entries
 from ucluster_spark.data.sources import prepare

@@ -101,7 +101,7 @@ def test_fixed_steps_per_epoch_and_a_subset_for_the_per_epoch_measurements(spark
 
 
 def test_a_replicated_dataset_copies_the_training_jets_under_new_ids(spark, synthetic_dataset, tmp_path):
-    from ucluster_spark.benchmarking.replicate import replicate_training_split
+    from benchmarks.replicate import replicate_training_split
     from ucluster_spark.data.dataset import check_files, load_info
 
     root, info, _ = synthetic_dataset

@@ -6,8 +6,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from tests.sample_files.jetclass import jetclass_values, write_file
 from ucluster_spark import config, schema
-from ucluster_spark.benchmarking.jetclass_files import jetclass_values, write_file
 from ucluster_spark.data.formats.ntuple import inspect_ntuple, read_ntuple_entries
 from ucluster_spark.data.sources import prepare
 from ucluster_spark.errors import ConfigError, InputFileError

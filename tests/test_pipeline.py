@@ -7,8 +7,8 @@ import os
 import pytest
 
 from tests.conftest import ROOT, TINY, submit
+from tests.sample_files.hls4ml import jet_values, write_file
 from ucluster_spark import config, errors, store
-from ucluster_spark.benchmarking.hls4ml_files import jet_values, write_file
 from ucluster_spark.driver.pipeline import check_same_config, exclusive, run_pipeline
 
 pytestmark = pytest.mark.slow

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from benchmarks.scaling_plot import scaling_plot
 from ucluster_spark import plots
-from ucluster_spark.benchmarking.scaling_plot import scaling_plot
 
 pytestmark = pytest.mark.portable  # no horovod, no petastorm: also in the current-releases environment
 

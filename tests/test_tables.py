@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import STACK
+from tests.sample_files.jetclass import jetclass_values, write_file
 from ucluster_spark import config, schema
-from ucluster_spark.benchmarking.jetclass_files import jetclass_values, write_file
 from ucluster_spark.data.dataset import DatasetError
 from ucluster_spark.data.sources import prepare
 from ucluster_spark.data.table import PARTICLES, prepare_table

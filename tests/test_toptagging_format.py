@@ -5,8 +5,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from tests.sample_files.toptagging import toptagging_frame, write_file
 from ucluster_spark import config, schema
-from ucluster_spark.benchmarking.toptagging_files import toptagging_frame, write_file
 from ucluster_spark.data.dataset import DatasetError
 from ucluster_spark.data.formats.toptagging import TopTaggingSource, inspect_frame, read_frame_rows
 from ucluster_spark.data.sources import prepare

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, SPARK_SUBMIT, STACK, submit
+from tests.sample_files.hls4ml import jet_values, write_file
 from ucluster_spark import checkpoint, config, errors, schema, store
-from ucluster_spark.benchmarking.hls4ml_files import jet_values, write_file
 from ucluster_spark.data.dataset import DatasetError, check_files, load_info, verify_checksums
 from ucluster_spark.data.sources import prepare
 from ucluster_spark.jobs import evaluate as evaluate_job
