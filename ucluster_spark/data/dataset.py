@@ -18,7 +18,7 @@ import math
 import re
 import shutil
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,10 +66,10 @@ class DatasetInfo:
     counts: dict[str, dict[str, int]]
     """split -> class name -> jets."""
     source: dict[str, Any]
-    files: dict[str, dict[str, int]] = field(default_factory=dict)
-    """split -> parquet file name -> jets (datasets written before it was recorded: empty, totals are checked)."""
-    checksums: dict[str, dict[str, str]] = field(default_factory=dict)
-    """split -> parquet file name -> CRC-32 of its bytes, for ``verify_checksums`` (older datasets: empty)."""
+    files: dict[str, dict[str, int]]
+    """split -> parquet file name -> jets, for ``check_files``."""
+    checksums: dict[str, dict[str, str]]
+    """split -> parquet file name -> CRC-32 of its bytes, for ``verify_checksums``."""
 
     def n_jets(self, split: str) -> int:
         return int(sum(self.counts.get(split, {}).values()))
@@ -96,6 +96,11 @@ def load_info(root: str | Path) -> DatasetInfo:
         raise DatasetError(
             f"{path}: dataset format version {version!r}, but this ucluster-spark reads version {FORMAT_VERSION} "
             "(its columns and metadata may differ): write the dataset again with this version's generate or prepare"
+        )
+    if "files" not in raw or "checksums" not in raw:
+        raise DatasetError(
+            f"{path}: written by an earlier ucluster-spark, before every file's row count and checksum were recorded "
+            "(nothing could check its files): write the dataset again with this version's generate or prepare"
         )
     try:
         return DatasetInfo(**raw)
@@ -282,8 +287,8 @@ def check_files(root: str | Path, info: DatasetInfo, splits: tuple[str, ...] = s
     root = store.local_path(root)
     for split in splits:
         found = parquet_rows(root, split)
-        listed = info.files.get(split)
-        if listed is not None and found != listed:
+        listed = info.files.get(split, {})
+        if found != listed:
             problems = [f"missing {name} ({rows} jets)" for name, rows in listed.items() if name not in found]
             problems += [f"unexpected {name}" for name in found if name not in listed]
             problems += [
@@ -330,10 +335,7 @@ def verify_checksums(spark, root: str | Path, info: DatasetInfo, splits: tuple[s
     them: a damaged file whose footer survived passes ``check_files`` and would otherwise fail deep inside a job
     (or, worse, decode). Costs one read of the split, spread over the executors."""
     root = store.local_path(root)
-    recorded = {split: info.checksums.get(split) for split in splits}
-    if not all(recorded.values()):
-        log.info("%s was written before checksums were recorded: file contents not verified", root)
-        return
+    recorded = {split: info.checksums.get(split, {}) for split in splits}
     found = file_checksums(spark, root, splits)
     for split in splits:
         for name, crc in sorted(recorded[split].items()):
