@@ -33,7 +33,7 @@ MODERN_STAMP := $(MODERN_VENV)/.installed-$(shell (cat setup.cfg; echo '$(MODERN
 MODERN_RUN_ENV := PYSPARK_PYTHON=$(abspath $(MODERN_PY)) PYSPARK_DRIVER_PYTHON=$(abspath $(MODERN_PY)) \
 	TF_USE_LEGACY_KERAS=1 SPARK_LOCAL_IP=127.0.0.1 PYTHONUNBUFFERED=1 MALLOC_ARENA_MAX=2
 
-.PHONY: run test venv lint clean-venv venv-modern test-modern
+.PHONY: run test test-fast venv lint clean-venv venv-modern test-modern
 
 run: $(STAMP)
 	$(RUN_ENV) $(VENV)/bin/spark-submit --master 'local[2]' \
@@ -46,6 +46,13 @@ test: $(STAMP) $(MODERN_STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(RUN_ENV) $(PY) -m pytest $(PYTEST_ARGS)
 	$(MODERN_RUN_ENV) $(MODERN_PY) -m pytest -m portable $(PYTEST_ARGS)
+
+# After every change (a few minutes): lint, then every test that starts no Spark application and launches no rank
+# (config, data rules, layers, losses, the golden test, docs, messages). `make test` is still what CI runs.
+test-fast: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(RUN_ENV) $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

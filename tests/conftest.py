@@ -15,6 +15,18 @@ import pytest
 from ucluster_spark import config, schema  # the package sets its runtime environment before TensorFlow
 from ucluster_spark.data.dataset import write_dataset
 
+PROCESS_FIXTURES = {
+    "spark", "synthetic_dataset", "finished_run", "two_rank_run", "tracking_server", "standalone_cluster",
+}  # fmt: skip
+"""Fixtures that start a Spark application, a training launch or a server: a test using one is ``slow`` whatever
+its own marks say, so ``make test-fast`` (``-m "not slow"``) starts no Spark and launches no rank."""
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture
 def package_log(caplog):

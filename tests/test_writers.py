@@ -153,6 +153,11 @@ def test_one_writer_per_run_and_an_interrupted_run_says_how_to_continue(syntheti
         (lambda: (_ for _ in ()).throw(RuntimeError("Job 0 cancelled because SparkContext was shut down")),
          errors.EXIT_TERMINATED,
          "Spark was shut down under the job: spark-submit stopped by a signal, or its JVM failed"),
+        # the race: Ctrl-C reaches spark-submit's JVM too, and stopping the session on the way out fails
+        (lambda: _unwinding(KeyboardInterrupt(), RuntimeError("SparkSession does not exist in the JVM")),
+         errors.EXIT_INTERRUPTED, "Ctrl-C"),
+        (lambda: _unwinding(errors.Terminated(), ValueError("an error of any kind while unwinding")),
+         errors.EXIT_TERMINATED, "SIGTERM"),
     ],
 )  # fmt: skip
 def test_every_kind_of_interrupt_is_one_line_and_its_exit_code(stop, code, how, capsys, monkeypatch):
@@ -173,6 +178,14 @@ def test_every_kind_of_interrupt_is_one_line_and_its_exit_code(stop, code, how, 
     horovod_thread.join()
     assert capsys.readouterr().err == f"interrupted ({how}): nothing was written to out: run the same command again\n"
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the job's handler is gone again
+
+
+def _unwinding(interrupt: BaseException, then: Exception) -> None:
+    """``then`` raised while the job unwinds from ``interrupt`` (in a ``finally``, as the job's session stop is)."""
+    try:
+        raise interrupt
+    finally:
+        raise then
 
 
 def _start_training(stderr: Path, *args: str) -> subprocess.Popen:

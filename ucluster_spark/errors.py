@@ -125,6 +125,7 @@ SPARK_GONE = (
     "Answer from Java side is empty",
     "Error while sending or receiving",
     "Py4JNetworkError",
+    "does not exist in the JVM",
 )
 """What py4j and Spark say when the driver's JVM stops under a running job: spark-submit got SIGTERM or Ctrl-C
 (its JVM shuts the SparkContext down and exits; the job's Python process only sees its calls fail)."""
@@ -142,12 +143,17 @@ def spark_stopped(err: BaseException) -> bool:
 
 
 def interrupt_exit_code(err: BaseException) -> int | None:
-    """130 (Ctrl-C) or 143 (SIGTERM, or Spark shut down under the job) if ``err`` is an interrupt, else None."""
-    if isinstance(err, KeyboardInterrupt):
-        return EXIT_INTERRUPTED
-    if isinstance(err, Terminated) or spark_stopped(err):
-        return EXIT_TERMINATED
-    return None
+    """130 (Ctrl-C) or 143 (SIGTERM, or Spark shut down under the job) if ``err`` is an interrupt, else None. An
+    error raised while the job unwound from an interrupt counts as that interrupt: Ctrl-C reaches spark-submit's JVM
+    too, so stopping the session on the way out can fail with py4j's words for a JVM that is gone."""
+    return {KeyboardInterrupt: EXIT_INTERRUPTED, Terminated: EXIT_TERMINATED}.get(interrupt_kind(err)) or (
+        EXIT_TERMINATED if spark_stopped(err) else None
+    )
+
+
+def interrupt_kind(err: BaseException) -> type[BaseException] | None:
+    """``KeyboardInterrupt`` or ``Terminated`` if ``err`` is one or was raised while handling one, else None."""
+    return next((type(c) for c in causes(err) if isinstance(c, KeyboardInterrupt | Terminated)), None)
 
 
 def raised_in(err: BaseException, package: str) -> bool:

@@ -185,7 +185,7 @@ def run_main(body: Callable[[], int], interrupted: Callable[[], str] = lambda: "
     except (KeyboardInterrupt, errors.Terminated, Exception) as err:
         interrupt = errors.interrupt_exit_code(err)
         if interrupt is not None:
-            how = {KeyboardInterrupt: "Ctrl-C", errors.Terminated: "SIGTERM"}.get(type(err)) or (
+            how = {KeyboardInterrupt: "Ctrl-C", errors.Terminated: "SIGTERM"}.get(errors.interrupt_kind(err)) or (
                 "Spark was shut down under the job: spark-submit stopped by a signal, or its JVM failed"
             )
             print(f"interrupted ({how}): {interrupted() or 'nothing was left half-written'}", file=sys.stderr)

@@ -9,7 +9,7 @@ import sys
 
 from pyspark.sql import SparkSession
 
-from ucluster_spark import _env
+from ucluster_spark import _env, errors
 
 
 def get_session(app_name: str = "ucluster-spark", extra_conf: dict[str, str] | None = None) -> SparkSession:
@@ -91,7 +91,12 @@ def stop(spark: SparkSession) -> None:
     Spark 3.5's barrier timer, a non-daemon ``java.util.Timer`` started by the first barrier stage whose tasks ran
     in the driver's JVM (local mode, ``run.launcher=barrier``). Spark 4 runs it as a daemon; nothing to do there."""
     jvm = spark.sparkContext._jvm
-    spark.stop()
+    try:
+        spark.stop()
+    except Exception as err:  # Ctrl-C or SIGTERM stopped spark-submit's JVM first: nothing is left to stop
+        if not errors.spark_stopped(err):
+            raise
+        return
     if _submitted():
         with contextlib.suppress(Exception):  # another Spark version's internals: then it needs no help
             companion = jvm.java.lang.Class.forName("org.apache.spark.BarrierTaskContext$")
