@@ -65,6 +65,16 @@ def test_only_the_newest_checkpoints_are_kept(tmp_path):
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["LATEST", "epoch-0003", "epoch-0004"]
 
 
+def test_the_end_of_pre_training_is_kept_beside_the_newest(tmp_path):
+    model, optimizer = _trained_pair()
+    for epoch in range(1, 6):
+        checkpoint.save(tmp_path, model, optimizer, checkpoint.TrainingState(epoch, []), keep=2, pinned=2)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "LATEST", "epoch-0002", "epoch-0004", "epoch-0005",
+    ]  # fmt: skip
+    assert checkpoint.latest(tmp_path).name == "epoch-0005"
+
+
 def test_a_damaged_pointer_falls_back_to_the_newest_complete_checkpoint(tmp_path, package_log):
     from ucluster_spark import errors
 

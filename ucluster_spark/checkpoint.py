@@ -44,8 +44,10 @@ def checkpoints_dir(run_dir: str | Path) -> Path:
     return store.RunLayout(run_dir).checkpoints
 
 
-def save(run_dir: str | Path, model, optimizer, state: TrainingState, keep: int = 2) -> Path:
-    """Rank 0 only. Returns the checkpoint directory, complete and pointed to by LATEST."""
+def save(run_dir: str | Path, model, optimizer, state: TrainingState, keep: int = 2, pinned: int = 0) -> Path:
+    """Rank 0 only. Returns the checkpoint directory, complete and pointed to by LATEST. The newest ``keep`` are
+    kept, and the one after ``pinned`` epochs (the end of pre-training, with the k-means centroids: where runs with
+    other clustering-phase settings can start from one and the same pre-training)."""
     root = checkpoints_dir(run_dir)
     final = root / f"epoch-{state.epochs_done:04d}"
     with store.atomic_directory(final, overwrite=True) as staging:
@@ -54,7 +56,8 @@ def save(run_dir: str | Path, model, optimizer, state: TrainingState, keep: int 
         store.atomic_write_json(staging / STATE, asdict(state))
     store.atomic_write_text(root / LATEST, final.name + "\n")
     for old in sorted(p for p in root.glob("epoch-*") if p.is_dir())[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        if old.name != f"epoch-{pinned:04d}":
+            shutil.rmtree(old, ignore_errors=True)
     return final
 
 

@@ -380,7 +380,7 @@ def train_and_evaluate(cfg, plan: TrainingPlan, comm: Collectives, rank_started_
             curves.add_epoch(history[-1])
         if r.rank == 0:
             state = checkpoint.TrainingState(epoch + 1, history, r.size)
-            saved = checkpoint.save(plan.run_dir, r.model, r.optimizer, state)
+            saved = checkpoint.save(plan.run_dir, r.model, r.optimizer, state, pinned=cfg.train.pretrain_epochs)
             r.log(f"checkpoint {saved.name} written")
     if curves is not None:
         curves.close()
