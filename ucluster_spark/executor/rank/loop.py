@@ -396,6 +396,13 @@ def train_and_evaluate(cfg, plan: TrainingPlan, comm: Collectives, rank_started_
         r.log(f"test clustering accuracy {metrics['clustering_accuracy']:.4f} on {metrics['n_jets']} jets")
         for warning in metrics["warnings"]:
             r.log(f"WARNING the run ended degenerate: {warning}")
+    return rank_summary(r, metrics, rank_started_at)
+
+
+def rank_summary(r: Rank, metrics: dict[str, Any], rank_started_at: float) -> dict[str, Any]:
+    """What the launcher returns to the driver per rank, after training: the metrics (rank 0's are the run's), and
+    what the tests and benchmarks check across ranks — the weights' digest and centroids (identical on every rank),
+    when the rank started (start-up cost) and the cores it could use (core binding)."""
     return {
         "rank": r.rank,
         "rank_started_at": rank_started_at,
