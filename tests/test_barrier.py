@@ -38,8 +38,9 @@ def test_a_killed_barrier_rank_fails_the_job_and_the_run_resumes(synthetic_datas
     whole, _ = two_rank_run("barrier")
     args = ["--config", str(ROOT / "conf/local.yaml"), "--data", str(root), *TINY, *TWO_RANKS, *BARRIER]
     run_dir = tmp_path / "killed"
-    # Rank 1 SIGKILLs itself at the first step of epoch 2, after the epoch-1 checkpoint.
-    failed = submit(*args, "--output", str(run_dir), cwd=tmp_path, extra_env={FAULT_ENV: "kill:1:1:0"}, timeout=300)
+    # Rank 1 SIGKILLs itself at the second step of epoch 2: past the first step's allreduce, so rank 0 (which saves
+    # before it) has written the epoch-1 checkpoint (at the first step that raced with the save on a loaded machine).
+    failed = submit(*args, "--output", str(run_dir), cwd=tmp_path, extra_env={FAULT_ENV: "kill:1:1:1"}, timeout=300)
     assert failed.returncode == errors.EXIT_TRAINING_FAILED, failed.stderr[-4000:]
     assert "rank 1 (executor driver" in failed.stderr and "was killed by SIGKILL" in failed.stderr
     assert f"continue from checkpoint epoch-0001 with --resume {run_dir}" in failed.stderr

@@ -144,7 +144,7 @@ def test_a_frozen_then_a_killed_rank_fail_the_job_and_the_run_resumes_from_its_c
     args = ["--output", str(run_dir), f"data.generated_root={work / 'generated'}", *TINY]
     frozen = submit(
         "--config", str(ROOT / "conf/local.yaml"), *args, "run.failure_grace_seconds=5",
-        cwd=work, extra_env={FAULT_ENV: "stop:1:1:0", "HOROVOD_GLOO_TIMEOUT_SECONDS": "10"}, timeout=300,
+        cwd=work, extra_env={FAULT_ENV: "stop:1:1:1", "HOROVOD_GLOO_TIMEOUT_SECONDS": "10"}, timeout=300,
     )  # fmt: skip
     assert frozen.returncode == errors.EXIT_TRAINING_FAILED, frozen.stdout[-3000:] + frozen.stderr[-3000:]
     output = frozen.stdout + frozen.stderr

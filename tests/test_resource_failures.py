@@ -78,7 +78,7 @@ def memory_then_disk(synthetic_dataset, tmp_path_factory):
     runs = {"run_dir": run_dir, "no_disk": no_disk}
     try:
         runs["memory"] = _train(run_dir, work, synthetic_dataset[0], "run.rank_memory_limit_mb=3500",
-                                fault="allocate:1:1:0")  # fmt: skip
+                                fault="allocate:1:1:1")  # fmt: skip
         if not no_disk:
             runs["disk"] = _resume(run_dir, work, fault="fill_disk:0:1:0")
             runs["latest_after_disk"] = (run_dir / "checkpoints" / "LATEST").read_text().strip()

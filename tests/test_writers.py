@@ -158,6 +158,9 @@ def test_one_writer_per_run_and_an_interrupted_run_says_how_to_continue(syntheti
          errors.EXIT_INTERRUPTED, "Ctrl-C"),
         (lambda: _unwinding(errors.Terminated(), ValueError("an error of any kind while unwinding")),
          errors.EXIT_TERMINATED, "SIGTERM"),
+        # SIGTERM to spark-submit: a py4j error whose text the stopped JVM can no longer give (str() raises)
+        (lambda: _unwinding(RuntimeError("Job 0 cancelled"), _JvmGoneError()), errors.EXIT_TERMINATED,
+         "Spark was shut down under the job: spark-submit stopped by a signal, or its JVM failed"),
     ],
 )  # fmt: skip
 def test_every_kind_of_interrupt_is_one_line_and_its_exit_code(stop, code, how, capsys, monkeypatch):
@@ -178,6 +181,13 @@ def test_every_kind_of_interrupt_is_one_line_and_its_exit_code(stop, code, how, 
     horovod_thread.join()
     assert capsys.readouterr().err == f"interrupted ({how}): nothing was written to out: run the same command again\n"
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the job's handler is gone again
+
+
+class _JvmGoneError(Exception):
+    """As py4j's ``Py4JJavaError``, whose ``str`` asks the JVM for the Java exception's text."""
+
+    def __str__(self) -> str:
+        raise ConnectionRefusedError(111, "Connection refused")
 
 
 def _unwinding(interrupt: BaseException, then: Exception) -> None:
@@ -369,19 +379,16 @@ def test_evaluate_refuses_a_file_damaged_inside_with_exit_2_and_one_line(finishe
 
 
 @pytest.mark.slow
-def test_a_dataset_without_checksums_damaged_inside_is_bad_input_too(spark, finished_run, synthetic_dataset, tmp_path):
-    """Written before checksums were recorded: Spark's own check of the file (Hadoop's .crc beside it) fails the
-    assignment job, and that is bad input naming the file, not a failed job."""
-    from ucluster_spark.driver.evaluate import evaluate
+def test_a_file_damaged_after_the_checks_fails_the_job_naming_it(spark, finished_run, synthetic_dataset, tmp_path):
+    """Damaged between the checksum check and the job (or on a copy the job reads): Spark's own check of the file
+    (Hadoop's .crc beside it) fails the assignment job, and that is bad input naming the file, not a failed job."""
+    from ucluster_spark.driver.evaluate import AssignmentJob, read_jets, read_trained_run
 
     root, victim = _flipped_copy(synthetic_dataset, tmp_path)
-    meta = json.loads((root / schema.METADATA_FILE).read_text())
-    del meta["checksums"]
-    (root / schema.METADATA_FILE).write_text(json.dumps(meta))
+    job = AssignmentJob(spark, read_trained_run(finished_run[1]), batch_size=256)
     message = rf"{victim}: the file cannot be read \(ChecksumException: Checksum error: .*; split train\); the dataset"
     with pytest.raises(DatasetError, match=message):
-        evaluate(spark, finished_run[1], root, tmp_path / "out")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["flipped"]
+        job.write(read_jets(spark, root, ["train"]), root, (tmp_path / "out").as_uri())
 
 
 def _crc(path: Path) -> str:

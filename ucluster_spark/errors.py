@@ -118,6 +118,7 @@ class Terminated(BaseException):
     released and staging is removed on the way out."""
 
 
+UNREACHABLE_JVM = "its text is in the JVM, which cannot be reached"
 SPARK_GONE = (
     "SparkContext was shut down",
     "SparkContext has been shutdown",
@@ -126,9 +127,19 @@ SPARK_GONE = (
     "Error while sending or receiving",
     "Py4JNetworkError",
     "does not exist in the JVM",
+    UNREACHABLE_JVM,
 )
 """What py4j and Spark say when the driver's JVM stops under a running job: spark-submit got SIGTERM or Ctrl-C
 (its JVM shuts the SparkContext down and exits; the job's Python process only sees its calls fail)."""
+
+
+def safe_text(err: BaseException) -> str:
+    """``str(err)``, or what can be said without it: a py4j error fetches its text from the JVM, which a signal to
+    spark-submit may already have stopped (then ``str`` itself raises)."""
+    try:
+        return str(err)
+    except Exception as failed:
+        return f"{type(err).__name__} ({UNREACHABLE_JVM}: {type(failed).__name__})"
 
 
 def spark_stopped(err: BaseException) -> bool:
@@ -136,7 +147,7 @@ def spark_stopped(err: BaseException) -> bool:
     for it, or a connection refused to py4j (the JVM has exited)."""
     return any(
         type(cause).__name__ == "Py4JNetworkError"
-        or any(marker in str(cause) for marker in SPARK_GONE)
+        or any(marker in safe_text(cause) for marker in SPARK_GONE)
         or (isinstance(cause, ConnectionError) and raised_in(cause, "py4j"))
         for cause in causes(err)
     )

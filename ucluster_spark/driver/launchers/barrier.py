@@ -20,7 +20,7 @@ from typing import Any
 from ucluster_spark import _env, store
 from ucluster_spark.config import Config
 from ucluster_spark.driver.launchers.supervision import FailureWatchdog
-from ucluster_spark.errors import TrainingFailed
+from ucluster_spark.errors import TrainingFailed, safe_text
 from ucluster_spark.executor.rank.barrier import run_rank_task
 from ucluster_spark.plan import TrainingPlan
 
@@ -125,5 +125,6 @@ def launch(spark, cfg: Config, plan: TrainingPlan) -> list[dict[str, Any]]:
         return [json.loads(text) for text in outcome["results"]]
     job_ids = sc.statusTracker().getJobIdsForGroup(group)
     details = [describe_failure(spark, job_ids, store.RunLayout(plan.run_dir)), watchdog.summary()]
-    details = [d for d in details if d] or [str(outcome.get("error", "unknown error")).strip().splitlines()[0]]
+    error = outcome.get("error")
+    details = [d for d in details if d] or [(safe_text(error) if error else "unknown error").strip().splitlines()[0]]
     raise TrainingFailed("training failed:\n" + "\n".join(details))

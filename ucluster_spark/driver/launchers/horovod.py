@@ -10,7 +10,7 @@ from typing import Any
 from ucluster_spark import _env, store
 from ucluster_spark.config import Config
 from ucluster_spark.driver.launchers.supervision import FailureWatchdog, restored_signal_handlers
-from ucluster_spark.errors import TrainingFailed
+from ucluster_spark.errors import TrainingFailed, safe_text
 from ucluster_spark.executor.rank.entry import train_fn
 from ucluster_spark.plan import TrainingPlan
 
@@ -50,4 +50,4 @@ def launch(spark, cfg: Config, plan: TrainingPlan) -> list[dict[str, Any]]:
             )
     except Exception as err:  # horovod raises plain Exception/RuntimeError for failed ranks
         details = watchdog.summary()
-        raise TrainingFailed(f"training failed: {err}" + (f"\n{details}" if details else "")) from err
+        raise TrainingFailed(f"training failed: {safe_text(err)}" + (f"\n{details}" if details else "")) from err
