@@ -4,6 +4,7 @@ a real diverging run)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -18,9 +19,10 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
 import pytest
 
-from tests.conftest import ROOT, SPARK_SUBMIT, STACK, submit
+from tests.conftest import ROOT, SPARK_SUBMIT, STACK, needs_horovod, submit
 from tests.sample_files.hls4ml import jet_values, write_file
 from ucluster_spark import checkpoint, config, errors, schema, store
 from ucluster_spark.data.dataset import DatasetError, check_files, load_info, verify_checksums
@@ -131,15 +133,48 @@ def test_one_writer_per_run_and_an_interrupted_run_says_how_to_continue(syntheti
         _assert_interrupted(first, run_dir, errors.EXIT_TERMINATED, "Spark was shut down under the job")
     finally:
         _stop(first)
+    # Ctrl-C and the lock's end: test_ctrl_c_at_any_moment_ends_the_job_in_one_line_and_nothing_runs_on
 
-    done = checkpoint.read_state(checkpoint.latest(run_dir)).epochs_done
-    resumed = _start_training(tmp_path / "resumed.err", "--resume", str(run_dir))
-    try:
-        _wait_for_checkpoint(run_dir, resumed, after=done)
-        os.killpg(resumed.pid, signal.SIGINT)  # Ctrl-C in the terminal: the whole foreground process group
-        _assert_interrupted(resumed, run_dir, errors.EXIT_INTERRUPTED, "")
-    finally:
-        _stop(resumed)
+
+def _when_the_ranks_start(job: subprocess.Popen, run_dir: Path) -> None:
+    _wait_for_line(job, "[launcher] 2 rank(s)")
+
+
+def _as_a_checkpoint_is_written(job: subprocess.Popen, run_dir: Path) -> None:
+    _wait_for_checkpoint(run_dir, job, after=_epochs_done(run_dir), poll=0.02)
+
+
+def _mid_epoch(job: subprocess.Popen, run_dir: Path) -> None:
+    _wait_for_checkpoint(run_dir, job, after=_epochs_done(run_dir), poll=0.02)
+    time.sleep(0.5)  # the next epoch's steps (an epoch of this tiny run takes 1-2 s)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", [pytest.param("horovod", marks=needs_horovod),
+                                      pytest.param("barrier", marks=pytest.mark.portable)])  # fmt: skip
+def test_ctrl_c_at_any_moment_ends_the_job_in_one_line_and_nothing_runs_on(synthetic_dataset, tmp_path, launcher):
+    """Ctrl-C (SIGINT to the terminal's process group: the JVM, the driver, Spark's Python workers and the ranks
+    all get it, in no set order) at several moments of a run: as a checkpoint is written, while the ranks start,
+    mid-epoch. Every time: exit 130, one line naming the last checkpoint and the --resume command (no traceback,
+    no Java trace, no executor echo of the killed workers), no process of the job left, and the lock gone with the
+    job, so --resume takes the run on each time from where it stopped."""
+    run_dir = tmp_path / "run"
+    training = ["--config", str(ROOT / "conf/local.yaml"), "--output", str(run_dir), "--data",
+                str(synthetic_dataset[0]), "train.epochs=200", f"run.launcher={launcher}", STACK[1],
+                *SMALL_MODEL]  # fmt: skip
+    moments, epochs_done = [_as_a_checkpoint_is_written, _when_the_ranks_start, _mid_epoch], []
+    for attempt, moment in enumerate(moments):
+        args = training if attempt == 0 else ["--resume", str(run_dir)]
+        job = _start_training(tmp_path / f"{attempt}-{moment.__name__}.err", *args)
+        try:
+            moment(job, run_dir)
+            os.killpg(job.pid, signal.SIGINT)
+            _assert_interrupted(job, run_dir, errors.EXIT_INTERRUPTED, "")
+            assert _left_running(session=job.pid) == [], moment.__name__
+        finally:
+            _stop(job)
+        epochs_done.append(_epochs_done(run_dir))
+    assert epochs_done[0] >= 1 and epochs_done[-1] > epochs_done[0], epochs_done  # each resume went on from the last
     assert "resumed from" in (run_dir / "train.log").read_text()
 
 
@@ -218,15 +253,41 @@ def _finished(job: subprocess.Popen, timeout: float) -> str:
     return job.stderr_path.read_text()
 
 
-def _wait_for_checkpoint(run_dir: Path, job: subprocess.Popen, after: int, timeout: float = 600) -> None:
+def _wait_for_checkpoint(run_dir: Path, job: subprocess.Popen, after: int, timeout: float = 600,
+                         poll: float = 1.0) -> None:  # fmt: skip
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert job.poll() is None, job.stderr_path.read_text()[-4000:]
-        last = checkpoint.latest(run_dir) if (run_dir / "checkpoints").exists() else None
-        if last is not None and checkpoint.read_state(last).epochs_done > after:
+        if _epochs_done(run_dir) > after:
             return
-        time.sleep(1)
+        time.sleep(poll)
     raise AssertionError(f"no checkpoint after epoch {after} within {timeout} s")
+
+
+def _epochs_done(run_dir: Path) -> int:
+    last = checkpoint.latest(run_dir) if (run_dir / "checkpoints").exists() else None
+    return checkpoint.read_state(last).epochs_done if last is not None else 0
+
+
+def _wait_for_line(job: subprocess.Popen, text: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in job.stderr_path.read_text():
+        assert job.poll() is None and time.monotonic() < deadline, job.stderr_path.read_text()[-4000:]
+        time.sleep(0.02)
+
+
+def _left_running(session: int, grace: float = 15) -> list[str]:
+    """The processes still in the job's session (its JVM, driver, Python workers, ranks) after ``grace`` s."""
+    deadline = time.monotonic() + grace
+    while True:
+        left = []
+        for process in psutil.process_iter(["pid", "cmdline"]):
+            with contextlib.suppress(OSError, psutil.Error):
+                if os.getsid(process.pid) == session:
+                    left.append(f"{process.pid}: {' '.join(process.info['cmdline'] or [])[:200]}")
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.5)
 
 
 def _assert_interrupted(job: subprocess.Popen, run_dir: Path, code: int, cause: str) -> None:
@@ -244,6 +305,7 @@ def _assert_interrupted(job: subprocess.Popen, run_dir: Path, code: int, cause: 
         f"spark-submit jobs/train.py --resume {run_dir}"
     )
     assert "Traceback" not in stderr and "\tat org.apache" not in stderr and "Py4J" not in stderr
+    assert "ERROR Executor" not in stderr, stderr[-4000:]  # the killed Python workers' echo
     assert not (run_dir / "metrics.json").exists()
 
 

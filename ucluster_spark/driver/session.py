@@ -33,33 +33,40 @@ def get_session(app_name: str = "ucluster-spark", extra_conf: dict[str, str] | N
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     _quiet_accumulator_server(spark.sparkContext)
-    _quiet_task_cleanup_at_shutdown(spark.sparkContext)
+    _quiet_interrupt_echoes(spark.sparkContext)
     return spark
 
 
-TASK_CLEANUP_AT_SHUTDOWN = "Uncaught exception in thread Executor task launch worker.*"
+INTERRUPT_ECHOES = {
+    # When spark-submit is stopped under a job, a task thread of the driver's JVM (local mode) can end after
+    # SparkEnv has stopped; its clean-up then fails with a NullPointerException logged with its Java trace.
+    "org.apache.spark.util.Utils": "Uncaught exception in thread Executor task launch worker.*",
+    # Ctrl-C reaches the Python workers of the running tasks (one per rank) with the job: the executor logs each
+    # as crashed. The same reason travels with the task's failure to the driver, where the job reports it.
+    "org.apache.spark.executor.Executor": r".*Python worker exited unexpectedly \(crashed\).*",
+}
+"""Spark's log messages (logger: whole-message regex) that only echo a stop the job reports itself in one line."""
 
 
-def _quiet_task_cleanup_at_shutdown(sc) -> None:
-    """When spark-submit is stopped under a job, a task thread of the driver's JVM (local mode) can end after
-    ``SparkEnv`` has stopped; its clean-up then fails with a NullPointerException that Spark logs with its Java
-    trace ("Uncaught exception in thread Executor task launch worker ..."), after the job has said in one line what
-    stopped it. A log4j2 filter drops that message only: a task's own failure is logged by the executor as before."""
+def _quiet_interrupt_echoes(sc) -> None:
+    """A log4j2 filter per logger of ``INTERRUPT_ECHOES`` drops those messages only; everything else those loggers
+    say is shown as before."""
     jvm = sc._jvm
     try:
         core = jvm.org.apache.logging.log4j.core
         result = getattr(core, "Filter$Result")
         context = jvm.org.apache.logging.log4j.LogManager.getContext(False)
-        logger_config = context.getConfiguration().getLoggerConfig("org.apache.spark.util.Utils")
-        present = logger_config.getFilter()
-        if present is not None and "task launch worker" in str(present.toString()):
-            return  # one filter per JVM, however many sessions it has seen
-        logger_config.addFilter(
-            core.filter.RegexFilter.createFilter(TASK_CLEANUP_AT_SHUTDOWN, None, False, result.DENY, result.NEUTRAL)
-        )
+        configuration = context.getConfiguration()
+        for logger, pattern in INTERRUPT_ECHOES.items():
+            logger_config = configuration.getLoggerConfig(logger)  # its own, or the nearest ancestor's (root)
+            present = logger_config.getFilter()
+            if present is not None and pattern in str(present.toString()):
+                continue  # one filter per JVM, however many sessions it has seen
+            logger_config.addFilter(core.filter.RegexFilter.createFilter(pattern, None, False, result.DENY,
+                                                                         result.NEUTRAL))  # fmt: skip
         context.updateLoggers()
     except Exception as err:  # another logging backend: Spark's messages stay as they are
-        logging.getLogger(__name__).debug("Spark's task clean-up messages stay on: %s", err)
+        logging.getLogger(__name__).debug("Spark's interrupt messages stay on: %s", err)
 
 
 def _quiet_accumulator_server(sc) -> None:
