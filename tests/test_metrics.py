@@ -94,3 +94,30 @@ def test_collapse_warnings_name_empty_clusters_and_dead_dimensions():
         "cluster 1 is empty",
         "embedding dimension 1 is dead (std 0)",
     ]
+
+
+def test_the_embedding_geometry_tells_a_centroid_cut_from_what_z_holds():
+    """Two W/Z blobs apart along z's thinnest axis and a top blob: centroids placed on the two W/Z blobs cut W from
+    Z perfectly; centroids split along the wide axis cut them at chance, while z still holds them for a classifier
+    and the W/Z normal lies on the thin axis."""
+    from benchmarks.embedding_geometry import geometry
+
+    rng = np.random.default_rng(0)
+    n = 200
+    centers = np.array([[0.0, 0.0, -0.05], [0.0, 0.0, 0.05], [2.0, 0.0, 0.0]])  # W, Z, top; W/Z apart along axis 2
+    label = np.repeat([0, 1, 2], n)
+    z = centers[label] + rng.normal(size=(3 * n, 3)) * [1.0, 0.3, 0.01]  # wide, middle, thin
+    split = np.where(np.arange(3 * n) % 2 == 0, "train", "test")
+
+    def report(centroids):
+        distances = ((z[:, None, :] - centroids[None]) ** 2).sum(-1)
+        jets = {"split": split, "label": label, "cluster": distances.argmin(1), "z": z, "distances": distances}
+        return geometry(jets, ["w", "z", "t"])
+
+    on_the_blobs = report(centers)
+    assert on_the_blobs["w_versus_z"]["own_centroids"] > 0.99
+    across = report(np.array([[-0.7, 0.0, 0.0], [0.7, 0.0, 0.0], [2.5, 0.0, 0.0]]))  # a cut of the wide axis
+    assert 0.4 < across["w_versus_z"]["own_centroids"] < 0.6
+    assert across["w_versus_z"]["supervised_on_z"] > 0.99 and across["supervised_on_z"] > 0.8
+    assert across["w_versus_z"]["linear_normal_on_principal_axes"][0] > 0.99  # the thinnest axis (ascending)
+    assert across["test_w_and_z_per_cluster"][2]["w"] + across["test_w_and_z_per_cluster"][2]["z"] < n
