@@ -193,6 +193,9 @@ def test_ctrl_c_at_any_moment_ends_the_job_in_one_line_and_nothing_runs_on(synth
          errors.EXIT_INTERRUPTED, "Ctrl-C"),
         (lambda: _unwinding(errors.Terminated(), ValueError("an error of any kind while unwinding")),
          errors.EXIT_TERMINATED, "SIGTERM"),
+        # Ctrl-C: spark-submit's JVM, shutting down, answers a py4j call with a bare failure (pyspark 4)
+        (lambda: (_ for _ in ()).throw(_bare_py4j_error("o39.statusTracker")), errors.EXIT_TERMINATED,
+         "Spark was shut down under the job: spark-submit stopped by a signal, or its JVM failed"),
         # SIGTERM to spark-submit: a py4j error whose text the stopped JVM can no longer give (str() raises)
         (lambda: _unwinding(RuntimeError("Job 0 cancelled"), _JvmGoneError()), errors.EXIT_TERMINATED,
          "Spark was shut down under the job: spark-submit stopped by a signal, or its JVM failed"),
@@ -231,6 +234,22 @@ def _unwinding(interrupt: BaseException, then: Exception) -> None:
         raise interrupt
     finally:
         raise then
+
+
+@pytest.mark.portable
+def test_only_a_py4j_failure_without_a_word_from_the_jvm_counts_as_the_jvm_going_away():
+    from py4j.protocol import Py4JError
+
+    assert errors.spark_stopped(_bare_py4j_error("o39.statusTracker"))
+    trace = "py4j.Py4JException: Method foo([]) does not exist\n\tat py4j.reflection.ReflectionEngine.getMethod"
+    traced = Py4JError(f"An error occurred while calling o39.foo. Trace:\n{trace}\n")
+    assert not errors.spark_stopped(traced)  # the JVM answered: a bug of ours, shown with its traceback
+
+
+def _bare_py4j_error(call: str) -> Exception:
+    from py4j.protocol import Py4JError
+
+    return Py4JError(f"An error occurred while calling {call}")
 
 
 def _start_training(stderr: Path, *args: str) -> subprocess.Popen:

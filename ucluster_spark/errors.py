@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import traceback
 from collections.abc import Iterator
 
@@ -142,13 +143,19 @@ def safe_text(err: BaseException) -> str:
         return f"{type(err).__name__} ({UNREACHABLE_JVM}: {type(failed).__name__})"
 
 
+BARE_PY4J_ERROR = re.compile(r"An error occurred while calling [\w$.]+")
+"""py4j's error for a call the JVM answered with a failure and nothing else — no Java exception, no trace: what its
+gateway answers while spark-submit's JVM shuts down under the call (seen with Ctrl-C, pyspark 4)."""
+
+
 def spark_stopped(err: BaseException) -> bool:
     """``err`` (or what caused it) is the SparkContext or its JVM going away under the job: Spark's or py4j's words
-    for it, or a connection refused to py4j (the JVM has exited)."""
+    for it, a connection refused to py4j (the JVM has exited), or a py4j call failed with no word from the JVM."""
     return any(
         type(cause).__name__ == "Py4JNetworkError"
         or any(marker in safe_text(cause) for marker in SPARK_GONE)
         or (isinstance(cause, ConnectionError) and raised_in(cause, "py4j"))
+        or (type(cause).__name__ == "Py4JError" and BARE_PY4J_ERROR.fullmatch(safe_text(cause).strip()) is not None)
         for cause in causes(err)
     )
 
