@@ -98,9 +98,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     report = {}
     for spec in args.models:
-        name, _, path = spec.partition("=")
-        if not path:
+        name, _, path = spec.rpartition("=")  # the name may hold "=" (a setting), a path seldom does
+        if not name or not path:
             parser.error(f"{spec!r}: expected NAME=EVAL_DIR")
+        if not (Path(path) / "metrics.json").is_file() or not (Path(path) / "assignments").is_dir():
+            parser.error(f"{path}: not an output of the evaluate job (metrics.json and assignments/ expected)")
         classes = json.loads((Path(path) / "metrics.json").read_text())["classes"]  # the labels' order
         report[name] = {"assignments": path, **geometry(read_assignments(Path(path)), classes)}
     text = json.dumps(report, indent=2)
