@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -244,6 +245,25 @@ def test_only_a_py4j_failure_without_a_word_from_the_jvm_counts_as_the_jvm_going
     trace = "py4j.Py4JException: Method foo([]) does not exist\n\tat py4j.reflection.ReflectionEngine.getMethod"
     traced = Py4JError(f"An error occurred while calling o39.foo. Trace:\n{trace}\n")
     assert not errors.spark_stopped(traced)  # the JVM answered: a bug of ours, shown with its traceback
+
+
+@pytest.mark.portable
+@pytest.mark.parametrize("message", ["Exception while sending command.", "KeyboardInterrupt while sending command."])
+def test_py4j_s_echo_of_a_stop_is_not_shown_and_its_other_records_are(message):
+    """py4j logs these on the root logger, with a traceback, when the JVM goes away or Ctrl-C comes during a call,
+    then raises to the job, which reports it in one line."""
+    from ucluster_spark import logs
+
+    logs.configure()
+    root = logging.getLogger()
+
+    def record(text: str, path: str) -> logging.LogRecord:
+        return logging.LogRecord("root", logging.ERROR, path, 1038, text, None, None)
+
+    gateway = "/site-packages/pyspark/python/lib/py4j-0.10.9.7-src.zip/py4j/java_gateway.py"
+    assert not root.filter(record(message, gateway))
+    assert root.filter(record("An error of py4j's own", gateway))
+    assert root.filter(record(message, "/work/somewhere/else.py"))
 
 
 def _bare_py4j_error(call: str) -> Exception:

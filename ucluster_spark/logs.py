@@ -52,11 +52,14 @@ def line(name: str, message: str) -> str:
     return ComponentFormatter().format(logging.makeLogRecord({"name": name, "msg": message, "levelno": logging.INFO}))
 
 
+PY4J_ECHOES = ("Exception while sending command", "KeyboardInterrupt while sending command")
+
+
 def _not_py4j_connection_noise(record: logging.LogRecord) -> bool:
     """py4j logs "Exception while sending command." with a traceback on the root logger whenever the JVM is gone
-    (spark-submit stopped under the job), then raises the same error to its caller, which the job reports in one
-    line: the record only repeats it."""
-    return not (record.getMessage().startswith("Exception while sending command") and "py4j" in record.pathname)
+    (spark-submit stopped under the job), and "KeyboardInterrupt while sending command." when Ctrl-C comes during a
+    call, then raises the same error to its caller, which the job reports in one line: the record only repeats it."""
+    return not (record.getMessage().startswith(PY4J_ECHOES) and "py4j" in record.pathname)
 
 
 def configure(verbose: int = 1) -> None:

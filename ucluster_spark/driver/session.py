@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import sys
+import warnings
 
 from pyspark.sql import SparkSession
 
@@ -99,7 +100,9 @@ def stop(spark: SparkSession) -> None:
     in the driver's JVM (local mode, ``run.launcher=barrier``). Spark 4 runs it as a daemon; nothing to do there."""
     jvm = spark.sparkContext._jvm
     try:
-        spark.stop()
+        with warnings.catch_warnings():  # its JVM was stopped under the job, which says so itself in one line
+            warnings.filterwarnings("ignore", message="Unable to cleanly shutdown Spark JVM", category=RuntimeWarning)
+            spark.stop()
     except Exception as err:  # Ctrl-C or SIGTERM stopped spark-submit's JVM first: nothing is left to stop
         if not errors.spark_stopped(err):
             raise
