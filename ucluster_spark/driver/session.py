@@ -45,6 +45,9 @@ INTERRUPT_ECHOES = {
     # Ctrl-C reaches the Python workers of the running tasks (one per rank) with the job: the executor logs each
     # as crashed. The same reason travels with the task's failure to the driver, where the job reports it.
     "org.apache.spark.executor.Executor": r".*Python worker exited unexpectedly \(crashed\).*",
+    # A barrier task that ends as the interrupt tears the block manager down fails to release its broadcast block
+    # (Spark 4, local mode). A listener's error fails its task, so it reaches the driver too.
+    "org.apache.spark.TaskContextImpl": "Error in TaskCompletionListener.*",
 }
 """Spark's log messages (logger: whole-message regex) that only echo a stop the job reports itself in one line."""
 
