@@ -32,6 +32,7 @@ def test_the_accuracy_results_are_committed():
         "accuracy-asrun-nompi.json",
         "accuracy-asrun.json",
         "accuracy-floor1e4.json",
+        "accuracy-mask-padding-false.json",
         "accuracy-packed-s7.json",
         "accuracy-packed-s89.json",
         "accuracy-references.json",
