@@ -74,20 +74,15 @@ def geometry(jets: dict[str, np.ndarray], classes: list[str]) -> dict[str, Any]:
             "own_centroids": round(float(own_wz), 4),
             "supervised_on_z": round(
                 float(boosted().fit(z[pair & train], label[pair & train]).score(z[pair & test], label[pair & test])), 4
-            ),  # fmt: skip
+            ),
             "variances_along_principal_axes": [float(f"{v:.3g}") for v in variances],
             "linear_normal_on_principal_axes": [
                 round(float(abs(c)), 3) for c in axes.T @ (direction / np.linalg.norm(direction))
             ],
         },
-        "test_w_and_z_per_cluster": [
-            {
-                "cluster": k,
-                "w": int(((cluster == k) & (label == w) & test).sum()),
-                "z": int(((cluster == k) & (label == zb) & test).sum()),
-            }
-            for k in range(len(classes))
-        ],  # fmt: skip
+        "test_w_and_z_per_cluster": [  # the rows of the confusion matrix summarize already made
+            {"cluster": k, "w": row[w], "z": row[zb]} for k, row in enumerate(own["confusion_matrix"])
+        ],
     }
 
 
